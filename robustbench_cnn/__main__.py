@@ -1,0 +1,3 @@
+from robustbench_cnn.cli import main
+
+raise SystemExit(main())

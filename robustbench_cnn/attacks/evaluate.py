@@ -1,0 +1,70 @@
+"""Robust accuracy of a model under one attack at one eps, with the threat model enforced."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustbench_cnn.errors import AttackContractError
+
+TOLERANCE = 1e-5
+
+
+def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
+    """Raise :class:`AttackContractError` unless ``x_adv`` is finite, in [0, 1] and within eps of ``x``."""
+    if not torch.isfinite(x_adv).all():
+        raise AttackContractError("attack returned non-finite pixels")
+    if x_adv.min() < 0 or x_adv.max() > 1:
+        raise AttackContractError(f"attack left [0, 1]: pixel range [{x_adv.min():.4g}, {x_adv.max():.4g}]")
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(p=2, dim=1)
+    worst = float(size.max()) if len(size) else 0.0
+    if worst > eps * (1 + TOLERANCE) + TOLERANCE:
+        raise AttackContractError(f"attack left the {norm} ball: |delta| = {worst:.6g} > eps = {eps:.6g}")
+
+
+def robust_correct(
+    model: nn.Module,
+    make_attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean_correct: torch.Tensor,
+    eps: float,
+    norm: str,
+    batch_size: int = 256,
+    restarts: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    desc: str = "attack",
+    progress: bool = True,
+) -> torch.Tensor:
+    """Boolean ``(N,)``: example i is clean-correct and the attack did not flip its prediction.
+
+    Only clean-correct examples are attacked (RobustBench's convention), so robust accuracy can
+    never exceed clean accuracy. With ``restarts > 1`` an example counts as robust only if every
+    restart fails (per-example worst case, as torchattacks' MultiAttack). ``eps = 0`` admits no
+    perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
+    """
+    model.eval()
+    result = clean_correct.clone()
+    if eps == 0:
+        return result
+    torch.manual_seed(seed)
+    idx = clean_correct.nonzero().flatten()
+    batches = list(idx.split(batch_size))
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        xb, yb = x[batch].to(device), y[batch].to(device)
+        still = torch.ones(len(batch), dtype=torch.bool, device=device)
+        for _ in range(restarts):
+            live = still.nonzero().flatten()  # later restarts attack only the survivors
+            if len(live) == 0:
+                break
+            x_adv = make_attack(model)(xb[live], yb[live])
+            if model.training:
+                raise AttackContractError(f"{desc} left the model in train mode")
+            check_perturbation(xb[live], x_adv, eps, norm)
+            with torch.no_grad():
+                still[live] = model(x_adv).argmax(1) == yb[live]
+        result[batch] = still.cpu()
+    return result

@@ -1,0 +1,108 @@
+"""The in-memory dataset contract shared by every loader, and the spec-driven entry point."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from robustbench_cnn.errors import RobustBenchError
+
+if TYPE_CHECKING:
+    from robustbench_cnn.suite.spec import DatasetSpec
+
+
+class DatasetError(RobustBenchError):
+    """A dataset's files are missing or malformed (exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A train/eval split held in memory.
+
+    ``x_*``: float32 ``(N, C, H, W)`` in [0, 1]; ``y_*``: int64 ``(N,)`` in ``[0, num_classes)``.
+    ``mean``/``std`` are per-channel statistics of the training images, used by the model's
+    built-in normalization layer.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(float(m) for m in self.x_train.mean(dim=(0, 2, 3)))
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(max(float(s), 1e-3) for s in self.x_train.std(dim=(0, 2, 3)))
+
+    def fingerprint(self) -> str:
+        """sha256 over the exact tensors, so a cache key changes whenever the data does."""
+        h = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_eval, self.y_eval):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def to_float_images(images: torch.Tensor, channels_last_input: bool) -> torch.Tensor:
+    """uint8 ``(N, H, W)``/``(N, H, W, C)``/``(N, C, H, W)`` -> float32 ``(N, C, H, W)`` in [0, 1]."""
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    elif channels_last_input:
+        images = images.permute(0, 3, 1, 2)
+    return images.contiguous().float().div_(255.0)
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or images.shape[-1] == size:
+        return images
+    out = torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out.clamp_(0.0, 1.0)
+
+
+def take_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``size`` examples (all of them when ``size`` is None or too big)."""
+    if size is None or size >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return x[idx], y[idx]
+
+
+def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
+    """Load the dataset a suite names. ``data_dir`` must already be absolute (resolved by the caller)."""
+    from robustbench_cnn.data import DATASETS
+
+    loader = DATASETS.get(spec.name)
+    train_x, train_y, eval_x, eval_y, num_classes = loader(
+        data_dir=data_dir, download=spec.download, split_seed=spec.split_seed
+    )
+    train_x, train_y = take_subset(train_x, train_y, spec.train_size, spec.split_seed)
+    eval_x, eval_y = take_subset(eval_x, eval_y, spec.eval_size, spec.split_seed + 1)
+    return ImageDataset(
+        name=spec.name,
+        x_train=resize(train_x, spec.image_size),
+        y_train=train_y.long(),
+        x_eval=resize(eval_x, spec.image_size),
+        y_eval=eval_y.long(),
+        num_classes=num_classes,
+    )

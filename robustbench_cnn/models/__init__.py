@@ -1,0 +1,18 @@
+"""CNN architectures, registered by name.
+
+Every factory has the signature ``fn(num_classes, in_channels, **params) -> nn.Module`` and returns
+a network that expects *normalized* input; :func:`build_model` wraps it in
+:class:`~robustbench_cnn.models.normalize.Normalized` so that the model users, attacks and exports
+see takes images in [0, 1] (RobustBench's convention).
+"""
+
+from robustbench_cnn.models.build import build_model, check_params
+from robustbench_cnn.models.normalize import Normalized
+from robustbench_cnn.registry import Registry
+
+MODELS: Registry = Registry(
+    "model",
+    ("robustbench_cnn.models.simple_cnn", "robustbench_cnn.models.resnet", "robustbench_cnn.models.mobilenet"),
+)
+
+__all__ = ["MODELS", "Normalized", "build_model", "check_params"]

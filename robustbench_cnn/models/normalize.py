@@ -1,0 +1,25 @@
+"""Input normalization as the first layer of the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Normalized(nn.Module):
+    """``net((x - mean) / std)``.
+
+    Input: float ``(N, C, H, W)`` in [0, 1]. Output: logits ``(N, num_classes)``. ``mean`` and
+    ``std`` are buffers, so they travel with the weights into safetensors and exported graphs.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)

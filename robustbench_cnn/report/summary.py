@@ -1,0 +1,61 @@
+"""``summary.md``: the wide, human table (one row per model variant) built from the tidy rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
+
+
+def _attack_column(r: pd.Series) -> str:
+    return f"{r['attack']}-{r['norm']} @{r['eps']:.4g}"
+
+
+def wide_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model variant: clean metrics, robust accuracy per attack/eps, size and speed."""
+    if df.empty:
+        return pd.DataFrame(columns=VARIANT)
+    keyed = df.fillna({c: "" for c in VARIANT})
+    out = keyed[VARIANT].drop_duplicates().set_index(VARIANT)
+
+    def put(name: str, sub: pd.DataFrame) -> None:
+        if not sub.empty:
+            out[name] = sub.set_index(VARIANT)["value"]
+
+    for metric, label, scale in (("clean_acc", "clean %", 100), ("macro_f1", "macro F1", 1), ("ece", "ECE", 1)):
+        put(label, keyed[keyed.metric == metric].assign(value=lambda d, s=scale: d.value * s))
+    robust = keyed[keyed.metric == "robust_acc"]
+    for col, sub in robust.groupby(robust.apply(_attack_column, axis=1), sort=False):
+        put(f"{col} %", sub.assign(value=sub.value * 100))
+    put("params (k)", keyed[keyed.metric == "params"].assign(value=lambda d: d.value / 1e3))
+    put("MMACs", keyed[keyed.metric == "macs"].assign(value=lambda d: d.value / 1e6))
+    for bs in sorted(keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna().unique()):
+        put(f"p50 ms (bs {int(bs)})", keyed[(keyed.metric == "latency_ms_p50") & (keyed.batch_size == bs)])
+    return out.reset_index()
+
+
+def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
+    wide = wide_table(df)
+    title = f"# {manifest.get('suite', '')} — run {manifest.get('run_id', '')}"
+    env = manifest.get("environment", {})
+    facts = [
+        f"status: **{manifest.get('status')}**",
+        f"seed {manifest.get('seed')}",
+        f"device {manifest.get('device')} ({env.get('gpu') or env.get('cpu', '?')})",
+        f"wall {manifest.get('wall_seconds', 0):.0f} s",
+    ]
+    cache = [f"{name}: {info.get('cache', info.get('source'))}" for name, info in manifest.get("models", {}).items()]
+    lines = [title, "", " · ".join(facts), ""]
+    if cache:
+        lines += ["models: " + ", ".join(cache), ""]
+    lines.append(wide.to_markdown(index=False, floatfmt=".4g") if not wide.empty else "_no results_")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> str:
+    text = render(df, manifest)
+    path.write_text(text)
+    return text

@@ -1,0 +1,1 @@
+"""Inference runtimes and the latency harness shared by all of them."""

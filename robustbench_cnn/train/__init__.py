@@ -1,0 +1,1 @@
+"""Training recipes and the content-addressed model cache."""

@@ -1,0 +1,89 @@
+"""Standard supervised training: seeded, with a one-cycle/cosine schedule and a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustbench_cnn.suite.spec import TrainSpec
+from robustbench_cnn.train.augment import augment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    epochs: int
+    final_loss: float
+    final_train_acc: float
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, recipe: TrainSpec) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: TrainSpec, total_steps: int):
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(total_steps, 1))
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: TrainSpec,
+    seed: int,
+    device: torch.device | str = "cpu",
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainLog:
+    """Train ``model`` in place on images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,).
+
+    Shuffling and augmentation draw from one ``torch.Generator`` seeded with ``seed``; weights are
+    expected to have been initialised under the same seed. Leaves the model in eval mode.
+    """
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    steps_per_epoch = -(-len(y) // recipe.batch_size)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
+    loss_val, acc = float("nan"), float("nan")
+    bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        perm = torch.randperm(len(y), generator=gen)
+        total_loss, correct = 0.0, 0
+        for idx in perm.split(recipe.batch_size):
+            xb = augment(x[idx], recipe.augment, gen).to(device, non_blocking=True)
+            yb = y[idx].to(device, non_blocking=True)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        loss_val, acc = total_loss / len(y), correct / len(y)
+        if not torch.isfinite(torch.tensor(loss_val)):
+            raise FloatingPointError(f"{desc}: training loss is {loss_val}; lower train.lr")
+        bar.set_postfix(loss=f"{loss_val:.3f}", acc=f"{acc:.3f}")
+    model.eval()
+    seconds = time.perf_counter() - start
+    log.info("%s: %d epochs in %.1fs, loss %.4f, train acc %.4f", desc, recipe.epochs, seconds, loss_val, acc)
+    return TrainLog(recipe.epochs, loss_val, acc, seconds)
