@@ -17,7 +17,7 @@ def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: s
         raise AttackContractError("attack returned non-finite pixels")
     if x_adv.min() < 0 or x_adv.max() > 1:
         raise AttackContractError(f"attack left [0, 1]: pixel range [{x_adv.min():.4g}, {x_adv.max():.4g}]")
-    delta = (x_adv - x).flatten(1)
+    delta = (x_adv - x).detach().flatten(1)
     size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(p=2, dim=1)
     worst = float(size.max()) if len(size) else 0.0
     if worst > eps * (1 + TOLERANCE) + TOLERANCE:
@@ -60,7 +60,7 @@ def robust_correct(
             live = still.nonzero().flatten()  # later restarts attack only the survivors
             if len(live) == 0:
                 break
-            x_adv = make_attack(model)(xb[live], yb[live])
+            x_adv = make_attack(model)(xb[live], yb[live]).detach()
             if model.training:
                 raise AttackContractError(f"{desc} left the model in train mode")
             check_perturbation(xb[live], x_adv, eps, norm)

@@ -77,7 +77,7 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         loss_val, acc = total_loss / len(y), correct / len(y)
         if not torch.isfinite(torch.tensor(loss_val)):

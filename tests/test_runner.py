@@ -1,0 +1,94 @@
+"""End to end on a tiny suite: results contract, manifest, cache reuse, failures keep results."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from robustbench_cnn.cli import main
+from robustbench_cnn.errors import CheckpointError
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.results import COLUMNS, METRICS, read_csv
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+
+def options(tmp_path, **kw):
+    return RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, **kw)
+
+
+def test_run_writes_the_results_contract(tmp_path, tiny_suite):
+    result = run_suite(load_suite(tiny_suite()), options(tmp_path))
+    run_dir = result.run_dir
+    df = read_csv(run_dir / "results.csv")
+    assert list(df.columns) == list(COLUMNS)
+    assert set(df.metric) <= METRICS
+    assert {"clean_acc", "macro_f1", "ece", "robust_acc", "params", "macs", "size_bytes", "latency_ms_p50"} <= set(
+        df.metric
+    )
+    clean = df.loc[df.metric == "clean_acc", "value"].item()
+    robust = df[df.metric == "robust_acc"].set_index("eps")["value"]
+    assert robust[0.0] == clean and robust[0.1] <= clean
+    assert (df.run_id == result.manifest["run_id"]).all() and (df.suite == "tiny").all()
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["seed"] == 3
+    assert manifest["models"]["cnn"]["cache"] == "miss"
+    assert {"data", "train", "evaluate_clean", "attack", "latency"} <= set(manifest["stage_seconds"])
+    assert manifest["environment"]["packages"]["torch"] and manifest["suite_sha256"]
+    summary = (run_dir / "summary.md").read_text()
+    assert "| cnn " in summary and "pgd-linf @0.1 %" in summary
+    assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
+
+
+def test_rerun_hits_the_cache_and_reproduces_exactly(tmp_path, tiny_suite):
+    suite = load_suite(tiny_suite())
+    first = run_suite(suite, options(tmp_path))
+    second = run_suite(suite, options(tmp_path))
+    assert second.manifest["models"]["cnn"]["cache"] == "hit"
+    assert "train" not in second.manifest["stage_seconds"]
+    acc = lambda r: r.table[r.table.metric.isin(["clean_acc", "robust_acc", "ece"])].value.tolist()  # noqa: E731
+    assert acc(first) == acc(second)
+    assert (second.run_dir.parent / "latest").resolve() == second.run_dir.resolve()
+
+
+def test_a_failing_model_keeps_earlier_results(tmp_path, tiny_suite):
+    (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
+    path = tiny_suite('[[models]]\nname = "loaded"\narch = "simple_cnn"\ncheckpoint = "broken.safetensors"\n')
+    with pytest.raises(CheckpointError, match="broken.safetensors"):
+        run_suite(load_suite(path), options(tmp_path, run_id="r1"))
+    run_dir = tmp_path / "out" / "tiny" / "r1"
+    df = read_csv(run_dir / "results.csv")
+    assert set(df.model) == {"cnn"} and "robust_acc" in set(df.metric)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "broken.safetensors" in manifest["error"]
+
+
+def test_checkpoint_models_are_loaded_not_trained(tmp_path, tiny_suite):
+    first = run_suite(load_suite(tiny_suite()), options(tmp_path))
+    weights = first.manifest["models"]["cnn"]["weights"] + "/model.safetensors"
+    extra = f'[[models]]\nname = "again"\narch = "simple_cnn"\ncheckpoint = "{weights}"\n'
+    extra += "params = { width = 4, stages = 2, convs_per_stage = 1 }\n"
+    second = run_suite(load_suite(tiny_suite(extra)), options(tmp_path))
+    t = second.table
+    clean = t[t.metric == "clean_acc"].set_index("model").value
+    assert clean["again"] == clean["cnn"]
+    assert second.manifest["models"]["again"]["source"] == "checkpoint"
+
+
+def test_cli_run_prints_the_summary(tmp_path, tiny_suite, capsys):
+    code = main(["run", str(tiny_suite()), "--out", str(tmp_path / "o"), "--seed", "4", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "# tiny" in out and "results:" in out
+    run_dirs = [p for p in (tmp_path / "o" / "tiny").iterdir() if p.name != "latest"]
+    assert json.loads((run_dirs[0] / "manifest.json").read_text())["seed"] == 4
+    assert isinstance(pd.read_csv(run_dirs[0] / "results.csv"), pd.DataFrame)
+
+
+def test_help_is_instant_and_imports_no_torch():
+    code = "import sys; from robustbench_cnn.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    help_out = subprocess.run([sys.executable, "-m", "robustbench_cnn", "--help"], capture_output=True, text=True)
+    assert help_out.returncode == 0 and "run" in help_out.stdout
