@@ -53,16 +53,38 @@ def test_rerun_hits_the_cache_and_reproduces_exactly(tmp_path, tiny_suite):
     assert (second.run_dir.parent / "latest").resolve() == second.run_dir.resolve()
 
 
-def test_a_failing_model_keeps_earlier_results(tmp_path, tiny_suite):
+def test_a_broken_checkpoint_fails_fast_and_keeps_trained_models(tmp_path, tiny_suite):
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
     path = tiny_suite('[[models]]\nname = "loaded"\narch = "simple_cnn"\ncheckpoint = "broken.safetensors"\n')
     with pytest.raises(CheckpointError, match="broken.safetensors"):
         run_suite(load_suite(path), options(tmp_path, run_id="r1"))
-    run_dir = tmp_path / "out" / "tiny" / "r1"
-    df = read_csv(run_dir / "results.csv")
-    assert set(df.model) == {"cnn"} and "robust_acc" in set(df.metric)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "tiny" / "r1" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "broken.safetensors" in manifest["error"]
+    assert manifest["models"]["cnn"]["cache"] == "miss"  # trained and cached before the failure
+    rerun = run_suite(load_suite(tiny_suite()), options(tmp_path))
+    assert rerun.manifest["models"]["cnn"]["cache"] == "hit"
+
+
+def test_a_failure_while_measuring_keeps_earlier_rows(tmp_path, tiny_suite, monkeypatch):
+    from robustbench_cnn.suite import measure
+
+    real, calls = measure.measure_model, []
+
+    def flaky(ctx, mspec, *args):
+        calls.append(mspec.name)
+        if mspec.name == "second":
+            raise FloatingPointError("loss is nan")
+        return real(ctx, mspec, *args)
+
+    monkeypatch.setattr(measure, "measure_model", flaky)
+    path = tiny_suite('[[models]]\nname = "second"\narch = "simple_cnn"\ntrain = { epochs = 1 }\n')
+    with pytest.raises(FloatingPointError):
+        run_suite(load_suite(path), options(tmp_path, run_id="r2"))
+    run_dir = tmp_path / "out" / "tiny" / "r2"
+    df = read_csv(run_dir / "results.csv")
+    assert calls == ["cnn", "second"] and set(df.model) == {"cnn"} and "robust_acc" in set(df.metric)
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+    assert "status: **failed**" in (run_dir / "summary.md").read_text()
 
 
 def test_checkpoint_models_are_loaded_not_trained(tmp_path, tiny_suite):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from robustbench_cnn.registry import Registry
 
-ATTACKS: Registry = Registry("attack", ("robustbench_cnn.attacks.builtin",))
+ATTACKS: Registry = Registry("attack", ("robustbench_cnn.attacks.builtin", "robustbench_cnn.attacks.margin"))
 
 
 def register_attack(name: str, norms: tuple[str, ...]) -> Callable:

@@ -26,6 +26,8 @@ METRICS = frozenset(
         "clean_acc", "robust_acc", "certified_acc", "macro_f1", "ece",
         "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
         "size_bytes", "params", "macs",
+        # extensions: evaluation sanity checks (1 = passed, 0 = failed)
+        "check_pgd_vs_fgsm", "check_large_eps", "check_more_steps", "check_transfer", "check_grad_norm",
     }
 )  # fmt: skip
 

@@ -103,20 +103,32 @@ def _update_latest(suite_dir: Path, run_id: str) -> None:
         (suite_dir / "LATEST").write_text(run_id + "\n")
 
 
+def _train(ctx: _Context, spec: ModelSpec, model: Normalized, data: ImageDataset):
+    args = (model, data.x_train, data.y_train, spec.train)
+    kwargs = {"desc": f"train {spec.name}", "progress": ctx.progress}
+    if spec.defense is None:
+        return train(*args, ctx.seed, ctx.device, **kwargs)
+    from robustbench_cnn.defenses import DEFENSES
+
+    return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
+
+
 def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: ModelCache) -> Normalized:
     torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
     model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params)
-    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params)}
+    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name}
     if spec.checkpoint is not None:
         path = ctx.loaded.resolve(spec.checkpoint)
         load_weights(model, path)
         info.update(source="checkpoint", weights=str(path))
     else:
+        defense = spec.defense.model_dump() if spec.defense is not None else None
         key = cache_key(
             {
                 "arch": spec.arch,
                 "params": spec.params,
                 "train": spec.train.model_dump(),
+                "defense": defense,
                 "seed": ctx.seed,
                 "data": data.fingerprint(),
                 "num_classes": data.num_classes,
@@ -125,13 +137,10 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
         meta = cache.load(model, spec.arch, key)
         if meta is None:
             with ctx.stage("train"):
-                tlog = train(
-                    model, data.x_train, data.y_train, spec.train, ctx.seed, ctx.device,
-                    desc=f"train {spec.name}", progress=ctx.progress,
-                )  # fmt: skip
-            meta = {"recipe": spec.train.model_dump(), "seed": ctx.seed, "arch": spec.arch, "params": spec.params,
-                    "train_seconds": round(tlog.seconds, 3), "final_train_acc": tlog.final_train_acc,
-                    "torch": torch.__version__}  # fmt: skip
+                tlog = _train(ctx, spec, model, data)
+            meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
+                    "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
+                    "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
             cache.store(model.cpu(), spec.arch, key, meta)
             info["cache"] = "miss"
         else:
@@ -140,6 +149,16 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
                     train_seconds=meta.get("train_seconds"))  # fmt: skip
     ctx.manifest["models"][spec.name] = info
     return model.to(ctx.device).eval()
+
+
+def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> Normalized | None:
+    """The transfer-check surrogate: the suite's choice, else the first other undefended model."""
+    if spec.checks.surrogate is not None:
+        return models[spec.checks.surrogate] if spec.checks.surrogate != mspec.name else None
+    for other in spec.models:
+        if other.name != mspec.name and other.defense is None:
+            return models[other.name]
+    return None
 
 
 def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
@@ -174,9 +193,9 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
                                "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint()}  # fmt: skip
         cache = ModelCache(opts.cache_dir)
+        models = {m.name: _prepare_model(ctx, m, data, cache) for m in spec.models}  # cached as they finish
         for mspec in spec.models:
-            model = _prepare_model(ctx, mspec, data, cache)
-            ctx.rows += measure.measure_model(ctx, mspec, model, data)
+            ctx.rows += measure.measure_model(ctx, mspec, models[mspec.name], data, _surrogate(spec, mspec, models))
             ctx.save()  # nothing finished is lost if a later model fails or the run is interrupted
         manifest["status"] = "complete"
     except KeyboardInterrupt:

@@ -74,14 +74,45 @@ class TrainSpec(_Spec):
     augment: Literal["none", "shift", "shift_flip"] = Field("shift", description="random shifts (pad 2 + crop); flips")
 
 
+class DefenseSpec(_Spec):
+    """Base of every defense's hyper-parameters; ``name`` selects the registered defense."""
+
+    name: str
+
+
+def _defense(value: Any) -> Any:
+    """Validate a ``[models.defense]`` table against the spec class its ``name`` registers."""
+    if value is None or isinstance(value, DefenseSpec):
+        return value
+    if not isinstance(value, dict) or "name" not in value:
+        raise ValueError("a defense is a table with a 'name' key, e.g. { name = \"pgd_at\", eps = 0.1 }")
+    from pydantic import ValidationError
+
+    from robustbench_cnn.defenses import DEFENSES
+
+    spec_cls = DEFENSES.get(value["name"]).spec
+    try:
+        return spec_cls.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        what = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{value['name']}.{where}: {what}") from None
+
+
 class ModelSpec(_Spec):
-    """One model: an architecture, its parameters, and either a recipe or a checkpoint."""
+    """One model: an architecture, its parameters, a defense, and either a recipe or a checkpoint."""
 
     name: str = Field(min_length=1)
     arch: str
     params: dict[str, bool | int | float | str] = Field(default_factory=dict)
     train: TrainSpec = TrainSpec()
+    defense: Annotated[DefenseSpec | None, BeforeValidator(_defense)] = None
     checkpoint: str | None = Field(None, description="a .safetensors file to load instead of training")
+
+    @property
+    def defense_name(self) -> str:
+        return self.defense.name if self.defense is not None else "none"
 
     @field_validator("arch")
     @classmethod
@@ -144,6 +175,30 @@ class LatencySpec(_Spec):
     budget_s: float = Field(1.0, gt=0, description="time budget per batch size, after warm-up")
 
 
+class CertifySpec(_Spec):
+    """Randomized-smoothing certification (Cohen et al. 2019) of every model with a ``sigma`` defense."""
+
+    n0: int = Field(100, ge=1, description="noise samples to select the top class")
+    n: int = Field(1000, ge=1, description="noise samples to estimate its probability")
+    alpha: float = Field(0.001, gt=0, lt=0.5, description="failure probability of each certificate")
+    radii: tuple[Number, ...] = Field((0.0, 0.25, 0.5, 0.75, 1.0), min_length=1)
+    eval_size: int = Field(100, ge=1, description="first images of the eval split to certify")
+    batch_size: int = Field(1000, ge=1)
+
+
+class ChecksSpec(_Spec):
+    """Gradient-masking sanity checks (Carlini et al. 2019), run on every model."""
+
+    enabled: bool = True
+    eps: Number | None = Field(None, gt=0, le=1, description="Linf budget; default: largest linf eps evaluated")
+    steps: int = Field(10, ge=1)
+    large_eps: Number = Field(0.5, gt=0, le=1)
+    large_eps_max_acc: float = Field(0.05, ge=0, le=1)
+    tolerance: float = Field(0.05, ge=0, le=1)
+    eval_size: int = Field(200, ge=1)
+    surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
+
+
 class SuiteSpec(_Spec):
     """The whole suite: data, models, evaluations, and how to run them."""
 
@@ -155,6 +210,8 @@ class SuiteSpec(_Spec):
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     evaluations: tuple[EvalSpec, ...] = ()
     latency: LatencySpec = LatencySpec()
+    certify: CertifySpec = CertifySpec()
+    checks: ChecksSpec = ChecksSpec()
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> SuiteSpec:
@@ -163,4 +220,11 @@ class SuiteSpec(_Spec):
             if m.name in seen:
                 raise ValueError(f"model name '{m.name}' is used twice; names must be unique")
             seen.add(m.name)
+        if self.checks.surrogate is not None and self.checks.surrogate not in seen:
+            raise ValueError(f"checks.surrogate: no model named '{self.checks.surrogate}'")
         return self
+
+    @property
+    def check_eps(self) -> float:
+        linf = [e for ev in self.evaluations if ev.norm == "linf" for e in ev.eps if e > 0]
+        return self.checks.eps or (max(linf) if linf else 8 / 255)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,21 @@ from robustbench_cnn.suite.spec import TrainSpec
 from robustbench_cnn.train.augment import augment
 
 log = logging.getLogger(__name__)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``(model, x, y) -> (loss, logits)``; called in train mode on an augmented batch."""
+
+EpochEnd = Callable[[nn.Module, int], bool]
+"""``(model, epoch) -> stop``; called after each epoch, may restore weights before asking to stop."""
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+
+    return loss_fn
 
 
 @dataclass(frozen=True)
@@ -51,13 +67,18 @@ def train(
     device: torch.device | str = "cpu",
     desc: str = "train",
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    on_epoch_end: EpochEnd | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` (N,).
 
-    Shuffling and augmentation draw from one ``torch.Generator`` seeded with ``seed``; weights are
-    expected to have been initialised under the same seed. Leaves the model in eval mode.
+    ``loss_fn`` defaults to cross-entropy; defenses pass their own (adversarial, noisy, soft-label).
+    Shuffling and augmentation draw from one ``torch.Generator`` seeded with ``seed``, and the
+    global torch RNG (attack random starts, noise) is seeded with it too. Leaves the model in eval mode.
     """
     start = time.perf_counter()
+    loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
+    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     steps_per_epoch = -(-len(y) // recipe.batch_size)
@@ -65,14 +86,14 @@ def train(
     sched = make_scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
     loss_val, acc = float("nan"), float("nan")
     bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
+    epochs_run = 0
+    for epoch in bar:
         perm = torch.randperm(len(y), generator=gen)
         total_loss, correct = 0.0, 0
         for idx in perm.split(recipe.batch_size):
             xb = augment(x[idx], recipe.augment, gen).to(device, non_blocking=True)
             yb = y[idx].to(device, non_blocking=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
+            loss, logits = loss_fn(model, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -83,7 +104,12 @@ def train(
         if not torch.isfinite(torch.tensor(loss_val)):
             raise FloatingPointError(f"{desc}: training loss is {loss_val}; lower train.lr")
         bar.set_postfix(loss=f"{loss_val:.3f}", acc=f"{acc:.3f}")
+        epochs_run = epoch + 1
+        if on_epoch_end is not None and on_epoch_end(model, epoch):
+            log.info("%s: stopped early after epoch %d", desc, epochs_run)
+            break
+        model.train()
     model.eval()
     seconds = time.perf_counter() - start
-    log.info("%s: %d epochs in %.1fs, loss %.4f, train acc %.4f", desc, recipe.epochs, seconds, loss_val, acc)
-    return TrainLog(recipe.epochs, loss_val, acc, seconds)
+    log.info("%s: %d epochs in %.1fs, loss %.4f, train acc %.4f", desc, epochs_run, seconds, loss_val, acc)
+    return TrainLog(epochs_run, loss_val, acc, seconds)
