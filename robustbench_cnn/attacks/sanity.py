@@ -5,8 +5,9 @@ Each check turns a symptom of gradient masking or of a weak attack into pass/fai
 - ``pgd_vs_fgsm``: an iterative attack is at least as strong as a single step
   (PGD accuracy <= FGSM accuracy + tolerance);
 - ``large_eps``: an unbounded-looking budget (Linf ``large_eps``, default 0.5) drives accuracy to ~0;
-- ``more_steps``: 5x the steps with 3 restarts, at the same step size, changes accuracy by at most
-  the tolerance (it may not rise: unstable model; it may not fall: the attack had not converged);
+- ``more_steps``: ``more_steps_factor`` x the steps with ``more_restarts`` restarts, same step size,
+  changes accuracy by at most the tolerance (a rise means an unstable model, a fall means the
+  reported attack had not converged);
 - ``transfer``: PGD examples crafted on a surrogate model do not beat the white-box attack;
 - ``grad_norm``: input gradients of the loss do not vanish (exactly-zero gradients on at most
   ``max_vanishing`` of the correctly classified images).
@@ -57,6 +58,8 @@ def run_checks(
     eps: float,
     surrogate: nn.Module | None = None,
     steps: int = 10,
+    more_steps_factor: int = 5,
+    more_restarts: int = 3,
     large_eps: float = 0.5,
     large_eps_max_acc: float = 0.05,
     tolerance: float = 0.05,

@@ -30,13 +30,17 @@ class DistillationSpec(DefenseSpec):
 def distillation(
     model, x, y, recipe: TrainSpec, spec: DistillationSpec, seed: int, device, desc="distill", progress=True
 ):
-    """Defensive distillation: teacher on hard labels at T, student on the teacher's soft labels at T."""
+    """Defensive distillation: teacher on hard labels at T, student on the teacher's soft labels at T.
+
+    Both losses are scaled by T^2 (Hinton et al. 2015) so that gradients keep their magnitude while
+    the logits grow to T times their usual scale, which is what saturates the deployed softmax.
+    """
     t = spec.temperature
     teacher = copy.deepcopy(model)  # same architecture and initial weights as the student
 
     def teacher_loss(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor):
         logits = net(xb)
-        return F.cross_entropy(logits / t, yb), logits
+        return t * t * F.cross_entropy(logits / t, yb), logits
 
     train(teacher, x, y, recipe, seed + 1, device, f"{desc} teacher", progress, loss_fn=teacher_loss)
     teacher.eval()
@@ -45,6 +49,6 @@ def distillation(
         with torch.no_grad():
             soft = F.softmax(teacher(xb) / t, dim=1)
         logits = net(xb)
-        return F.cross_entropy(logits / t, soft), logits
+        return t * t * F.cross_entropy(logits / t, soft), logits
 
     return train(model, x, y, recipe, seed, device, f"{desc} student", progress, loss_fn=student_loss)

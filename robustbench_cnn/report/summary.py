@@ -30,6 +30,13 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
     robust = keyed[keyed.metric == "robust_acc"]
     for col, sub in robust.groupby(robust.apply(_attack_column, axis=1), sort=False):
         put(f"{col} %", sub.assign(value=sub.value * 100))
+    certified = keyed[keyed.metric == "certified_acc"]
+    for r, sub in certified.groupby("eps", sort=True):
+        put(f"certified l2 @{r:.4g} %", sub.assign(value=sub.value * 100))
+    checks = keyed[keyed.metric.str.startswith("check_")]
+    if not checks.empty:
+        failed = checks.assign(failed=checks.value < 1).groupby(VARIANT)["failed"].sum()
+        out["evaluation"] = failed.map(lambda k: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)")
     put("params (k)", keyed[keyed.metric == "params"].assign(value=lambda d: d.value / 1e3))
     put("MMACs", keyed[keyed.metric == "macs"].assign(value=lambda d: d.value / 1e6))
     for bs in sorted(keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna().unique()):
@@ -52,7 +59,27 @@ def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
     if cache:
         lines += ["models: " + ", ".join(cache), ""]
     lines.append(wide.to_markdown(index=False, floatfmt=".4g") if not wide.empty else "_no results_")
+    lines += _warnings(manifest)
     return "\n".join(lines) + "\n"
+
+
+def _warnings(manifest: dict[str, Any]) -> list[str]:
+    """A section listing failed gradient-masking checks: those models' robust numbers are unreliable."""
+    lines = []
+    for name, info in manifest.get("models", {}).items():
+        failed = {c: r["detail"] for c, r in info.get("checks", {}).items() if not r["passed"]}
+        if failed:
+            details = "; ".join(f"`{c}` ({d})" for c, d in failed.items())
+            lines.append(f"- **{name}**: evaluation unreliable, failed {details}")
+    if lines:
+        lines = [
+            "",
+            "## Warnings",
+            "",
+            "Sanity checks (Carlini et al. 2019) failed; robust accuracy may be overstated:",
+            "",
+        ] + lines
+    return lines
 
 
 def write_summary(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> str:

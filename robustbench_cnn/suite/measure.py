@@ -147,8 +147,8 @@ def _check_rows(ctx, mspec, model, data, surrogate, row) -> list[Row]:
     cfg, eps = spec.checks, spec.check_eps
     results = run_checks(
         model, data.x_eval[: cfg.eval_size], data.y_eval[: cfg.eval_size], eps, surrogate, steps=cfg.steps,
-        large_eps=cfg.large_eps, large_eps_max_acc=cfg.large_eps_max_acc, tolerance=cfg.tolerance,
-        seed=ctx.seed, device=ctx.device,
+        more_steps_factor=cfg.more_steps_factor, more_restarts=cfg.more_restarts, large_eps=cfg.large_eps,
+        large_eps_max_acc=cfg.large_eps_max_acc, tolerance=cfg.tolerance, seed=ctx.seed, device=ctx.device,
     )  # fmt: skip
     ctx.manifest["models"][mspec.name]["checks"] = {r.name: {"passed": r.passed, "detail": r.detail} for r in results}
     for r in results:

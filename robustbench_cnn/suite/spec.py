@@ -192,6 +192,8 @@ class ChecksSpec(_Spec):
     enabled: bool = True
     eps: Number | None = Field(None, gt=0, le=1, description="Linf budget; default: largest linf eps evaluated")
     steps: int = Field(10, ge=1)
+    more_steps_factor: int = Field(5, ge=2, description="the more_steps check runs factor x steps ...")
+    more_restarts: int = Field(3, ge=1, description="... with this many restarts")
     large_eps: Number = Field(0.5, gt=0, le=1)
     large_eps_max_acc: float = Field(0.05, ge=0, le=1)
     tolerance: float = Field(0.05, ge=0, le=1)
