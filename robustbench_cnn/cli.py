@@ -32,17 +32,70 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     run.add_argument("--data-dir", type=Path, default=None, help="override dataset.data_dir")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--resume", nargs="?", const="newest", default=None, metavar="RUN_DIR",
+        help="continue an interrupted run (default: the newest of this suite), keeping its finished cells",
+    )  # fmt: skip
 
-    sub.add_parser("list", help="list registered datasets, models and attacks")
+    run.add_argument("--no-report", action="store_true", help="skip report.md, its plots and the history store")
+    run.add_argument("--baseline", type=Path, default=None, metavar="CSV|RUN_DIR",
+                     help="after the run, compare against this baseline and exit 1 on a regression")  # fmt: skip
+    _add_tolerance_flags(run)
+
+    sub.add_parser("list", help="list registered datasets, models, attacks and defenses")
+
+    cmp = sub.add_parser("compare", help="compare two runs; exit 0 (no regression), 1 (regression), 2 (bad input)")
+    cmp.add_argument("base", type=Path, help="baseline run directory or results CSV")
+    cmp.add_argument("new", type=Path, help="new run directory or results CSV")
+    cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
+    _add_tolerance_flags(cmp)
+
+    rep = sub.add_parser("report", help="write report.md and PNG plots into a run directory")
+    rep.add_argument("run_dir", type=Path)
+
+    hist = sub.add_parser("history", help="one metric across the runs in the history store")
+    hist.add_argument("--metric", required=True, help="e.g. robust_acc, clean_acc, latency_ms_p50")
+    hist.add_argument("--model", default=None)
+    hist.add_argument("--suite", default=None)
+    hist.add_argument("--results", type=Path, default=None, help="results root holding history.sqlite")
+    hist.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot it to this file")
     return parser
+
+
+def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--acc-tol", type=float, default=2.0, help="accuracy drop tolerated, in points (default 2)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the accuracy test (default 0.05)")
+    p.add_argument("--latency-ratio", type=float, default=1.25, help="latency slowdown tolerated (default 1.25)")
+
+
+def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
+    from robustbench_cnn.report.compare import Tolerances, compare, load_run, render
+
+    b, n = load_run(base), load_run(new)
+    joined, added, removed, env = compare(b, n, Tolerances(args.acc_tol, args.alpha, args.latency_ratio))
+    text = render(joined, added, removed, env, b, n)
+    sys.stdout.write(text)
+    if out is not None:
+        out.write_text(text)
+    if env:
+        log.warning("environments differ (%s): latencies not compared", "; ".join(env))
+    regressions = joined[joined.verdict == "REGRESSION"]
+    for _, r in regressions.iterrows():
+        log.error(
+            "regression: %s %s %s %s: %.4g -> %.4g", r.model, r.metric, r.attack, r.eps, r.value_base, r.value_new
+        )
+    return 1 if len(regressions) else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
-    from robustbench_cnn.suite.runner import RunOptions, run_suite
+    from robustbench_cnn.suite.runner import RunOptions, newest_run, run_suite
 
     loaded = load_suite(args.suite)
     out = (args.out or _default_out()).resolve()
+    resume = None
+    if args.resume is not None:
+        resume = newest_run(out, loaded.spec.name) if args.resume == "newest" else Path(args.resume).resolve()
     opts = RunOptions(
         out_root=out,
         cache_dir=(args.cache_dir or out / "cache").resolve(),
@@ -50,19 +103,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         data_dir=args.data_dir.resolve() if args.data_dir else None,
         progress=not args.no_progress and sys.stderr.isatty(),
+        resume=resume,
     )
     result = run_suite(loaded, opts)
     sys.stdout.write((result.run_dir / "summary.md").read_text())
-    sys.stdout.write(f"\nresults: {result.run_dir}\n")
+    if not args.no_report:
+        from robustbench_cnn.report.history import append
+        from robustbench_cnn.report.plots import write_report
+
+        report = write_report(result.run_dir)
+        append(out / "history.sqlite", result.table, result.manifest["started"])
+        sys.stdout.write(f"\nreport: {report}\n")
+    sys.stdout.write(f"results: {result.run_dir}\n")
+    if args.baseline is not None:
+        code = _compare(args.baseline, result.run_dir, args, out=result.run_dir / "compare.md")
+        if code:
+            return code
+    failed = result.manifest.get("failed_cells", [])
+    if failed:
+        sys.stderr.write(f"robustbench-cnn: {len(failed)} cell(s) failed; see failed_cells in manifest.json\n")
+        return 1
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    return _compare(args.base, args.new, args, args.out)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from robustbench_cnn.report.plots import write_report
+
+    if not (args.run_dir / "results.csv").is_file():
+        from robustbench_cnn.errors import RobustBenchError
+
+        raise RobustBenchError(f"{args.run_dir}: not a run directory (no results.csv)")
+    sys.stdout.write(f"{write_report(args.run_dir)}\n")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from robustbench_cnn.report.history import plot, query
+
+    db = (args.results or _default_out()).resolve() / "history.sqlite"
+    df = query(db, args.metric, args.model, args.suite)
+    if df.empty:
+        sys.stderr.write(f"robustbench-cnn: no '{args.metric}' rows in {db}\n")
+        return 1
+    cols = ["started", "run_id", "model", "defense", "runtime", "attack", "norm", "eps", "batch_size", "value"]
+    sys.stdout.write(df[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
+    if args.plot is not None:
+        sys.stdout.write(f"plot: {plot(df, args.plot, args.metric)}\n")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from robustbench_cnn.attacks import ATTACKS
     from robustbench_cnn.data import DATASETS
+    from robustbench_cnn.defenses import DEFENSES
     from robustbench_cnn.models import MODELS
 
-    for title, reg in (("datasets", DATASETS), ("models", MODELS), ("attacks", ATTACKS)):
+    for title, reg in (("datasets", DATASETS), ("models", MODELS), ("attacks", ATTACKS), ("defenses", DEFENSES)):
         sys.stdout.write(f"{title}:\n")
         for name in reg.names():
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
@@ -80,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_cnn.errors import RobustBenchError
 
     try:
-        return {"run": _cmd_run, "list": _cmd_list}[args.command](args)
+        commands = {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "report": _cmd_report,
+                    "history": _cmd_history}  # fmt: skip
+        return commands[args.command](args)
     except RobustBenchError as exc:
         sys.stderr.write(f"robustbench-cnn: error: {exc}\n")
         return exc.exit_code

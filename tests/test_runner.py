@@ -35,7 +35,7 @@ def test_run_writes_the_results_contract(tmp_path, tiny_suite):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 3
     assert manifest["models"]["cnn"]["cache"] == "miss"
-    assert {"data", "train", "evaluate_clean", "attack", "latency"} <= set(manifest["stage_seconds"])
+    assert {"data", "train", "clean", "attack", "checks", "latency"} <= set(manifest["stage_seconds"])
     assert manifest["environment"]["packages"]["torch"] and manifest["suite_sha256"]
     summary = (run_dir / "summary.md").read_text()
     assert "| cnn " in summary and "pgd-linf @0.1 %" in summary
@@ -65,26 +65,35 @@ def test_a_broken_checkpoint_fails_fast_and_keeps_trained_models(tmp_path, tiny_
     assert rerun.manifest["models"]["cnn"]["cache"] == "hit"
 
 
-def test_a_failure_while_measuring_keeps_earlier_rows(tmp_path, tiny_suite, monkeypatch):
+def test_a_failing_cell_is_recorded_and_the_rest_runs(tmp_path, tiny_suite, monkeypatch, capsys):
     from robustbench_cnn.suite import measure
 
-    real, calls = measure.measure_model, []
+    def broken(*args):
+        raise FloatingPointError("loss is nan")
 
-    def flaky(ctx, mspec, *args):
-        calls.append(mspec.name)
-        if mspec.name == "second":
-            raise FloatingPointError("loss is nan")
-        return real(ctx, mspec, *args)
-
-    monkeypatch.setattr(measure, "measure_model", flaky)
-    path = tiny_suite('[[models]]\nname = "second"\narch = "simple_cnn"\ntrain = { epochs = 1 }\n')
-    with pytest.raises(FloatingPointError):
-        run_suite(load_suite(path), options(tmp_path, run_id="r2"))
-    run_dir = tmp_path / "out" / "tiny" / "r2"
+    monkeypatch.setitem(measure.EXECUTORS, "latency", broken)
+    code = main(["run", str(tiny_suite()), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 1 and "1 cell(s) failed" in capsys.readouterr().err
+    run_dir = max((tmp_path / "o" / "tiny").glob("*T*Z-*"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete_with_errors"
+    assert manifest["failed_cells"][0]["cell"] == "latency" and "loss is nan" in manifest["failed_cells"][0]["error"]
     df = read_csv(run_dir / "results.csv")
-    assert calls == ["cnn", "second"] and set(df.model) == {"cnn"} and "robust_acc" in set(df.metric)
-    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
-    assert "status: **failed**" in (run_dir / "summary.md").read_text()
+    assert "robust_acc" in set(df.metric) and "latency_ms_p50" not in set(df.metric)
+
+
+def test_dependents_of_a_failed_cell_are_skipped(tmp_path, tiny_suite, monkeypatch):
+    from robustbench_cnn.suite import measure
+
+    def broken(*args):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setitem(measure.EXECUTORS, "clean", broken)
+    result = run_suite(load_suite(tiny_suite()), options(tmp_path))
+    failed = {f["cell"]: f["error"] for f in result.manifest["failed_cells"]}
+    assert failed["clean"] == "MemoryError: out of memory"
+    assert all("depends on failed" in e for c, e in failed.items() if c.startswith("attack"))
+    assert "latency_ms_p50" in set(result.table.metric)
 
 
 def test_checkpoint_models_are_loaded_not_trained(tmp_path, tiny_suite):

@@ -58,7 +58,7 @@ def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
     lines = [title, "", " · ".join(facts), ""]
     if cache:
         lines += ["models: " + ", ".join(cache), ""]
-    lines.append(wide.to_markdown(index=False, floatfmt=".4g") if not wide.empty else "_no results_")
+    lines.append(wide.to_markdown(index=False, floatfmt=".4g", missingval="") if not wide.empty else "_no results_")
     lines += _warnings(manifest)
     return "\n".join(lines) + "\n"
 

@@ -1,10 +1,11 @@
-"""Everything measured on one prepared model: clean metrics, size, attacks, latency."""
+"""Cell executors: everything measured on one prepared model (clean, attacks, certification, checks, latency)."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,32 +44,20 @@ def weights_size_bytes(model: nn.Module) -> int:
         return path.stat().st_size
 
 
-def measure_model(
-    ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageDataset, surrogate: nn.Module | None = None
-) -> list[Row]:
-    """All rows for one model: clean metrics and size, attacks, certification, checks, latency."""
-    row = partial(
+Executor = Callable[..., tuple[list[Row], torch.Tensor | None]]
+"""``(ctx, mspec, model, data, cell, masks, surrogate) -> (rows, per-example mask or None)``."""
+
+
+def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable[..., Row]:
+    return partial(
         Row, run_id=ctx.run_id, suite=ctx.loaded.spec.name, dataset=data.name, model=mspec.name, arch=mspec.arch,
         defense=mspec.defense_name, device=ctx.device.type,
     )  # fmt: skip
-    with ctx.stage("evaluate_clean"):
-        rows, clean_correct = _clean_rows(ctx, mspec, model, data, row)
-    with ctx.stage("attack"):
-        rows += _attack_rows(ctx, mspec, model, data, clean_correct, row)
-    sigma = getattr(mspec.defense, "sigma", None)
-    if sigma is not None:
-        with ctx.stage("certify"):
-            rows += _certify_rows(ctx, mspec, model, data, sigma, row)
-    if ctx.loaded.spec.checks.enabled:
-        with ctx.stage("checks"):
-            rows += _check_rows(ctx, mspec, model, data, surrogate, row)
-    if ctx.loaded.spec.latency.enabled:
-        with ctx.stage("latency"):
-            rows += _latency_rows(ctx, model, data, row)
-    return rows
 
 
-def _clean_rows(ctx, mspec, model, data, row) -> tuple[list[Row], torch.Tensor]:
+def clean_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """Clean accuracy, macro F1, ECE, params, MACs, size; mask: clean-correct images."""
+    row = row_factory(ctx, mspec, data)
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
     logits = predict_logits(model, x, ctx.loaded.spec.eval_batch_size, ctx.device)
     pred = logits.argmax(1)
@@ -85,38 +74,38 @@ def _clean_rows(ctx, mspec, model, data, row) -> tuple[list[Row], torch.Tensor]:
     return rows, pred == y
 
 
-def _attack_rows(ctx, mspec, model, data, clean_correct, row) -> list[Row]:
-    """``robust_acc`` per attack and eps, plus a per-example ``worst_case`` row per (norm, eps)
-    wherever two or more attacks ran (an image counts only if it survives all of them)."""
-    spec = ctx.loaded.spec
+def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """``robust_acc`` of one attack at one eps; mask: images that survived it."""
+    spec, p = ctx.loaded.spec, dict(cell.params)
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
-    rows: list[Row] = []
-    survivors: dict[tuple[str, float], list[torch.Tensor]] = {}
-    for ev in spec.evaluations:
-        factory = ATTACKS.get(ev.attack)
-        for eps in ev.eps:
-            make = partial(factory, eps=eps, norm=ev.norm, steps=ev.steps, step_size=ev.step_size,
-                           num_classes=data.num_classes)  # fmt: skip
-            correct = robust_correct(
-                model, make, x, y, clean_correct, eps, ev.norm, batch_size=spec.eval_batch_size,
-                restarts=ev.restarts, seed=ctx.seed, device=ctx.device,
-                desc=f"{mspec.name} {ev.attack}-{ev.norm} eps={eps:.4g}", progress=ctx.progress,
-            )  # fmt: skip
-            survivors.setdefault((ev.norm, eps), []).append(correct)
-            robust = float(correct.float().mean())
-            rows.append(row(metric="robust_acc", value=robust, attack=ev.attack, norm=ev.norm, eps=eps, n=n))
-            log.info("%s: %s-%s eps=%.4g robust accuracy %.4f", mspec.name, ev.attack, ev.norm, eps, robust)
-    for (norm, eps), masks in survivors.items():
-        if len(masks) > 1:
-            worst = float(torch.stack(masks).all(0).float().mean())
-            rows.append(row(metric="robust_acc", value=worst, attack="worst_case", norm=norm, eps=eps, n=n))
-    return rows
+    make = partial(ATTACKS.get(p["attack"]), eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                   step_size=p["step_size"], num_classes=data.num_classes)  # fmt: skip
+    correct = robust_correct(
+        model, make, x, y, masks[cell.deps[0]], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
+        restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
+        desc=f"{mspec.name} {cell.label}", progress=ctx.progress,
+    )  # fmt: skip
+    robust = float(correct.float().mean())
+    log.info("%s: %s robust accuracy %.4f", mspec.name, cell.label, robust)
+    row = row_factory(ctx, mspec, data)
+    return [row(metric="robust_acc", value=robust, attack=p["attack"], norm=p["norm"], eps=p["eps"], n=n)], correct
 
 
-def _certify_rows(ctx, mspec, model, data, sigma: float, row) -> list[Row]:
+def worst_case_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
+    survived = torch.stack([masks[label] for label in cell.deps]).all(0)
+    row = row_factory(ctx, mspec, data)
+    value = float(survived.float().mean())
+    rows = [row(metric="robust_acc", value=value, attack="worst_case", norm=cell.param("norm"), eps=cell.param("eps"),
+                n=len(survived))]  # fmt: skip
+    return rows, survived
+
+
+def certify_cell(ctx, mspec, model, data, cell, masks, surrogate):
     """``certified_acc`` at each radius: certified, correct and radius >= r (Cohen et al. 2019)."""
     from robustbench_cnn.defenses.smoothing import ABSTAIN, Smoothed
 
+    row, sigma = row_factory(ctx, mspec, data), cell.param("sigma")
     cfg = ctx.loaded.spec.certify
     x, y = data.x_eval[: cfg.eval_size].to(ctx.device), data.y_eval[: cfg.eval_size]
     smoothed = Smoothed(model, data.num_classes, sigma, cfg.batch_size)
@@ -137,12 +126,14 @@ def _certify_rows(ctx, mspec, model, data, sigma: float, row) -> list[Row]:
         acc = float(((labels == y) & (radii >= r)).float().mean())
         rows.append(row(metric="certified_acc", value=acc, attack="smoothing", norm="l2", eps=r, n=len(y)))
     log.info("%s: certified accuracy at radius 0: %.3f (abstain %.3f)", mspec.name, rows[0].value, abstain)
-    return rows
+    return rows, None
 
 
-def _check_rows(ctx, mspec, model, data, surrogate, row) -> list[Row]:
+def checks_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """Gradient-masking sanity checks as ``check_<name>`` rows (1 passed, 0 failed)."""
     from robustbench_cnn.attacks.sanity import run_checks
 
+    row = row_factory(ctx, mspec, data)
     spec = ctx.loaded.spec
     cfg, eps = spec.checks, spec.check_eps
     results = run_checks(
@@ -155,11 +146,12 @@ def _check_rows(ctx, mspec, model, data, surrogate, row) -> list[Row]:
         if not r.passed:
             log.warning("%s: sanity check %s failed (%s): evaluation unreliable", mspec.name, r.name, r.detail)
     n = min(cfg.eval_size, len(data.y_eval))
-    return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results]
+    return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], None
 
 
-def _latency_rows(ctx, model, data, row) -> list[Row]:
-    lat = ctx.loaded.spec.latency
+def latency_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """Torch eager latency percentiles and throughput per batch size."""
+    row, lat = row_factory(ctx, mspec, data), ctx.loaded.spec.latency
     rows = []
     shape = tuple(data.x_eval.shape[1:])
     for s in torch_latency(
@@ -172,4 +164,14 @@ def _latency_rows(ctx, model, data, row) -> list[Row]:
             ("throughput", s.throughput),
         ):
             rows.append(row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size))
-    return rows
+    return rows, None
+
+
+EXECUTORS: dict[str, Executor] = {
+    "clean": clean_cell,
+    "attack": attack_cell,
+    "worst_case": worst_case_cell,
+    "certify": certify_cell,
+    "checks": checks_cell,
+    "latency": latency_cell,
+}

@@ -8,6 +8,8 @@ points at the newest finished run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -25,9 +27,10 @@ from robustbench_cnn.data import ImageDataset, load_dataset
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.models import Normalized, build_model
 from robustbench_cnn.suite import measure
+from robustbench_cnn.suite.cells import Cell, CellStore, plan
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
-from robustbench_cnn.suite.results import Row, frame, write_csv
+from robustbench_cnn.suite.results import frame, write_csv
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import ModelCache, cache_key, load_weights
 from robustbench_cnn.train.loop import train
@@ -46,6 +49,7 @@ class RunOptions:
     data_dir: Path | None = None
     progress: bool = True
     run_id: str | None = None
+    resume: Path | None = None  # an earlier run directory of the same suite to continue
 
 
 @dataclass
@@ -64,7 +68,9 @@ class _Context:
     run_dir: Path
     progress: bool
     manifest: dict[str, Any]
-    rows: list[Row] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    cells_computed: int = 0
+    cells_reused: int = 0
 
     @contextmanager
     def stage(self, name: str):
@@ -76,7 +82,10 @@ class _Context:
             stages[name] = round(stages.get(name, 0.0) + time.perf_counter() - start, 3)
 
     def save(self) -> pd.DataFrame:
-        table = frame(self.rows)
+        self.manifest["cells"] = {"computed": self.cells_computed, "reused": self.cells_reused,
+                                  "failed": len(self.manifest.get("failed_cells", []))}  # fmt: skip
+        frames = [f for f in self.frames if not f.empty]
+        table = pd.concat(frames, ignore_index=True) if frames else frame([])
         write_csv(table, self.run_dir / "results.csv")
         write_json(self.manifest, self.run_dir / "manifest.json")
         return table
@@ -120,7 +129,7 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
     if spec.checkpoint is not None:
         path = ctx.loaded.resolve(spec.checkpoint)
         load_weights(model, path)
-        info.update(source="checkpoint", weights=str(path))
+        info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
     else:
         defense = spec.defense.model_dump() if spec.defense is not None else None
         key = cache_key(
@@ -145,20 +154,82 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
             info["cache"] = "miss"
         else:
             info["cache"] = "hit"
-        info.update(source="cache", cache_key=key, weights=str(cache.entry(spec.arch, key)),
+        info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                     train_seconds=meta.get("train_seconds"))  # fmt: skip
-    ctx.manifest["models"][spec.name] = info
+    ctx.manifest["models"].setdefault(spec.name, {}).update(info)
     return model.to(ctx.device).eval()
 
 
-def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> Normalized | None:
-    """The transfer-check surrogate: the suite's choice, else the first other undefended model."""
-    if spec.checks.surrogate is not None:
-        return models[spec.checks.surrogate] if spec.checks.surrogate != mspec.name else None
-    for other in spec.models:
-        if other.name != mspec.name and other.defense is None:
-            return models[other.name]
-    return None
+def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store: CellStore, surrogate) -> None:
+    """Run (or reuse) every cell of one model. A failing cell is recorded and skipped with its
+    dependents; the others still run. Each finished cell is stored at once."""
+    key = ctx.manifest["models"][mspec.name]["key"]
+    surrogate_key = "" if surrogate is None else ctx.manifest["models"][surrogate[0]]["key"]
+    masks: dict[str, torch.Tensor | None] = {}
+    failed: set[str] = set()
+    for cell in plan(ctx.loaded.spec, mspec):
+        inputs = (key, data_fingerprint(ctx), str(ctx.seed), surrogate_key if cell.kind == "checks" else "")
+        cid = cell.cell_id(*inputs)
+        if any(d in failed for d in cell.deps):
+            _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
+            failed.add(cell.label)
+            continue
+        if store.done(cid):
+            table, mask = store.load(cid)
+            ctx.cells_reused += 1
+        else:
+            try:
+                with ctx.stage(cell.kind):
+                    rows, mask = measure.EXECUTORS[cell.kind](
+                        ctx, mspec, model, data, cell, masks, surrogate[1] if surrogate else None
+                    )
+                table = frame(rows)
+            except Exception as exc:  # recorded; the rest of the run goes on
+                log.error("%s %s failed: %s: %s", mspec.name, cell.label, type(exc).__name__, exc)
+                _record_failure(ctx, mspec, cell, cid, f"{type(exc).__name__}: {exc}")
+                failed.add(cell.label)
+                continue
+            store.save(cid, table, mask)
+            ctx.cells_computed += 1
+        masks[cell.label] = mask
+        ctx.frames.append(table)
+        ctx.save()
+
+
+def _record_failure(ctx: _Context, mspec: ModelSpec, cell: Cell, cid: str, message: str) -> None:
+    ctx.manifest.setdefault("failed_cells", []).append(
+        {"model": mspec.name, "cell": cell.label, "id": cid, "status": "error", "error": message}
+    )
+
+
+def data_fingerprint(ctx: _Context) -> str:
+    return ctx.manifest["dataset"]["fingerprint"]
+
+
+def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> tuple[str, Normalized] | None:
+    """The transfer-check surrogate (name, model): the suite's choice, else the first other undefended model."""
+    name = spec.checks.surrogate
+    if name is None:
+        name = next((o.name for o in spec.models if o.name != mspec.name and o.defense is None), None)
+    return None if name is None or name == mspec.name else (name, models[name])
+
+
+def newest_run(out_root: Path, suite: str) -> Path:
+    """The most recent run directory of ``suite`` (run ids sort by start time)."""
+    runs = sorted(p for p in (out_root / suite).glob("*T*Z-*") if p.is_dir()) if (out_root / suite).is_dir() else []
+    if not runs:
+        raise RobustBenchError(f"--resume: no earlier run of suite '{suite}' under {out_root}")
+    return runs[-1]
+
+
+def _reopen(run_dir: Path, suite: str) -> tuple[Path, dict[str, Any]]:
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RobustBenchError(f"--resume: {run_dir} has no readable manifest.json ({exc})") from None
+    if manifest.get("suite") != suite:
+        raise RobustBenchError(f"--resume: {run_dir} is a run of suite '{manifest.get('suite')}', not '{suite}'")
+    return run_dir, manifest
 
 
 def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
@@ -166,24 +237,30 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     spec = loaded.spec
     seed = spec.seed if opts.seed is None else opts.seed
     device = resolve_device(opts.device or spec.device)
-    run_id = opts.run_id or new_run_id()
     suite_dir = opts.out_root / spec.name
-    run_dir = suite_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "suite": spec.name,
-        "suite_path": str(loaded.path),
-        "suite_sha256": loaded.sha256,
-        "seed": seed,
-        "device": str(device),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "running",
-        "environment": environment(),
-        "stage_seconds": {},
-        "models": {},
-    }
+    if opts.resume is not None:
+        run_dir, manifest = _reopen(opts.resume, spec.name)
+        run_id = manifest["run_id"]
+        manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
+        manifest.update(status="running", failed_cells=[], environment=environment())
+        if manifest.get("suite_sha256") != loaded.sha256:
+            log.warning("suite file changed since %s started; changed cells will be recomputed", run_id)
+    else:
+        run_id = opts.run_id or new_run_id()
+        run_dir = suite_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        manifest = {
+            "run_id": run_id,
+            "suite": spec.name,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "environment": environment(),
+            "stage_seconds": {},
+            "models": {},
+        }
+    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device))
+    manifest["status"] = "running"
     ctx = _Context(loaded, run_id, seed, device, run_dir, opts.progress, manifest)
+    write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", run_id, spec.name, device, run_dir)
     t0 = time.perf_counter()
     try:
@@ -194,10 +271,10 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
                                "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint()}  # fmt: skip
         cache = ModelCache(opts.cache_dir)
         models = {m.name: _prepare_model(ctx, m, data, cache) for m in spec.models}  # cached as they finish
+        store = CellStore(run_dir)
         for mspec in spec.models:
-            ctx.rows += measure.measure_model(ctx, mspec, models[mspec.name], data, _surrogate(spec, mspec, models))
-            ctx.save()  # nothing finished is lost if a later model fails or the run is interrupted
-        manifest["status"] = "complete"
+            _run_cells(ctx, mspec, models[mspec.name], data, store, _surrogate(spec, mspec, models))
+        manifest["status"] = "complete_with_errors" if manifest.get("failed_cells") else "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
         raise
@@ -212,5 +289,5 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         from robustbench_cnn.report.summary import write_summary
 
         write_summary(table, manifest, run_dir / "summary.md")
-    _update_latest(suite_dir, run_id)
+    _update_latest(run_dir.parent, run_id)
     return RunResult(run_dir, table, manifest)

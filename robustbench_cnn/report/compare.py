@@ -1,0 +1,150 @@
+"""Run-vs-run comparison with regression gating that ignores noise.
+
+Rows are joined on their identity (everything but ``run_id`` and ``value``). A change is a
+regression only when it is beyond a tolerance *and* meaningful for the sample size:
+
+- accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
+  points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
+  at ``alpha``;
+- latency percentiles: new/base above ``latency_ratio``; throughput: base/new above it. Latencies
+  are compared only when the two environments match (same CPU/GPU and torch), else reported as
+  not comparable;
+- sanity checks: a check that passed and now fails.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy.stats import fisher_exact
+
+from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.suite.results import read_csv
+
+IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
+            "attack", "norm", "eps", "batch_size"]  # fmt: skip
+ACCURACY = {"clean_acc", "robust_acc", "certified_acc"}
+LATENCY = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99"}
+
+
+class CompareError(RobustBenchError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    acc_points: float = 2.0
+    alpha: float = 0.05
+    latency_ratio: float = 1.25
+
+
+@dataclass(frozen=True)
+class Run:
+    table: pd.DataFrame
+    environment: dict[str, Any] | None
+    source: str
+
+
+def load_run(path: Path) -> Run:
+    """A run directory (results.csv + manifest.json) or a results CSV (+ optional ``<stem>.manifest.json``)."""
+    path = Path(path)
+    csv, manifest = (path / "results.csv", path / "manifest.json") if path.is_dir() else (path, None)
+    if manifest is None:
+        manifest = path.with_name(path.stem + ".manifest.json")
+    if not csv.is_file():
+        raise CompareError(f"{path}: no results table found")
+    try:
+        table = read_csv(csv)
+        pd.to_numeric(table["value"], errors="raise")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CompareError(f"{csv}: malformed results table ({str(exc).splitlines()[0]})") from None
+    env = None
+    if manifest.is_file():
+        try:
+            env = json.loads(manifest.read_text()).get("environment")
+        except json.JSONDecodeError as exc:
+            raise CompareError(f"{manifest}: malformed manifest ({exc})") from None
+    return Run(table, env, str(path))
+
+
+def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    if a is None or b is None:
+        return ["environment unknown for one side"]
+    diffs = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in ("cpu", "gpu", "torch_threads") if a.get(k) != b.get(k)]
+    ta, tb = a.get("packages", {}).get("torch"), b.get("packages", {}).get("torch")
+    if ta != tb:
+        diffs.append(f"torch: {ta} -> {tb}")
+    return diffs
+
+
+def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool) -> tuple[str, float | None]:
+    metric, base, new = r["metric"], r["value_base"], r["value_new"]
+    if metric in ACCURACY:
+        drop_points = (base - new) * 100
+        if drop_points <= tol.acc_points or pd.isna(r["n_base"]) or pd.isna(r["n_new"]):
+            return "ok", None
+        n_b, n_n = int(r["n_base"]), int(r["n_new"])
+        k_b, k_n = round(base * n_b), round(new * n_n)
+        p = fisher_exact([[k_b, n_b - k_b], [k_n, n_n - k_n]], alternative="greater").pvalue
+        return ("REGRESSION" if p < tol.alpha else "noise"), float(p)
+    if metric in LATENCY or metric == "throughput":
+        if not latency_comparable:
+            return "not comparable", None
+        ratio = new / base if metric in LATENCY else base / new
+        return ("REGRESSION" if ratio > tol.latency_ratio else "ok"), None
+    if metric.startswith("check_"):
+        return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
+    return "ok", None
+
+
+def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(joined rows with delta and verdict, added rows, removed rows, environment differences)."""
+
+    def keyed(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        for col in IDENTITY:
+            if col not in df.columns:
+                df[col] = pd.NA
+        df[IDENTITY] = df[IDENTITY].astype("string").fillna("")
+        return df[[*IDENTITY, "value", "n"]].drop_duplicates(IDENTITY)
+
+    merged = keyed(base.table).merge(keyed(new.table), on=IDENTITY, how="outer", suffixes=("_base", "_new"),
+                                     indicator=True)  # fmt: skip
+    both = merged[merged["_merge"] == "both"].copy()
+    added = merged[merged["_merge"] == "right_only"][IDENTITY]
+    removed = merged[merged["_merge"] == "left_only"][IDENTITY]
+    env_diffs = environment_differences(base.environment, new.environment)
+    verdicts = [_verdict(r, tol, latency_comparable=not env_diffs) for _, r in both.iterrows()]
+    both["verdict"] = [v for v, _ in verdicts]
+    both["p_value"] = [p for _, p in verdicts]
+    both["delta"] = both["value_new"] - both["value_base"]
+    return both.drop(columns="_merge"), added, removed, env_diffs
+
+
+def render(
+    joined: pd.DataFrame, added: pd.DataFrame, removed: pd.DataFrame, env: list[str], base: Run, new: Run
+) -> str:
+    regressions = joined[joined.verdict == "REGRESSION"]
+    lines = [f"# compare {base.source} -> {new.source}", "",
+             f"**{len(regressions)} regression(s)** in {len(joined)} matched rows; "
+             f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
+    if env:
+        lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
+    shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
+    if not shown.empty:
+        cols = ["model", "metric", "attack", "norm", "eps", "runtime", "batch_size"]
+        shown["change"] = [
+            f"{d * 100:+.1f} pt" if m in ACCURACY else (f"x{nv / bv:.2f}" if bv else f"{d:+.4g}")
+            for m, d, nv, bv in zip(shown.metric, shown.delta, shown.value_new, shown.value_base, strict=True)
+        ]
+        table = shown[[*cols, "value_base", "value_new", "change", "p_value", "verdict"]]
+        lines.append(table.to_markdown(index=False, floatfmt=".4g"))
+    for title, rows in (("Added", added), ("Removed", removed)):
+        if not rows.empty:
+            cells = rows[["model", "metric", "attack", "eps"]].astype(str).agg(" ".join, axis=1)
+            lines += ["", f"## {title}", "", *[f"- {c}" for c in cells]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""A run as a set of cells: one model variant x one measurement, each an independent unit.
+
+A cell is named by a content hash of everything it depends on (the model's weights key, the
+data fingerprint, the seed, and the cell's own parameters), so the same cell in a resumed run,
+or on another process, has the same id. Finished cells are stored under ``run_dir/cells/`` as
+``<id>.csv`` (its rows) plus ``<id>.npy`` (a per-example boolean mask that later cells of the same
+model read: clean-correct images for attacks, attack survivors for the worst case). The CSV is
+written last, atomically, and marks the cell as done; nothing is unpickled on reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robustbench_cnn.suite.results import read_csv, write_csv
+from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    kind: str  # clean | attack | worst_case | certify | checks | latency
+    params: tuple[tuple[str, Any], ...] = ()
+    deps: tuple[str, ...] = ()  # labels of this model's cells whose masks it reads
+
+    @property
+    def label(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.params if k in ("attack", "norm", "eps"))
+        return f"{self.kind}({args})" if args else self.kind
+
+    def param(self, key: str) -> Any:
+        return dict(self.params)[key]
+
+    def cell_id(self, *inputs: str) -> str:
+        blob = json.dumps([self.kind, self.params, inputs], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
+    """The cells of one model, in dependency order."""
+    m = mspec.name
+    clean = Cell(m, "clean")
+    cells = [clean]
+    groups: dict[tuple[str, float], list[str]] = {}
+    for ev in spec.evaluations:
+        for eps in ev.eps:
+            params = (("attack", ev.attack), ("norm", ev.norm), ("eps", eps), ("steps", ev.steps),
+                      ("step_size", ev.step_size), ("restarts", ev.restarts))  # fmt: skip
+            cell = Cell(m, "attack", params, deps=(clean.label,))
+            cells.append(cell)
+            groups.setdefault((ev.norm, eps), []).append(cell.label)
+    for (norm, eps), labels in groups.items():
+        if len(labels) > 1:
+            cells.append(Cell(m, "worst_case", (("attack", "worst_case"), ("norm", norm), ("eps", eps)), tuple(labels)))
+    sigma = getattr(mspec.defense, "sigma", None)
+    if sigma is not None:
+        cells.append(Cell(m, "certify", (("sigma", sigma), *sorted(spec.certify.model_dump().items()))))
+    if spec.checks.enabled:
+        cells.append(Cell(m, "checks", (("eps", spec.check_eps), *sorted(spec.checks.model_dump().items()))))
+    if spec.latency.enabled:
+        cells.append(Cell(m, "latency", tuple(sorted(spec.latency.model_dump().items()))))
+    return cells
+
+
+class CellStore:
+    """Finished cells of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / "cells"
+
+    def done(self, cell_id: str) -> bool:
+        return (self.dir / f"{cell_id}.csv").is_file()
+
+    def load(self, cell_id: str) -> tuple[pd.DataFrame, torch.Tensor | None]:
+        mask_path = self.dir / f"{cell_id}.npy"
+        mask = torch.from_numpy(np.load(mask_path, allow_pickle=False)) if mask_path.is_file() else None
+        return read_csv(self.dir / f"{cell_id}.csv"), mask
+
+    def save(self, cell_id: str, rows: pd.DataFrame, mask: torch.Tensor | None) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if mask is not None:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npy.tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, mask.cpu().numpy(), allow_pickle=False)
+            os.replace(tmp, self.dir / f"{cell_id}.npy")
+        write_csv(rows, self.dir / f"{cell_id}.csv")  # last: its presence marks the cell done
+
+    def count(self) -> int:
+        return len(list(self.dir.glob("*.csv"))) if self.dir.is_dir() else 0

@@ -1,0 +1,110 @@
+"""compare: self = no regression; a real drop = regression; a small drop on few images = noise."""
+
+import json
+
+import pytest
+
+from robustbench_cnn.cli import main
+from robustbench_cnn.report.compare import Tolerances, compare
+from robustbench_cnn.suite.results import Row, frame, write_csv
+
+
+def table(robust=0.60, n=400, clean=0.95, p50=2.0, check=1.0):
+    common = {"run_id": "r", "suite": "s", "dataset": "digits", "model": "cnn", "arch": "simple_cnn"}
+    rows = [
+        Row(**common, metric="clean_acc", value=clean, n=n),
+        Row(**common, metric="robust_acc", value=robust, n=n, attack="pgd", norm="linf", eps=0.1),
+        Row(**common, metric="robust_acc", value=0.3, n=n, attack="pgd", norm="linf", eps=0.2),
+        Row(**common, metric="latency_ms_p50", value=p50, n=50, batch_size=1),
+        Row(**common, metric="check_grad_norm", value=check, n=n, norm="linf", eps=0.1),
+    ]
+    return frame(rows)
+
+
+def write(tmp_path, name, df, env=None):
+    path = tmp_path / f"{name}.csv"
+    write_csv(df, path)
+    if env is not None:
+        (tmp_path / f"{name}.manifest.json").write_text(json.dumps({"environment": env}))
+    return path
+
+
+ENV = {"cpu": "x", "gpu": None, "torch_threads": 2, "packages": {"torch": "2.14.1"}}
+
+
+def run_cli(*args):
+    return main(["compare", *map(str, args)])
+
+
+def test_against_itself_is_clean(tmp_path, capsys):
+    path = write(tmp_path, "a", table(), ENV)
+    assert run_cli(path, path) == 0
+    assert "**0 regression(s)**" in capsys.readouterr().out
+
+
+def test_ten_point_drop_on_400_images_is_a_regression(tmp_path, capsys):
+    base, new = write(tmp_path, "a", table(), ENV), write(tmp_path, "b", table(robust=0.50), ENV)
+    assert run_cli(base, new) == 1
+    out = capsys.readouterr().out
+    assert "**1 regression(s)**" in out and "-10.0 pt" in out
+    line = next(ln for ln in out.splitlines() if "REGRESSION" in ln)
+    assert "robust_acc" in line and "pgd" in line and "0.1" in line
+
+
+def test_one_point_drop_on_100_images_is_noise(tmp_path):
+    base, new = write(tmp_path, "a", table(n=100), ENV), write(tmp_path, "b", table(robust=0.59, n=100), ENV)
+    assert run_cli(base, new) == 0
+
+
+def test_large_drop_on_tiny_sample_is_noise_not_regression():
+    base, new = load_run_df(table(robust=0.6, n=10)), load_run_df(table(robust=0.5, n=10))
+    joined, *_ = compare(base, new, Tolerances())
+    row = joined[(joined.metric == "robust_acc") & (joined.eps == "0.1")].iloc[0]
+    assert row.verdict == "noise" and row.p_value > 0.05
+
+
+def load_run_df(df):
+    from robustbench_cnn.report.compare import Run
+
+    return Run(df, ENV, "mem")
+
+
+def test_latency_ratio_and_environment(tmp_path):
+    base, slow = load_run_df(table()), load_run_df(table(p50=3.0))
+    joined, *_ = compare(base, slow, Tolerances(latency_ratio=1.25))
+    assert joined.set_index("metric").loc["latency_ms_p50", "verdict"] == "REGRESSION"
+    other_cpu = load_run_df(table(p50=3.0))
+    other_cpu = other_cpu.__class__(other_cpu.table, {**ENV, "cpu": "y"}, "mem")
+    joined, _, _, env = compare(base, other_cpu, Tolerances())
+    assert env == ["cpu: x -> y"]
+    assert joined.set_index("metric").loc["latency_ms_p50", "verdict"] == "not comparable"
+
+
+def test_a_check_that_starts_failing_is_a_regression():
+    joined, *_ = compare(load_run_df(table()), load_run_df(table(check=0.0)), Tolerances())
+    assert joined.set_index("metric").loc["check_grad_norm", "verdict"] == "REGRESSION"
+
+
+def test_added_and_removed_rows_are_listed(tmp_path, capsys):
+    base = table()
+    new = base[base.eps != 0.2]
+    assert run_cli(write(tmp_path, "a", base), write(tmp_path, "b", new)) == 0
+    assert "## Removed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not,a,results\n1,2,3\n", "run_id,suite,dataset,model,arch,defense,compression,format,runtime,device,metric,"
+     "attack,norm,eps,value,n\nr,s,d,m,a,none,none,torch,torch,cpu,clean_acc,,,,high,10\n"],
+)  # fmt: skip
+def test_malformed_csv_is_exit_2_with_one_line(tmp_path, capsys, content):
+    good = write(tmp_path, "a", table())
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    assert run_cli(good, bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("robustbench-cnn: error:") and "bad.csv" in err and "\n" not in err
+
+
+def test_missing_input_is_exit_2(tmp_path, capsys):
+    assert run_cli(tmp_path / "nope.csv", tmp_path / "nope.csv") == 2

@@ -1,0 +1,45 @@
+"""report.md with real PNG plots, the Pareto front, and the history store."""
+
+import pandas as pd
+
+from robustbench_cnn.cli import main
+from robustbench_cnn.report.history import append, query
+from robustbench_cnn.report.plots import pareto_front
+
+
+def test_pareto_front():
+    pts = pd.DataFrame({"cost": [1, 2, 3, 4, 2.5], "acc": [80, 90, 85, 95, 91]}, index=list("abcde"))
+    assert list(pareto_front(pts, "cost", "acc").index) == ["a", "b", "e", "d"]
+
+
+def test_run_writes_report_plots_and_history(tmp_path, tiny_suite, capsys):
+    suite = tiny_suite()
+    out = tmp_path / "o"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
+    run_dir = (out / "tiny" / "latest").resolve()
+    report = (run_dir / "report.md").read_text()
+    pngs = sorted(p.name for p in run_dir.glob("*.png"))
+    assert "robust_pgd_linf.png" in pngs and "accuracy_vs_latency.png" in pngs and "accuracy_vs_size.png" in pngs
+    for name in pngs:
+        assert f"]({name})" in report
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["history", "--metric", "clean_acc", "--results", str(out), "--plot", str(tmp_path / "h.png")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "| cnn" in ln]
+    assert len(lines) == 2  # one per run
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_history_replaces_a_rerun_of_the_same_run_id(tmp_path):
+    df = pd.DataFrame(
+        [{"run_id": "r1", "suite": "s", "dataset": "d", "model": "m", "arch": "a", "defense": "none",
+          "compression": "none", "format": "torch", "runtime": "torch", "device": "cpu", "metric": "clean_acc",
+          "attack": None, "norm": None, "eps": None, "value": 0.9, "n": 10, "batch_size": None}]
+    )  # fmt: skip
+    db = tmp_path / "h.sqlite"
+    append(db, df, "2026-01-01T00:00:00+00:00")
+    append(db, df.assign(value=0.8), "2026-01-01T00:00:00+00:00")
+    assert query(db, "clean_acc").value.tolist() == [0.8]
+    assert query(db, "robust_acc").empty

@@ -1,0 +1,100 @@
+"""Kill a run with SIGKILL in the middle of its evaluation, resume it, get the same table."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from robustbench_cnn.suite.cells import CellStore
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.results import read_csv
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+SUITE = """
+name = "resume"
+seed = 1
+device = "cpu"
+[dataset]
+name = "digits"
+train_size = 300
+eval_size = 200
+[[models]]
+name = "a"
+arch = "simple_cnn"
+params = { width = 8, stages = 2 }
+train = { epochs = 3 }
+[[models]]
+name = "b"
+arch = "resnet"
+params = { depth = 8, width = 0.5 }
+train = { epochs = 2 }
+[[evaluations]]
+attack = "pgd"
+eps = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2]
+steps = 10
+[[evaluations]]
+attack = "fgsm"
+eps = [0.1]
+[checks]
+eval_size = 50
+[latency]
+enabled = false
+"""
+
+STABLE = ["model", "metric", "attack", "norm", "eps", "value", "n"]
+
+
+def table(run_dir):
+    df = read_csv(run_dir / "results.csv")
+    return df[STABLE].sort_values(STABLE[:5]).reset_index(drop=True)
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    suite = tmp_path / "resume.toml"
+    suite.write_text(SUITE)
+    cache = tmp_path / "cache"
+    # uninterrupted reference (also fills the model cache, as a nightly's earlier run would)
+    reference = run_suite(load_suite(suite), RunOptions(tmp_path / "ref", cache, progress=False))
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "robustbench_cnn", "run", str(suite), "--out", str(out), "--cache-dir", str(cache),
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    store = None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((out / "resume").glob("*T*Z-*")) if (out / "resume").exists() else []
+        if runs and (store := CellStore(runs[0])).count() >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make the suite slower"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = store.count()
+    total = reference.manifest["cells"]["computed"]
+    assert 4 <= done_before < total
+
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    run_dir = store.dir.parent
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["resumed"]
+    assert manifest["cells"] == {"computed": total - done_before, "reused": done_before, "failed": 0}
+    assert all(m["cache"] == "hit" for m in manifest["models"].values())
+    pd.testing.assert_frame_equal(table(run_dir), table(reference.run_dir))
+
+
+def test_resuming_a_finished_run_recomputes_nothing(tmp_path):
+    suite = tmp_path / "resume.toml"
+    suite.write_text(SUITE.replace("eps = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2]", "eps = [0.1]"))
+    opts = RunOptions(tmp_path / "out", tmp_path / "cache", progress=False)
+    first = run_suite(load_suite(suite), opts)
+    again = run_suite(load_suite(suite), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False,
+                                                    resume=first.run_dir))  # fmt: skip
+    assert again.manifest["cells"]["computed"] == 0 and again.manifest["cells"]["reused"] > 0
+    assert again.run_dir == first.run_dir
+    pd.testing.assert_frame_equal(table(first.run_dir), table(again.run_dir))
