@@ -16,11 +16,12 @@ A suite file is TOML::
 
 from __future__ import annotations
 
+import importlib
 import math
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class _Spec(BaseModel):
@@ -40,24 +41,31 @@ def _number(value: Any) -> Any:
 Number = Annotated[float, BeforeValidator(_number)]
 
 
+def _registered(module: str, registry: str) -> AfterValidator:
+    """A name that must be registered in ``module.registry`` (imported on first use)."""
+
+    def check(name: str) -> str:
+        getattr(importlib.import_module(module), registry).get(name)
+        return name
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, _registered("robustbench_cnn.data", "DATASETS")]
+ArchName = Annotated[str, _registered("robustbench_cnn.models", "MODELS")]
+AttackName = Annotated[str, _registered("robustbench_cnn.attacks", "ATTACKS")]
+
+
 class DatasetSpec(_Spec):
     """Which data, where it lives, and how much of it to use."""
 
-    name: str = "digits"
+    name: DatasetName = "digits"
     data_dir: str | None = Field(None, description="relative paths resolve against the suite file's folder")
     download: bool = Field(False, description="fetch the official archives if missing (needs the internet)")
     image_size: int | None = Field(None, ge=4, le=512, description="resize images to this square size")
     train_size: int | None = Field(None, ge=1, description="seeded subset of the training split")
     eval_size: int | None = Field(None, ge=1, description="seeded subset of the evaluation split")
     split_seed: int = 0
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from robustbench_cnn.data import DATASETS
-
-        DATASETS.get(v)
-        return v
 
 
 class TrainSpec(_Spec):
@@ -104,7 +112,7 @@ class ModelSpec(_Spec):
     """One model: an architecture, its parameters, a defense, and either a recipe or a checkpoint."""
 
     name: str = Field(min_length=1)
-    arch: str
+    arch: ArchName
     params: dict[str, bool | int | float | str] = Field(default_factory=dict)
     train: TrainSpec = TrainSpec()
     defense: Annotated[DefenseSpec | None, BeforeValidator(_defense)] = None
@@ -113,14 +121,6 @@ class ModelSpec(_Spec):
     @property
     def defense_name(self) -> str:
         return self.defense.name if self.defense is not None else "none"
-
-    @field_validator("arch")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from robustbench_cnn.models import MODELS
-
-        MODELS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _params_fit_arch(self) -> ModelSpec:
@@ -133,20 +133,12 @@ class ModelSpec(_Spec):
 class EvalSpec(_Spec):
     """One attack swept over a list of eps; threat model ``norm`` on [0, 1] images."""
 
-    attack: str
+    attack: AttackName
     norm: Literal["linf", "l2"] = "linf"
     eps: tuple[Number, ...] = Field(min_length=1)
     steps: int = Field(10, ge=1)
     step_size: Number | None = Field(None, gt=0, description="default 2.5 * eps / steps (Madry et al.)")
     restarts: int = Field(1, ge=1)
-
-    @field_validator("attack")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from robustbench_cnn.attacks import ATTACKS
-
-        ATTACKS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _eps_in_range(self) -> EvalSpec:
