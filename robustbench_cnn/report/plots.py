@@ -44,8 +44,14 @@ def _save(fig, ax, path: Path) -> str:
     return path.name
 
 
+def unreliable_models(df: pd.DataFrame) -> set[str]:
+    checks = df[df.metric.str.startswith("check_")]
+    return set(checks.loc[checks.value < 1, "model"])
+
+
 def robust_vs_eps(df: pd.DataFrame, out: Path) -> list[str]:
     files = []
+    flagged = unreliable_models(df)
     robust = df[(df.metric == "robust_acc") & (df.attack != "worst_case")]
     for (attack, norm), sub in robust.groupby(["attack", "norm"]):
         if sub.eps.nunique() < 2:
@@ -54,7 +60,8 @@ def robust_vs_eps(df: pd.DataFrame, out: Path) -> list[str]:
                           "robust accuracy (%)")  # fmt: skip
         for model, m in sub.groupby("model", sort=False):
             m = m.sort_values("eps")
-            ax.plot(m.eps, m.value * 100, marker="o", label=model)
+            label, style = (f"{model} (evaluation unreliable)", "--") if model in flagged else (model, "-")
+            ax.plot(m.eps, m.value * 100, style, marker="o", label=label)
         ax.set_ylim(-2, 102)
         files.append(_save(fig, ax, out / f"robust_{attack}_{norm}.png"))
     return files
@@ -67,7 +74,7 @@ def certified_vs_radius(df: pd.DataFrame, out: Path) -> list[str]:
     fig, ax = _figure("Certified accuracy (randomized smoothing)", "L2 radius", "certified accuracy (%)")
     for model, m in cert.groupby("model", sort=False):
         m = m.sort_values("eps")
-        ax.step(m.eps, m.value * 100, where="post", marker="o", label=model)
+        ax.plot(m.eps, m.value * 100, marker="o", label=model)  # measured radii only; no step interpolation
     ax.set_ylim(-2, 102)
     return [_save(fig, ax, out / "certified.png")]
 
