@@ -39,6 +39,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def perf(session: nox.Session) -> None:
+    """Benchmarks with ratios vs plain baselines: ``nox -s perf`` (``-- --quick`` skips the smoke run)."""
+    install(session)
+    session.run("python", str(ROOT / "benchmarks" / "perf.py"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("-c", CONSTRAINTS, "ruff")

@@ -66,13 +66,17 @@ def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--acc-tol", type=float, default=2.0, help="accuracy drop tolerated, in points (default 2)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the accuracy test (default 0.05)")
     p.add_argument("--latency-ratio", type=float, default=1.5, help="median-latency slowdown tolerated (default 1.5)")
+    p.add_argument("--latency-floor-ms", type=float, default=0.5,
+                   help="a slowdown must also exceed this many ms to count (default 0.5)")  # fmt: skip
 
 
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
     from robustbench_cnn.report.compare import Tolerances, compare, load_run, render
 
     b, n = load_run(base), load_run(new)
-    joined, added, removed, env = compare(b, n, Tolerances(args.acc_tol, args.alpha, args.latency_ratio))
+    joined, added, removed, env = compare(
+        b, n, Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms)
+    )
     text = render(joined, added, removed, env, b, n)
     sys.stdout.write(text)
     if out is not None:

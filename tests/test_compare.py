@@ -73,6 +73,9 @@ def test_latency_ratio_and_environment(tmp_path):
     base, slow = load_run_df(table()), load_run_df(table(p50=3.0))
     joined, *_ = compare(base, slow, Tolerances(latency_ratio=1.25))
     assert joined.set_index("metric").loc["latency_ms_p50", "verdict"] == "REGRESSION"
+    jitter = load_run_df(table(p50=0.4)), load_run_df(table(p50=0.8))  # 2x, but only 0.4 ms
+    joined, *_ = compare(*jitter, Tolerances(latency_ratio=1.25, latency_floor_ms=0.5))
+    assert joined.set_index("metric").loc["latency_ms_p50", "verdict"] == "ok"
     other_cpu = load_run_df(table(p50=3.0))
     other_cpu = other_cpu.__class__(other_cpu.table, {**ENV, "cpu": "y"}, "mem")
     joined, _, _, env = compare(base, other_cpu, Tolerances())

@@ -6,7 +6,8 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 - accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
   points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
   at ``alpha``;
-- median latency: new/base above ``latency_ratio``; throughput: base/new above it (p90/p99 are
+- median latency: new/base above ``latency_ratio`` and slower by at least ``latency_floor_ms``;
+  throughput: base/new above the ratio, the same floor on the implied time per batch (p90/p99 are
   shown but never gated: tails are too noisy on shared machines). Latencies are compared only when
   the two environments match (same CPU/GPU, threads and torch), else reported as not comparable;
 - sanity checks: a check that passed and now fails.
@@ -41,6 +42,7 @@ class Tolerances:
     acc_points: float = 2.0
     alpha: float = 0.05
     latency_ratio: float = 1.5
+    latency_floor_ms: float = 0.5  # and slower by at least this much: sub-millisecond jitter is not a regression
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool) -> tuple[s
         if not latency_comparable:
             return "not comparable", None
         ratio = new / base if metric in LATENCY else base / new
-        if ratio <= tol.latency_ratio:
+        bs = 1 if pd.isna(r["batch_size"]) or r["batch_size"] == "" else float(r["batch_size"])
+        ms_base, ms_new = (base, new) if metric in LATENCY else (1e3 * bs / base, 1e3 * bs / new)
+        if ratio <= tol.latency_ratio or ms_new - ms_base < tol.latency_floor_ms:
             return "ok", None
         return ("REGRESSION" if metric in GATED_LATENCY else "slower (tail, not gated)"), None
     if metric.startswith("check_"):

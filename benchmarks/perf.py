@@ -1,0 +1,240 @@
+"""Performance benchmarks: our hot paths against the plain code a user would write, side by side.
+
+    nox -s perf                      # everything, including a cold-cache smoke-suite run
+    python benchmarks/perf.py --quick  # skip the smoke-suite run
+
+Each benchmark runs both variants in this one process, on the same model, batch and hardware,
+after a warm-up, and keeps the median of ``--repeats`` timings. Results go to
+``results/perf/<run_id>/perf.csv`` (benchmark, ours, baseline, unit, ratio; ratio > 1 = we are
+faster), ``perf.md`` and ``environment.json``; ``results/perf/latest`` points at the newest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchattacks
+
+from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.data import load_dataset
+from robustbench_cnn.defenses import DEFENSES
+from robustbench_cnn.defenses.smoothing import Smoothed
+from robustbench_cnn.models import build_model
+from robustbench_cnn.runtime.timing import measure
+from robustbench_cnn.runtime.torch_runtime import count_macs
+from robustbench_cnn.suite.manifest import environment
+from robustbench_cnn.suite.runner import new_run_id
+from robustbench_cnn.suite.spec import DatasetSpec, TrainSpec
+from robustbench_cnn.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_MODELS = {  # as in suites/smoke.toml
+    "simple_cnn": ("simple_cnn", {"width": 16}),
+    "resnet20": ("resnet", {"depth": 20}),
+    "mobilenet_v2": ("mobilenet_v2", {"width_mult": 1.0, "small_input": False}),
+}
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_roof(n: int = 2048, repeats: int = 10) -> float:
+    """Dense fp32 matmul GFLOP/s on this machine: the roof the attack's arithmetic is compared to."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_time(lambda: a @ b, repeats) / 1e9
+
+
+def model(data, name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    arch, params = SMOKE_MODELS[name]
+    return build_model(arch, 10, data.in_channels, data.mean, data.std, params).eval()
+
+
+def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dict]:
+    """image x steps per second: plain torchattacks PGD loop (batch 128) vs our evaluation path."""
+    x, y = data.x_eval, data.y_eval
+    everyone = torch.ones(len(y), dtype=torch.bool)  # both variants attack every image
+    rows, total_ours, total_base, work = [], 0.0, 0.0, 0
+    roof = matmul_roof()
+    alpha = 2.5 * eps / steps
+    for name in SMOKE_MODELS:
+        net = model(data, name)
+
+        def plain(net=net):
+            attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=True)
+            for xb, yb in zip(x.split(128), y.split(128), strict=True):
+                with torch.no_grad():
+                    net(attack(xb, yb)).argmax(1)
+
+        make = partial(ATTACKS.get("pgd"), eps=eps, norm="linf", steps=steps, step_size=alpha)
+        ours = partial(robust_correct, net, make, x, y, everyone, eps, "linf", batch_size=512, progress=False)
+        t_base, t_ours = median_time(plain, repeats), median_time(ours, repeats)
+        n_work = len(y) * steps
+        flops = 3 * 2 * count_macs(net, tuple(x.shape[1:])) * n_work  # forward + backward ~ 3 forwards
+        rows.append(row(f"pgd_eval:{name}", n_work / t_ours, n_work / t_base, "image*steps/s"))
+        rows.append(row(f"pgd_gflops_vs_roof:{name}", flops / t_ours / 1e9 / roof, flops / t_base / 1e9 / roof,
+                        "fraction of matmul roof"))  # fmt: skip
+        total_ours, total_base, work = total_ours + t_ours, total_base + t_base, work + n_work
+    rows.insert(0, row("pgd_eval", work / total_ours, work / total_base, "image*steps/s"))
+    return rows
+
+
+def reference_certify_counts(base, x, num: int, sigma: float, generator: torch.Generator, batch: int = 400):
+    """Cohen et al.'s _sample_noise loop as published (batch 400, fp32, x.repeat, counts on the host)."""
+    counts = torch.zeros(10, dtype=torch.long)
+    with torch.no_grad():
+        remaining = num
+        while remaining > 0:
+            b = min(batch, remaining)
+            remaining -= b
+            batch_x = x.repeat((b, 1, 1, 1))
+            noise = torch.randn(batch_x.shape, generator=generator) * sigma
+            predictions = base(batch_x + noise).argmax(1)
+            counts += torch.bincount(predictions.cpu(), minlength=10)
+    return counts
+
+
+def bench_certify(data, repeats: int, num: int = 4000, sigma: float = 0.25) -> list[dict]:
+    net = model(data, "simple_cnn")
+    x = data.x_eval[0]
+    smoothed = Smoothed(net, 10, sigma)
+    ref = reference_certify_counts(net, x, num, sigma, torch.Generator().manual_seed(0))
+    ours = smoothed.sample_counts(x, num, torch.Generator().manual_seed(0))
+    if not torch.equal(ref, ours):
+        raise SystemExit(f"certify: counts differ under the same seed: {ref.tolist()} vs {ours.tolist()}")
+    t_ref = median_time(lambda: reference_certify_counts(net, x, num, sigma, torch.Generator().manual_seed(0)), repeats)
+    t_ours = median_time(lambda: smoothed.sample_counts(x, num, torch.Generator().manual_seed(0)), repeats)
+    return [row("certify", num / t_ours, num / t_ref, "noise samples/s")]
+
+
+def plain_train(net, x, y, epochs: int, attack=None) -> None:
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    for _ in range(epochs):
+        net.train()
+        for xb, yb in loader:
+            if attack is not None:
+                xb = attack(xb, yb)
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def bench_train(data, repeats: int, epochs: int = 2) -> list[dict]:
+    x, y = data.x_train, data.y_train
+    recipe = TrainSpec(epochs=epochs, lr=0.05, batch_size=64, augment="none")
+    n = len(y) * epochs
+    t_base = median_time(lambda: plain_train(model(data, "simple_cnn"), x, y, epochs), repeats)
+    t_ours = median_time(lambda: train(model(data, "simple_cnn"), x, y, recipe, 0, progress=False), repeats)
+    rows = [row("train_standard", n / t_ours, n / t_base, "images/s")]
+    spec = DEFENSES.get("pgd_at").spec(name="pgd_at", eps=0.1, steps=5)
+
+    def plain_adv():
+        net = model(data, "simple_cnn")
+        plain_train(net, x, y, epochs, torchattacks.PGD(net, eps=0.1, alpha=0.05, steps=5))
+
+    def ours_adv():
+        DEFENSES.get("pgd_at")(model(data, "simple_cnn"), x, y, recipe, spec, 0, "cpu", progress=False)
+
+    rows.append(row("train_adversarial", n / median_time(ours_adv, repeats), n / median_time(plain_adv, repeats),
+                    "images/s"))  # fmt: skip
+    return rows
+
+
+def bench_latency(data, repeats: int = 5) -> list[dict]:
+    """Our harness's p50 vs the simplest timing loop; and our p50's coefficient of variation."""
+    net = model(data, "resnet20")
+    x = data.x_eval[:1]
+    with torch.inference_mode():
+
+        def bare() -> float:
+            samples = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                net(x)
+                samples.append(time.perf_counter() - t0)
+            return statistics.median(samples) * 1e3
+
+        ours = [measure(lambda: net(x), 1, warmup=5, min_repeats=200, budget_s=0.0).p50_ms for _ in range(repeats)]
+        plain = [bare() for _ in range(repeats)]
+    cv = statistics.stdev(ours) / statistics.mean(ours)
+    return [
+        row("latency_overhead", statistics.median(ours), statistics.median(plain), "ms p50 (ratio = bare/ours)",
+            ratio=statistics.median(plain) / statistics.median(ours)),
+        row("latency_cv", cv, 0.05, "coefficient of variation of p50 over 5 repeats (target <= 0.05)",
+            ratio=0.05 / cv if cv else float("inf")),
+    ]  # fmt: skip
+
+
+def bench_smoke(target_s: float = 300.0) -> list[dict]:
+    """The whole smoke suite from a cold model cache, wall time per stage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "robustbench_cnn", "run", str(ROOT / "suites" / "smoke.toml"), "--out", tmp,
+               "--no-progress", "--no-report"]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        manifest = json.loads(next(Path(tmp, "smoke").glob("*T*Z-*/manifest.json")).read_text())
+    wall = manifest["wall_seconds"]
+    rows = [row("smoke_wall", wall, target_s, "s (baseline = 5-minute target)", ratio=target_s / wall)]
+    for stage, seconds in manifest["stage_seconds"].items():
+        rows.append(row(f"smoke_stage:{stage}", seconds, float("nan"), "s", ratio=float("nan")))
+    return rows
+
+
+def row(benchmark: str, ours: float, baseline: float, unit: str, ratio: float | None = None) -> dict:
+    return {"benchmark": benchmark, "ours": ours, "baseline": baseline, "unit": unit,
+            "ratio": ours / baseline if ratio is None else ratio}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the smoke-suite wall-time run")
+    args = parser.parse_args(argv)
+    data = load_dataset(DatasetSpec(name="digits", image_size=16), None)
+    rows = []
+    for name, fn in (("pgd", bench_pgd), ("certify", bench_certify), ("train", bench_train)):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows += fn(data, args.repeats)
+    rows += bench_latency(data)
+    if not args.quick:
+        print("running the smoke suite ...", file=sys.stderr, flush=True)
+        rows += bench_smoke()
+    df = pd.DataFrame(rows)
+    run_dir = args.out / new_run_id()
+    run_dir.mkdir(parents=True)
+    df.to_csv(run_dir / "perf.csv", index=False, float_format="%.6g")
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2, default=str))
+    table = df.to_markdown(index=False, floatfmt=".4g")
+    (run_dir / "perf.md").write_text(f"# perf {run_dir.name}\n\n{table}\n")
+    latest = args.out / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(run_dir.name, target_is_directory=True)
+    print(table)
+    print(f"\nresults: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
