@@ -64,10 +64,12 @@ def matmul_roof(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / median_time(lambda: a @ b, repeats) / 1e9
 
 
-def model(data, name: str) -> torch.nn.Module:
+def model(data, name: str, ours: bool = False) -> torch.nn.Module:
+    """The smoke suite's model; ``ours=True`` lays it out as the runner does (channels_last)."""
     torch.manual_seed(0)
     arch, params = SMOKE_MODELS[name]
-    return build_model(arch, 10, data.in_channels, data.mean, data.std, params).eval()
+    net = build_model(arch, 10, data.in_channels, data.mean, data.std, params).eval()
+    return net.to(memory_format=torch.channels_last) if ours else net
 
 
 def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dict]:
@@ -78,16 +80,17 @@ def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dic
     roof = matmul_roof()
     alpha = 2.5 * eps / steps
     for name in SMOKE_MODELS:
-        net = model(data, name)
+        net, our_net = model(data, name), model(data, name, ours=True)
 
         def plain(net=net):
             attack = torchattacks.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=True)
             for xb, yb in zip(x.split(128), y.split(128), strict=True):
+                adv = attack(xb, yb)
                 with torch.no_grad():
-                    net(attack(xb, yb)).argmax(1)
+                    net(adv).argmax(1)
 
         make = partial(ATTACKS.get("pgd"), eps=eps, norm="linf", steps=steps, step_size=alpha)
-        ours = partial(robust_correct, net, make, x, y, everyone, eps, "linf", batch_size=512, progress=False)
+        ours = partial(robust_correct, our_net, make, x, y, everyone, eps, "linf", batch_size=512, progress=False)
         t_base, t_ours = median_time(plain, repeats), median_time(ours, repeats)
         n_work = len(y) * steps
         flops = 3 * 2 * count_macs(net, tuple(x.shape[1:])) * n_work  # forward + backward ~ 3 forwards
@@ -117,7 +120,7 @@ def reference_certify_counts(base, x, num: int, sigma: float, generator: torch.G
 def bench_certify(data, repeats: int, num: int = 4000, sigma: float = 0.25) -> list[dict]:
     net = model(data, "simple_cnn")
     x = data.x_eval[0]
-    smoothed = Smoothed(net, 10, sigma)
+    smoothed = Smoothed(model(data, "simple_cnn", ours=True), 10, sigma)
     ref = reference_certify_counts(net, x, num, sigma, torch.Generator().manual_seed(0))
     ours = smoothed.sample_counts(x, num, torch.Generator().manual_seed(0))
     if not torch.equal(ref, ours):
@@ -176,8 +179,10 @@ def bench_latency(data, repeats: int = 5) -> list[dict]:
                 samples.append(time.perf_counter() - t0)
             return statistics.median(samples) * 1e3
 
-        ours = [measure(lambda: net(x), 1, warmup=5, min_repeats=200, budget_s=0.0).p50_ms for _ in range(repeats)]
-        plain = [bare() for _ in range(repeats)]
+        ours, plain = [], []
+        for _ in range(repeats):  # interleaved, so drift in the machine's speed hits both alike
+            ours.append(measure(lambda: net(x), 1, warmup=5, min_repeats=200, budget_s=0.0).p50_ms)
+            plain.append(bare())
     cv = statistics.stdev(ours) / statistics.mean(ours)
     return [
         row("latency_overhead", statistics.median(ours), statistics.median(plain), "ms p50 (ratio = bare/ours)",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_cnn.errors import AttackContractError
+from robustbench_cnn.models.normalize import channels_last
 
 TOLERANCE = 1e-5
 
@@ -22,6 +25,19 @@ def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: s
     worst = float(size.max()) if len(size) else 0.0
     if worst > eps * (1 + TOLERANCE) + TOLERANCE:
         raise AttackContractError(f"attack left the {norm} ball: |delta| = {worst:.6g} > eps = {eps:.6g}")
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Parameters need no gradient while an attack differentiates w.r.t. the input only."""
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
 
 
 def robust_correct(
@@ -52,19 +68,19 @@ def robust_correct(
         return result
     torch.manual_seed(seed)
     idx = clean_correct.nonzero().flatten()
-    batches = list(idx.split(batch_size))
-    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        xb, yb = x[batch].to(device), y[batch].to(device)
-        still = torch.ones(len(batch), dtype=torch.bool, device=device)
-        for _ in range(restarts):
-            live = still.nonzero().flatten()  # later restarts attack only the survivors
-            if len(live) == 0:
-                break
-            x_adv = make_attack(model)(xb[live], yb[live]).detach()
-            if model.training:
-                raise AttackContractError(f"{desc} left the model in train mode")
-            check_perturbation(xb[live], x_adv, eps, norm)
-            with torch.no_grad():
-                still[live] = model(x_adv).argmax(1) == yb[live]
-        result[batch] = still.cpu()
+    with frozen(model):  # only input gradients are needed
+        for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
+            xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
+            still = torch.ones(len(batch), dtype=torch.bool, device=device)
+            for _ in range(restarts):
+                live = still.nonzero().flatten()  # later restarts attack only the survivors
+                if len(live) == 0:
+                    break
+                x_adv = make_attack(model)(xb[live], yb[live]).detach()
+                if model.training:
+                    raise AttackContractError(f"{desc} left the model in train mode")
+                check_perturbation(xb[live], x_adv, eps, norm)
+                with torch.no_grad():
+                    still[live] = model(x_adv).argmax(1) == yb[live]
+            result[batch] = still.cpu()
     return result

@@ -15,6 +15,8 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+from robustbench_cnn.models.normalize import channels_last
+
 ABSTAIN = -1
 
 
@@ -33,18 +35,20 @@ class Certificate:
 class Smoothed:
     """``base``: logits model on [0, 1] images; ``sigma``: noise level it was trained with."""
 
-    def __init__(self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 1000) -> None:
+    def __init__(self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 400) -> None:
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
 
     def sample_counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Class counts ``(num_classes,)`` of the base classifier over ``num`` noisy copies of ``x``."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
+        buffer = torch.empty((min(self.batch_size, num), *x.shape), device=x.device)  # reused: no per-batch allocation
         with torch.inference_mode():
             remaining = num
             while remaining > 0:
                 b = min(self.batch_size, remaining)
-                noise = torch.randn((b, *x.shape), generator=generator, device=x.device) * self.sigma
-                pred = self.base(x.unsqueeze(0) + noise).argmax(1)
+                noisy = torch.randn((b, *x.shape), generator=generator, device=x.device, out=buffer[:b])
+                noisy.mul_(self.sigma).add_(x)  # x + sigma * e, broadcast, in place
+                pred = self.base(channels_last(noisy)).argmax(1)
                 counts += torch.bincount(pred, minlength=self.num_classes)
                 remaining -= b
         return counts

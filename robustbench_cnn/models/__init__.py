@@ -7,7 +7,7 @@ see takes images in [0, 1] (RobustBench's convention).
 """
 
 from robustbench_cnn.models.build import build_model, check_params
-from robustbench_cnn.models.normalize import Normalized
+from robustbench_cnn.models.normalize import Normalized, channels_last
 from robustbench_cnn.registry import Registry
 
 MODELS: Registry = Registry(
@@ -15,4 +15,4 @@ MODELS: Registry = Registry(
     ("robustbench_cnn.models.simple_cnn", "robustbench_cnn.models.resnet", "robustbench_cnn.models.mobilenet"),
 )
 
-__all__ = ["MODELS", "Normalized", "build_model", "check_params"]
+__all__ = ["MODELS", "Normalized", "build_model", "channels_last", "check_params"]

@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """NHWC memory layout for a 4-D image batch (same values, faster convolutions on CPU and GPU)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class Normalized(nn.Module):
     """``net((x - mean) / std)``.
 

@@ -157,7 +157,7 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
         info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                     train_seconds=meta.get("train_seconds"))  # fmt: skip
     ctx.manifest["models"].setdefault(spec.name, {}).update(info)
-    return model.to(ctx.device).eval()
+    return model.to(ctx.device, memory_format=torch.channels_last).eval()  # NHWC: faster convs, same values
 
 
 def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store: CellStore, surrogate) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from robustbench_cnn.errors import CheckpointError
@@ -47,8 +47,9 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s state to ``path`` (safetensors), atomically."""
-    _atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))
+    """Write ``model``'s state to ``path`` (safetensors, standard contiguous layout), atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

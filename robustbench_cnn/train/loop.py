@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_cnn.models.normalize import channels_last
 from robustbench_cnn.suite.spec import TrainSpec
 from robustbench_cnn.train.augment import augment
 
@@ -80,7 +81,7 @@ def train(
     loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()  # NHWC convolutions: same values, faster
     steps_per_epoch = -(-len(y) // recipe.batch_size)
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
@@ -91,7 +92,7 @@ def train(
         perm = torch.randperm(len(y), generator=gen)
         total_loss, correct = 0.0, 0
         for idx in perm.split(recipe.batch_size):
-            xb = augment(x[idx], recipe.augment, gen).to(device, non_blocking=True)
+            xb = channels_last(augment(x[idx], recipe.augment, gen).to(device, non_blocking=True))
             yb = y[idx].to(device, non_blocking=True)
             loss, logits = loss_fn(model, xb, yb)
             opt.zero_grad(set_to_none=True)
