@@ -43,3 +43,24 @@ def test_history_replaces_a_rerun_of_the_same_run_id(tmp_path):
     append(db, df.assign(value=0.8), "2026-01-01T00:00:00+00:00")
     assert query(db, "clean_acc").value.tolist() == [0.8]
     assert query(db, "robust_acc").empty
+
+
+def test_summary_leaves_missing_cells_blank_and_flags_unreliable_models():
+    from robustbench_cnn.report.summary import render
+    from robustbench_cnn.suite.results import Row, frame
+
+    common = {"run_id": "r", "suite": "s", "dataset": "d", "arch": "simple_cnn"}
+    df = frame(
+        [
+            Row(**common, model="a", metric="clean_acc", value=0.9, n=10),
+            Row(**common, model="b", metric="clean_acc", value=0.8, n=10, defense="gaussian"),
+            Row(**common, model="b", metric="certified_acc", value=0.5, n=10, attack="smoothing", norm="l2", eps=0.25),
+            Row(**common, model="a", metric="check_grad_norm", value=0.0, n=10, norm="linf", eps=0.1),
+            Row(**common, model="b", metric="check_grad_norm", value=1.0, n=10, norm="linf", eps=0.1),
+        ]
+    )
+    manifest = {"models": {"a": {"checks": {"grad_norm": {"passed": False, "detail": "100% zero gradients"}}}}}
+    text = render(df, manifest)
+    assert "nan" not in text.lower()
+    assert "certified l2 @0.25 %" in text and "UNRELIABLE (1 checks failed)" in text and "| reliable" in text
+    assert "## Warnings" in text and "**a**: evaluation unreliable, failed `grad_norm` (100% zero gradients)" in text

@@ -38,7 +38,7 @@ def test_run_writes_the_results_contract(tmp_path, tiny_suite):
     assert {"data", "train", "clean", "attack", "checks", "latency"} <= set(manifest["stage_seconds"])
     assert manifest["environment"]["packages"]["torch"] and manifest["suite_sha256"]
     summary = (run_dir / "summary.md").read_text()
-    assert "| cnn " in summary and "pgd-linf @0.1 %" in summary
+    assert "| cnn " in summary and "pgd-linf @0.1 %" in summary and "nan" not in summary
     assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
 
 

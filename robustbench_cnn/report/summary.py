@@ -58,7 +58,10 @@ def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
     lines = [title, "", " · ".join(facts), ""]
     if cache:
         lines += ["models: " + ", ".join(cache), ""]
-    lines.append(wide.to_markdown(index=False, floatfmt=".4g", missingval="") if not wide.empty else "_no results_")
+    if wide.empty:
+        lines.append("_no results_")
+    else:  # tabulate leaves None (not NaN) cells blank
+        lines.append(wide.astype(object).where(wide.notna(), None).to_markdown(index=False, floatfmt=".4g"))
     lines += _warnings(manifest)
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,7 @@ from robustbench_cnn.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when training code changes its numbers (2: channels_last training)
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 
