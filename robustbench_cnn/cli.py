@@ -66,8 +66,14 @@ def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--acc-tol", type=float, default=2.0, help="accuracy drop tolerated, in points (default 2)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the accuracy test (default 0.05)")
     p.add_argument("--latency-ratio", type=float, default=1.5, help="median-latency slowdown tolerated (default 1.5)")
-    p.add_argument("--latency-floor-ms", type=float, default=0.5,
-                   help="a slowdown must also exceed this many ms to count (default 0.5)")  # fmt: skip
+    p.add_argument(
+        "--latency-floor-ms",
+        type=float,
+        default=0.5,
+        help="a slowdown must also exceed this many ms to count (default 0.5)",
+    )
+    p.add_argument("--no-normalize-latency", action="store_true",
+                   help="judge raw latency ratios, not ratios relative to the run-wide median drift")  # fmt: skip
 
 
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
@@ -75,7 +81,9 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
 
     b, n = load_run(base), load_run(new)
     joined, added, removed, env = compare(
-        b, n, Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms)
+        b,
+        n,
+        Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms, not args.no_normalize_latency),
     )
     text = render(joined, added, removed, env, b, n)
     sys.stdout.write(text)

@@ -83,6 +83,25 @@ def test_latency_ratio_and_environment(tmp_path):
     assert joined.set_index("metric").loc["latency_ms_p50", "verdict"] == "not comparable"
 
 
+def test_uniform_machine_slowdown_is_factored_out_but_one_slow_model_is_not():
+    def many(slow: dict[str, float]):
+        rows = []
+        for m in ("a", "b", "c", "d"):
+            common = {"run_id": "r", "suite": "s", "dataset": "d", "model": m, "arch": "x"}
+            rows.append(Row(**common, metric="latency_ms_p50", value=2.0 * slow.get(m, 1.0), n=50, batch_size=64))
+        return load_run_df(frame(rows))
+
+    base = many({})
+    uniform = many(dict.fromkeys("abcd", 1.7))
+    joined, *_ = compare(base, uniform, Tolerances())
+    assert joined.attrs["machine_factor"] == pytest.approx(1.7) and set(joined.verdict) == {"ok"}
+    raw, *_ = compare(base, uniform, Tolerances(normalize_latency=False))
+    assert set(raw.verdict) == {"REGRESSION"}
+    one_model = many({"a": 3.0})
+    joined, *_ = compare(base, one_model, Tolerances())
+    assert joined.set_index("model").verdict.to_dict() == {"a": "REGRESSION", "b": "ok", "c": "ok", "d": "ok"}
+
+
 def test_a_check_that_starts_failing_is_a_regression():
     joined, *_ = compare(load_run_df(table()), load_run_df(table(check=0.0)), Tolerances())
     assert joined.set_index("metric").loc["check_grad_norm", "verdict"] == "REGRESSION"

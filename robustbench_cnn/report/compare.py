@@ -6,7 +6,8 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 - accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
   points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
   at ``alpha``;
-- median latency: new/base above ``latency_ratio`` and slower by at least ``latency_floor_ms``;
+- median latency: new/base, divided by the run-wide median of that ratio (the machine's drift,
+  see :func:`machine_factor`), above ``latency_ratio`` and slower by at least ``latency_floor_ms``;
   throughput: base/new above the ratio, the same floor on the implied time per batch (p90/p99 are
   shown but never gated: tails are too noisy on shared machines). Latencies are compared only when
   the two environments match (same CPU/GPU, threads and torch), else reported as not comparable;
@@ -43,6 +44,7 @@ class Tolerances:
     alpha: float = 0.05
     latency_ratio: float = 1.5
     latency_floor_ms: float = 0.5  # and slower by at least this much: sub-millisecond jitter is not a regression
+    normalize_latency: bool = True  # divide latency ratios by the run-wide median ratio (machine speed)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,19 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool) -> tuple[str, float | None]:
+def machine_factor(both: pd.DataFrame) -> float:
+    """Median new/base ratio of all median latencies: how much slower the machine as a whole ran.
+
+    A shared machine's speed drifts by tens of percent between runs and moves every model alike;
+    a regression in one model's code moves that model alone. Needs at least 3 latency rows.
+    """
+    p50 = both[both.metric == "latency_ms_p50"]
+    if len(p50) < 3:
+        return 1.0
+    return float((p50.value_new / p50.value_base).median())
+
+
+def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, speed: float = 1.0) -> tuple[str, float | None]:
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
         drop_points = (base - new) * 100
@@ -97,10 +111,10 @@ def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool) -> tuple[s
     if metric in LATENCY or metric == "throughput":
         if not latency_comparable:
             return "not comparable", None
-        ratio = new / base if metric in LATENCY else base / new
+        ratio = (new / base if metric in LATENCY else base / new) / speed
         bs = 1 if pd.isna(r["batch_size"]) or r["batch_size"] == "" else float(r["batch_size"])
         ms_base, ms_new = (base, new) if metric in LATENCY else (1e3 * bs / base, 1e3 * bs / new)
-        if ratio <= tol.latency_ratio or ms_new - ms_base < tol.latency_floor_ms:
+        if ratio <= tol.latency_ratio or ms_new / speed - ms_base < tol.latency_floor_ms:
             return "ok", None
         return ("REGRESSION" if metric in GATED_LATENCY else "slower (tail, not gated)"), None
     if metric.startswith("check_"):
@@ -125,7 +139,9 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     added = merged[merged["_merge"] == "right_only"][IDENTITY]
     removed = merged[merged["_merge"] == "left_only"][IDENTITY]
     env_diffs = environment_differences(base.environment, new.environment)
-    verdicts = [_verdict(r, tol, latency_comparable=not env_diffs) for _, r in both.iterrows()]
+    speed = machine_factor(both) if tol.normalize_latency and not env_diffs else 1.0
+    both.attrs["machine_factor"] = speed
+    verdicts = [_verdict(r, tol, not env_diffs, speed) for _, r in both.iterrows()]
     both["verdict"] = [v for v, _ in verdicts]
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
@@ -141,6 +157,10 @@ def render(
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
     if env:
         lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
+    factor = joined.attrs.get("machine_factor", 1.0)
+    if factor != 1.0:
+        lines += [f"> the machine ran x{factor:.2f} the baseline's median latency across all models; latency "
+                  "verdicts are judged relative to that (--no-normalize-latency to judge raw ratios).", ""]  # fmt: skip
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:
         cols = ["model", "metric", "attack", "norm", "eps", "runtime", "batch_size"]
