@@ -19,10 +19,10 @@ def test_digits_split_is_fixed_and_in_range():
     b = load_dataset(DatasetSpec(name="digits", image_size=16), None)
     assert a.x_train.shape == (1437, 1, 16, 16) and a.x_eval.shape == (360, 1, 16, 16)
     assert a.x_train.min() >= 0 and a.x_train.max() <= 1 and a.x_train.dtype == torch.float32
-    assert torch.equal(a.x_eval, b.x_eval) and a.fingerprint() == b.fingerprint()
+    assert torch.equal(a.x_eval, b.x_eval) and a.fingerprint == b.fingerprint
     assert torch.bincount(a.y_eval, minlength=10).min() >= 35  # stratified
     other = load_dataset(DatasetSpec(name="digits", split_seed=1), None)
-    assert other.fingerprint() != load_dataset(DatasetSpec(name="digits"), None).fingerprint()
+    assert other.fingerprint != load_dataset(DatasetSpec(name="digits"), None).fingerprint
 
 
 def test_subsets_are_seeded():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,14 +46,15 @@ class ImageDataset:
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
 
-    @property
+    @cached_property
     def mean(self) -> tuple[float, ...]:
         return tuple(float(m) for m in self.x_train.mean(dim=(0, 2, 3)))
 
-    @property
+    @cached_property
     def std(self) -> tuple[float, ...]:
         return tuple(max(float(s), 1e-3) for s in self.x_train.std(dim=(0, 2, 3)))
 
+    @cached_property
     def fingerprint(self) -> str:
         """sha256 over the exact tensors, so a cache key changes whenever the data does."""
         h = hashlib.sha256()

@@ -139,7 +139,7 @@ def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: Mo
                 "train": spec.train.model_dump(),
                 "defense": defense,
                 "seed": ctx.seed,
-                "data": data.fingerprint(),
+                "data": data.fingerprint,
                 "num_classes": data.num_classes,
             }
         )
@@ -268,7 +268,7 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             data_dir = opts.data_dir or loaded.resolve(spec.dataset.data_dir)
             data = load_dataset(spec.dataset, data_dir)
         manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
-                               "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint()}  # fmt: skip
+                               "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
         cache = ModelCache(opts.cache_dir)
         models = {m.name: _prepare_model(ctx, m, data, cache) for m in spec.models}  # cached as they finish
         store = CellStore(run_dir)
