@@ -101,3 +101,14 @@ def test_runner_guard_rejects_a_cheating_attack(tiny_model, digits):
     x, y = digits.x_eval[:16], digits.y_eval[:16]
     with pytest.raises(AttackContractError):
         robust_correct(tiny_model, Cheat, x, y, torch.ones(16, dtype=torch.bool), 0.1, "linf", progress=False)
+
+
+def test_autoattack_runs_within_the_threat_model(tiny_model, digits):
+    x, y = digits.x_eval[:16], digits.y_eval[:16]
+    with torch.no_grad():
+        clean = tiny_model(x).argmax(1) == y
+    make = partial(ATTACKS.get("autoattack"), eps=0.1, norm="linf", steps=10, step_size=None, num_classes=10)
+    robust = robust_correct(tiny_model, make, x, y, clean, 0.1, "linf", progress=False)  # guard checks the ball
+    _, pgd = run(tiny_model, digits, "pgd", "linf", 0.1)
+    assert not (robust & ~clean).any()
+    assert robust.sum() <= pgd[:16].sum()  # the ensemble is at least as strong as PGD here

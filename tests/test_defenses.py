@@ -99,3 +99,10 @@ def test_defense_name_reaches_the_results(digits):
 
     spec = parse_suite(tomllib.loads(BASE + 'defense = { name = "trades", beta = 3.0 }\n'), "s.toml")
     assert spec.models[0].defense_name == "trades" and spec.models[0].defense.beta == 3.0
+
+
+def test_trades_buys_robustness(digits, tiny_model):
+    _, standard = pgd_acc(tiny_model, digits)
+    model, _ = train_with(digits, "trades", eps=0.1, steps=2, beta=6.0)
+    clean, robust = pgd_acc(model, digits)
+    assert clean > 0.7 and robust > standard + 0.2, (clean, robust, standard)
