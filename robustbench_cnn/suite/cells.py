@@ -35,7 +35,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in self.params if k in ("attack", "norm", "eps"))
+        args = ",".join(f"{k}={v}" for k, v in self.params if k in ("attack", "norm", "eps", "format", "precision"))
         return f"{self.kind}({args})" if args else self.kind
 
     def param(self, key: str) -> Any:
@@ -69,6 +69,11 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         cells.append(Cell(m, "checks", (("eps", spec.check_eps), *sorted(spec.checks.model_dump().items()))))
     if spec.latency.enabled:
         cells.append(Cell(m, "latency", tuple(sorted(spec.latency.model_dump().items()))))
+    for ex in spec.exports:
+        if ex.models is None or m in ex.models:
+            params = (("format", ex.format), ("precision", ex.precision), ("calibration_size", ex.calibration_size),
+                      ("opset", ex.opset), ("latency", tuple(sorted(spec.latency.model_dump().items()))))  # fmt: skip
+            cells.append(Cell(m, "export", params, deps=(clean.label,)))
     return cells
 
 

@@ -167,6 +167,13 @@ def latency_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return rows, None
 
 
+def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
+    """Export and measure on the export's runtime (imported lazily: onnx/onnxruntime are heavy)."""
+    from robustbench_cnn.export.measure import export_cell as run
+
+    return run(ctx, mspec, model, data, cell, masks, surrogate)
+
+
 EXECUTORS: dict[str, Executor] = {
     "clean": clean_cell,
     "attack": attack_cell,
@@ -174,4 +181,5 @@ EXECUTORS: dict[str, Executor] = {
     "certify": certify_cell,
     "checks": checks_cell,
     "latency": latency_cell,
+    "export": export_cell,
 }

@@ -28,6 +28,8 @@ METRICS = frozenset(
         "size_bytes", "params", "macs",
         # extensions: evaluation sanity checks (1 = passed, 0 = failed)
         "check_pgd_vs_fgsm", "check_large_eps", "check_more_steps", "check_transfer", "check_grad_norm",
+        # extensions: agreement of an exported model with its torch source on the eval set
+        "parity_top1_agreement", "parity_max_abs_logit_diff",
     }
 )  # fmt: skip
 

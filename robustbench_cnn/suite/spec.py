@@ -193,6 +193,16 @@ class ChecksSpec(_Spec):
     surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
 
 
+class ExportSpec(_Spec):
+    """Export models to a deployable format and measure them there, with parity checks."""
+
+    format: Literal["onnx"] = "onnx"
+    precision: Literal["fp32", "int8"] = "fp32"
+    models: tuple[str, ...] | None = Field(None, description="model names; default: every model")
+    calibration_size: int = Field(256, ge=1, description="training images that calibrate int8")
+    opset: int = Field(18, ge=17)
+
+
 class SuiteSpec(_Spec):
     """The whole suite: data, models, evaluations, and how to run them."""
 
@@ -206,6 +216,7 @@ class SuiteSpec(_Spec):
     latency: LatencySpec = LatencySpec()
     certify: CertifySpec = CertifySpec()
     checks: ChecksSpec = ChecksSpec()
+    exports: tuple[ExportSpec, ...] = ()
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> SuiteSpec:
@@ -216,6 +227,10 @@ class SuiteSpec(_Spec):
             seen.add(m.name)
         if self.checks.surrogate is not None and self.checks.surrogate not in seen:
             raise ValueError(f"checks.surrogate: no model named '{self.checks.surrogate}'")
+        for i, ex in enumerate(self.exports):
+            for name in ex.models or ():
+                if name not in seen:
+                    raise ValueError(f"exports[{i}].models: no model named '{name}'")
         return self
 
     @property

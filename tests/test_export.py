@@ -1,0 +1,52 @@
+"""ONNX fp32/int8 exports agree with their torch source; parity failures are loud."""
+
+import pytest
+
+from robustbench_cnn.export.measure import ParityError, check_parity
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+EXPORTS = """
+[[exports]]
+format = "onnx"
+precision = "fp32"
+
+[[exports]]
+format = "onnx"
+precision = "int8"
+calibration_size = 64
+"""
+
+
+def test_onnx_exports_measured_with_parity_rows(tmp_path, tiny_suite):
+    path = tiny_suite()
+    path.write_text(path.read_text() + EXPORTS)
+    result = run_suite(load_suite(path), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False))
+    assert not result.manifest.get("failed_cells"), result.manifest.get("failed_cells")
+    df = result.table
+    ort = df[df.runtime == "onnxruntime"]
+    assert set(ort.compression) == {"none", "int8"} and set(ort.format) == {"onnx"}
+    fp32, int8 = ort[ort.compression == "none"].set_index("metric"), ort[ort.compression == "int8"].set_index("metric")
+    torch_clean = df[(df.runtime == "torch") & (df.metric == "clean_acc")].value.item()
+    assert fp32.loc["parity_top1_agreement", "value"] >= 0.995
+    assert fp32.loc["parity_max_abs_logit_diff", "value"] < 1e-3
+    assert fp32.loc["clean_acc", "value"] == pytest.approx(torch_clean, abs=1 / 60)
+    assert int8.loc["parity_top1_agreement", "value"] >= 0.97
+    assert int8.loc["size_bytes", "value"] < fp32.loc["size_bytes", "value"]
+    assert {"latency_ms_p50", "throughput"} <= set(fp32.index)
+    assert (result.run_dir / "exports" / "cnn.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("precision", "agreement", "diff", "loss", "message"),
+    [
+        ("fp32", 0.99, 0.0, 0.0, "top-1 agreement 0.9900"),
+        ("fp32", 1.0, 0.05, 0.0, "max \\|dlogit\\| 0.05"),
+        ("int8", 0.96, 0.0, 0.0, "int8 export: top-1 agreement 0.9600"),
+        ("int8", 0.99, 0.0, 0.03, "accuracy loss 3.00 pt"),
+    ],
+)
+def test_parity_failures_are_loud(precision, agreement, diff, loss, message):
+    with pytest.raises(ParityError, match=message):
+        check_parity(precision, agreement, diff, 10.0, loss)
+    check_parity(precision, 1.0, 0.0, 10.0, 0.0)  # within tolerance: silent
