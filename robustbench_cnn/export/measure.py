@@ -56,7 +56,9 @@ def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
     if p["precision"] == "int8":
         gen = torch.Generator().manual_seed(ctx.seed)
         idx = torch.randperm(len(data.y_train), generator=gen)[: p["calibration_size"]]
-        path = quantize_int8(fp32_path, out_dir / f"{mspec.name}.int8.onnx", data.x_train[idx].numpy())
+        path = quantize_int8(
+            fp32_path, out_dir / f"{mspec.name}.int8.onnx", data.x_train[idx].numpy(), p["per_channel"]
+        )
 
     x, y = data.x_eval, data.y_eval
     torch_logits = predict_logits(model, x, spec.eval_batch_size, ctx.device).numpy()

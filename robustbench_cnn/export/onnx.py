@@ -47,10 +47,12 @@ class _Calibration:
         return next(self._batches, None)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
-    """Full-integer int8 (QDQ, per-channel weights, int8 activations) calibrated on ``calibration``.
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, per_channel: bool = False) -> Path:
+    """Full-integer int8 (QDQ, int8 weights and activations, MinMax) calibrated on ``calibration``.
 
-    ``calibration``: float32 ``(N, C, H, W)`` in [0, 1], drawn from the training split.
+    ``calibration``: float32 ``(N, C, H, W)`` in [0, 1], drawn from the training split. Per-tensor
+    weight scales are the default: on the smoke suite's simple_cnn, ONNX Runtime 1.31's per-channel
+    QDQ agreed with fp32 on 92.8% of top-1 predictions, per-tensor on 100%.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -58,7 +60,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration.astype(np.float32))
     pre = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre))
-    quantize_static(str(pre), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(pre), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
     pre.unlink(missing_ok=True)
     return out_path

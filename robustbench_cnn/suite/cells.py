@@ -71,9 +71,9 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         cells.append(Cell(m, "latency", tuple(sorted(spec.latency.model_dump().items()))))
     for ex in spec.exports:
         if ex.models is None or m in ex.models:
-            params = (("format", ex.format), ("precision", ex.precision), ("calibration_size", ex.calibration_size),
-                      ("opset", ex.opset), ("latency", tuple(sorted(spec.latency.model_dump().items()))))  # fmt: skip
-            cells.append(Cell(m, "export", params, deps=(clean.label,)))
+            params = tuple(sorted(ex.model_dump(exclude={"models"}).items()))
+            latency = (("latency", tuple(sorted(spec.latency.model_dump().items()))),)
+            cells.append(Cell(m, "export", params + latency, deps=(clean.label,)))
     return cells
 
 

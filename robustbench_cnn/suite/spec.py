@@ -200,6 +200,7 @@ class ExportSpec(_Spec):
     precision: Literal["fp32", "int8"] = "fp32"
     models: tuple[str, ...] | None = Field(None, description="model names; default: every model")
     calibration_size: int = Field(256, ge=1, description="training images that calibrate int8")
+    per_channel: bool = Field(False, description="int8: per-channel weight scales (default per-tensor)")
     opset: int = Field(18, ge=17)
 
 
