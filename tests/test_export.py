@@ -50,3 +50,22 @@ def test_parity_failures_are_loud(precision, agreement, diff, loss, message):
     with pytest.raises(ParityError, match=message):
         check_parity(precision, agreement, diff, 10.0, loss)
     check_parity(precision, 1.0, 0.0, 10.0, 0.0)  # within tolerance: silent
+
+
+def test_exports_are_evaluated_on_the_float_models_adversarial_examples(tmp_path, tiny_suite):
+    path = tiny_suite()
+    path.write_text(path.read_text() + EXPORTS)
+    result = run_suite(load_suite(path), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False))
+    df = result.table
+    robust = df[df.metric == "robust_acc"].set_index(["runtime", "compression", "eps"]).value.sort_index()
+    torch_robust = robust.loc[("torch", "none")]
+    fp32 = robust.loc[("onnxruntime", "none")]
+    assert set(fp32.index) == set(torch_robust.index) == {0.0, 0.1}
+    assert (
+        fp32.loc[0.0]
+        == df[(df.metric == "clean_acc") & (df.runtime == "onnxruntime") & (df.compression == "none")].value.item()
+    )
+    assert abs(fp32.loc[0.1] - torch_robust.loc[0.1]) <= 2 / 60  # same examples, same function up to float error
+    assert robust.loc[("onnxruntime", "int8")].loc[0.1] <= robust.loc[("onnxruntime", "int8")].loc[0.0]
+    adv_files = list((result.run_dir / "cells").glob("*.adv.npy"))
+    assert adv_files  # kept for the deployed models, and for resumed runs

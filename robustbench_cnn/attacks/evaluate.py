@@ -54,6 +54,7 @@ def robust_correct(
     device: torch.device | str = "cpu",
     desc: str = "attack",
     progress: bool = True,
+    adv_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Boolean ``(N,)``: example i is clean-correct and the attack did not flip its prediction.
 
@@ -61,6 +62,8 @@ def robust_correct(
     never exceed clean accuracy. With ``restarts > 1`` an example counts as robust only if every
     restart fails (per-example worst case, as torchattacks' MultiAttack). ``eps = 0`` admits no
     perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
+    ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
+    the model, else the last restart's; images not attacked keep their contents.
     """
     model.eval()
     result = clean_correct.clone()
@@ -80,6 +83,8 @@ def robust_correct(
                 if model.training:
                     raise AttackContractError(f"{desc} left the model in train mode")
                 check_perturbation(xb[live], x_adv, eps, norm)
+                if adv_out is not None:
+                    adv_out[batch[live.cpu()]] = x_adv.to(adv_out.device, memory_format=torch.contiguous_format)
                 with torch.no_grad():
                     still[live] = model(x_adv).argmax(1) == yb[live]
             result[batch] = still.cpu()

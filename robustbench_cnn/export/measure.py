@@ -1,4 +1,6 @@
-"""The ``export`` cell: export one model, check parity with its torch source, measure it there.
+"""The ``export`` cell: export one model, check parity with its torch source, measure it there,
+and evaluate it on the adversarial examples crafted on the float model (transfer robustness of the
+deployed artefact).
 
 Parity thresholds (on the eval set, fail loudly with the numbers): fp32 exports agree with torch on
 >= 99.5% of top-1 predictions with max |logit difference| <= 1e-3 x the largest |logit|; int8
@@ -88,4 +90,24 @@ def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
             for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
                                   ("latency_ms_p99", s.p99_ms), ("throughput", s.throughput)):  # fmt: skip
                 rows.append(row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size, **fields))
-    return rows, None
+    rows += _transfer_rows(ctx, mspec, cell, masks, ort_model, y.numpy(), pred == y.numpy(), row, fields)
+    return rows, {}
+
+
+def _transfer_rows(ctx, mspec, cell, arrays, ort_model, y, clean_correct, row, fields) -> list:
+    """``robust_acc`` of the deployed model on the adversarial examples crafted on its float source:
+    one row per attack and eps; an image counts if the export classifies it right clean and attacked."""
+    from robustbench_cnn.suite.cells import plan
+
+    attacks = {c.label: dict(c.params) for c in plan(ctx.loaded.spec, mspec) if c.kind == "attack"}
+    rows = []
+    for label in cell.deps[1:]:
+        adv = arrays[label].get("adv")
+        if adv is None:
+            continue
+        p = attacks[label]
+        pred = ort_model.predict(adv.numpy(), ctx.loaded.spec.eval_batch_size).argmax(1)
+        robust = float((clean_correct & (pred == y)).mean())
+        rows.append(row(metric="robust_acc", value=robust, attack=p["attack"], norm=p["norm"], eps=p["eps"],
+                        n=len(y), **fields))  # fmt: skip
+    return rows

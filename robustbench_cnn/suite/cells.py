@@ -3,9 +3,11 @@
 A cell is named by a content hash of everything it depends on (the model's weights key, the
 data fingerprint, the seed, and the cell's own parameters), so the same cell in a resumed run,
 or on another process, has the same id. Finished cells are stored under ``run_dir/cells/`` as
-``<id>.csv`` (its rows) plus ``<id>.npy`` (a per-example boolean mask that later cells of the same
-model read: clean-correct images for attacks, attack survivors for the worst case). The CSV is
-written last, atomically, and marks the cell as done; nothing is unpickled on reload.
+``<id>.csv`` (its rows) plus ``<id>.<name>.npy`` arrays that later cells of the same model read:
+``mask`` (clean-correct images for attacks, attack survivors for the worst case) and ``adv`` (the
+adversarial images, kept when the model is exported, so the deployed artefact is evaluated on the
+examples crafted on its float source). The CSV is written last, atomically, and marks the cell as
+done; nothing is unpickled on reload.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Cell:
     model: str
     kind: str  # clean | attack | worst_case | certify | checks | latency
     params: tuple[tuple[str, Any], ...] = ()
-    deps: tuple[str, ...] = ()  # labels of this model's cells whose masks it reads
+    deps: tuple[str, ...] = ()  # labels of this model's cells whose arrays it reads
 
     @property
     def label(self) -> str:
@@ -73,7 +75,8 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         if ex.models is None or m in ex.models:
             params = tuple(sorted(ex.model_dump(exclude={"models"}).items()))
             latency = (("latency", tuple(sorted(spec.latency.model_dump().items()))),)
-            cells.append(Cell(m, "export", params + latency, deps=(clean.label,)))
+            attacks = tuple(c.label for c in cells if c.kind == "attack")
+            cells.append(Cell(m, "export", params + latency, deps=(clean.label, *attacks)))
     return cells
 
 
@@ -86,18 +89,20 @@ class CellStore:
     def done(self, cell_id: str) -> bool:
         return (self.dir / f"{cell_id}.csv").is_file()
 
-    def load(self, cell_id: str) -> tuple[pd.DataFrame, torch.Tensor | None]:
-        mask_path = self.dir / f"{cell_id}.npy"
-        mask = torch.from_numpy(np.load(mask_path, allow_pickle=False)) if mask_path.is_file() else None
-        return read_csv(self.dir / f"{cell_id}.csv"), mask
+    def load(self, cell_id: str) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
+        arrays = {
+            path.name.split(".")[1]: torch.from_numpy(np.load(path, allow_pickle=False))
+            for path in self.dir.glob(f"{cell_id}.*.npy")
+        }
+        return read_csv(self.dir / f"{cell_id}.csv"), arrays
 
-    def save(self, cell_id: str, rows: pd.DataFrame, mask: torch.Tensor | None) -> None:
+    def save(self, cell_id: str, rows: pd.DataFrame, arrays: dict[str, torch.Tensor]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        if mask is not None:
+        for name, array in arrays.items():
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npy.tmp")
             with os.fdopen(fd, "wb") as fh:
-                np.save(fh, mask.cpu().numpy(), allow_pickle=False)
-            os.replace(tmp, self.dir / f"{cell_id}.npy")
+                np.save(fh, array.cpu().numpy(), allow_pickle=False)
+            os.replace(tmp, self.dir / f"{cell_id}.{name}.npy")
         write_csv(rows, self.dir / f"{cell_id}.csv")  # last: its presence marks the cell done
 
     def count(self) -> int:

@@ -44,8 +44,9 @@ def weights_size_bytes(model: nn.Module) -> int:
         return path.stat().st_size
 
 
-Executor = Callable[..., tuple[list[Row], torch.Tensor | None]]
-"""``(ctx, mspec, model, data, cell, masks, surrogate) -> (rows, per-example mask or None)``."""
+Executor = Callable[..., tuple[list[Row], dict[str, torch.Tensor]]]
+"""``(ctx, mspec, model, data, cell, arrays, surrogate) -> (rows, arrays to store)``; ``arrays`` maps
+the labels of the cells this one depends on to what they stored (``mask``, ``adv``)."""
 
 
 def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable[..., Row]:
@@ -71,7 +72,7 @@ def clean_cell(ctx, mspec, model, data, cell, masks, surrogate):
         row(metric="macs", value=count_macs(model, tuple(x.shape[1:]))),
         row(metric="size_bytes", value=weights_size_bytes(model)),
     ]
-    return rows, pred == y
+    return rows, {"mask": pred == y}
 
 
 def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
@@ -80,25 +81,28 @@ def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
     make = partial(ATTACKS.get(p["attack"]), eps=p["eps"], norm=p["norm"], steps=p["steps"],
                    step_size=p["step_size"], num_classes=data.num_classes)  # fmt: skip
+    exported = any(ex.models is None or mspec.name in ex.models for ex in spec.exports)
+    adv = x.clone() if exported else None  # kept to evaluate the deployed artefacts on the same examples
     correct = robust_correct(
-        model, make, x, y, masks[cell.deps[0]], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
+        model, make, x, y, masks[cell.deps[0]]["mask"], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
         restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
-        desc=f"{mspec.name} {cell.label}", progress=ctx.progress,
+        desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv,
     )  # fmt: skip
     robust = float(correct.float().mean())
     log.info("%s: %s robust accuracy %.4f", mspec.name, cell.label, robust)
     row = row_factory(ctx, mspec, data)
-    return [row(metric="robust_acc", value=robust, attack=p["attack"], norm=p["norm"], eps=p["eps"], n=n)], correct
+    rows = [row(metric="robust_acc", value=robust, attack=p["attack"], norm=p["norm"], eps=p["eps"], n=n)]
+    return rows, {"mask": correct} if adv is None else {"mask": correct, "adv": adv}
 
 
 def worst_case_cell(ctx, mspec, model, data, cell, masks, surrogate):
     """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
-    survived = torch.stack([masks[label] for label in cell.deps]).all(0)
+    survived = torch.stack([masks[label]["mask"] for label in cell.deps]).all(0)
     row = row_factory(ctx, mspec, data)
     value = float(survived.float().mean())
     rows = [row(metric="robust_acc", value=value, attack="worst_case", norm=cell.param("norm"), eps=cell.param("eps"),
                 n=len(survived))]  # fmt: skip
-    return rows, survived
+    return rows, {"mask": survived}
 
 
 def certify_cell(ctx, mspec, model, data, cell, masks, surrogate):
@@ -126,7 +130,7 @@ def certify_cell(ctx, mspec, model, data, cell, masks, surrogate):
         acc = float(((labels == y) & (radii >= r)).float().mean())
         rows.append(row(metric="certified_acc", value=acc, attack="smoothing", norm="l2", eps=r, n=len(y)))
     log.info("%s: certified accuracy at radius 0: %.3f (abstain %.3f)", mspec.name, rows[0].value, abstain)
-    return rows, None
+    return rows, {}
 
 
 def checks_cell(ctx, mspec, model, data, cell, masks, surrogate):
@@ -146,7 +150,7 @@ def checks_cell(ctx, mspec, model, data, cell, masks, surrogate):
         if not r.passed:
             log.warning("%s: sanity check %s failed (%s): evaluation unreliable", mspec.name, r.name, r.detail)
     n = min(cfg.eval_size, len(data.y_eval))
-    return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], None
+    return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], {}
 
 
 def latency_cell(ctx, mspec, model, data, cell, masks, surrogate):
@@ -164,7 +168,7 @@ def latency_cell(ctx, mspec, model, data, cell, masks, surrogate):
             ("throughput", s.throughput),
         ):
             rows.append(row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size))
-    return rows, None
+    return rows, {}
 
 
 def export_cell(ctx, mspec, model, data, cell, masks, surrogate):

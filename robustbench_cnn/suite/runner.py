@@ -165,7 +165,7 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
     dependents; the others still run. Each finished cell is stored at once."""
     key = ctx.manifest["models"][mspec.name]["key"]
     surrogate_key = "" if surrogate is None else ctx.manifest["models"][surrogate[0]]["key"]
-    masks: dict[str, torch.Tensor | None] = {}
+    arrays: dict[str, dict[str, torch.Tensor]] = {}  # cell label -> its stored arrays
     failed: set[str] = set()
     for cell in plan(ctx.loaded.spec, mspec):
         inputs = (key, data_fingerprint(ctx), str(ctx.seed), surrogate_key if cell.kind == "checks" else "")
@@ -175,13 +175,13 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
             failed.add(cell.label)
             continue
         if store.done(cid):
-            table, mask = store.load(cid)
+            table, outputs = store.load(cid)
             ctx.cells_reused += 1
         else:
             try:
                 with ctx.stage(cell.kind):
-                    rows, mask = measure.EXECUTORS[cell.kind](
-                        ctx, mspec, model, data, cell, masks, surrogate[1] if surrogate else None
+                    rows, outputs = measure.EXECUTORS[cell.kind](
+                        ctx, mspec, model, data, cell, arrays, surrogate[1] if surrogate else None
                     )
                 table = frame(rows)
             except Exception as exc:  # recorded; the rest of the run goes on
@@ -189,9 +189,9 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
                 _record_failure(ctx, mspec, cell, cid, f"{type(exc).__name__}: {exc}")
                 failed.add(cell.label)
                 continue
-            store.save(cid, table, mask)
+            store.save(cid, table, outputs)
             ctx.cells_computed += 1
-        masks[cell.label] = mask
+        arrays[cell.label] = outputs
         ctx.frames.append(table)
         ctx.save()
 
