@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--acc-tol", type=float, default=2.0, help="accuracy drop tolerated, in points (default 2)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the accuracy test (default 0.05)")
-    p.add_argument("--latency-ratio", type=float, default=1.5, help="median-latency slowdown tolerated (default 1.5)")
+    p.add_argument("--latency-ratio", type=float, default=2.0, help="median-latency slowdown tolerated (default 2.0)")
     p.add_argument(
         "--latency-floor-ms",
         type=float,

@@ -42,7 +42,7 @@ class CompareError(RobustBenchError):
 class Tolerances:
     acc_points: float = 2.0
     alpha: float = 0.05
-    latency_ratio: float = 1.5
+    latency_ratio: float = 2.0  # one model's p50 at batch 1 moved x1.51 between two runs of one build here
     latency_floor_ms: float = 0.5  # and slower by at least this much: sub-millisecond jitter is not a regression
     normalize_latency: bool = True  # divide latency ratios by the run-wide median ratio (machine speed)
 
