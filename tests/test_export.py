@@ -69,3 +69,16 @@ def test_exports_are_evaluated_on_the_float_models_adversarial_examples(tmp_path
     assert robust.loc[("onnxruntime", "int8")].loc[0.1] <= robust.loc[("onnxruntime", "int8")].loc[0.0]
     adv_files = list((result.run_dir / "cells").glob("*.adv.npy"))
     assert adv_files  # kept for the deployed models, and for resumed runs
+
+
+def test_export_leaves_the_model_untouched(tmp_path):
+    import torch
+
+    from robustbench_cnn.export.onnx import export_onnx
+    from robustbench_cnn.models import build_model
+
+    model = build_model("simple_cnn", 10, 1, [0.5], [0.25], {"width": 4}).eval().to(memory_format=torch.channels_last)
+    export_onnx(model, (1, 8, 8), tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

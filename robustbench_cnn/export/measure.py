@@ -53,7 +53,6 @@ def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
             tmp_path = export_onnx(model, shape, Path(tmp) / fp32_path.name, opset=p["opset"])
             out_dir.mkdir(exist_ok=True)
             tmp_path.replace(fp32_path)
-    model.to(memory_format=torch.channels_last)  # export_onnx used the standard layout
     path = fp32_path
     if p["precision"] == "int8":
         gen = torch.Generator().manual_seed(ctx.seed)

@@ -6,6 +6,7 @@ inside the graph, as in the torch model); output: logits ``(N, num_classes)``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -19,8 +20,9 @@ INPUT_NAME = "images"
 
 
 def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: Path, opset: int = 18) -> Path:
-    """Write ``model`` as ONNX with a dynamic batch dimension; returns ``path``."""
-    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    """Write ``model`` as ONNX with a dynamic batch dimension; returns ``path``. ``model`` is not
+    modified (a CPU copy in the standard layout is exported)."""
+    model = copy.deepcopy(model).eval().to("cpu", memory_format=torch.contiguous_format)
     sample = torch.zeros((2, *sample_shape))
     program = torch.onnx.export(
         model,
