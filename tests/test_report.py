@@ -12,6 +12,21 @@ def test_pareto_front():
     assert list(pareto_front(pts, "cost", "acc").index) == ["a", "b", "e", "d"]
 
 
+def test_robust_plot_draws_one_line_per_variant(tmp_path, monkeypatch):
+    from robustbench_cnn.report import plots
+    from robustbench_cnn.suite.results import Row, frame
+
+    common = {"run_id": "r", "suite": "s", "dataset": "d", "model": "m", "arch": "a", "metric": "robust_acc",
+              "attack": "pgd", "norm": "linf", "n": 10}  # fmt: skip
+    rows = [Row(**common, eps=e, value=v, **kw) for kw in ({}, {"format": "onnx", "runtime": "onnxruntime"})
+            for e, v in ((0.0, 0.9), (0.1, 0.5))]  # fmt: skip
+    lines = []
+    monkeypatch.setattr(plots, "_save", lambda fig, ax, path: lines.extend(ax.get_lines()) or path.name)
+    plots.robust_vs_eps(frame(rows), tmp_path)
+    assert sorted(line.get_label() for line in lines) == ["m", "m / onnx / onnxruntime"]
+    assert all(len(line.get_xdata()) == 2 for line in lines)
+
+
 def test_run_writes_report_plots_and_history(tmp_path, tiny_suite, capsys):
     suite = tiny_suite()
     out = tmp_path / "o"

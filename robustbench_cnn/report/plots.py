@@ -10,8 +10,6 @@ import pandas as pd
 from robustbench_cnn.report.summary import render as render_summary
 from robustbench_cnn.suite.results import read_csv
 
-VARIANT = ["model", "defense", "compression", "format", "runtime"]
-
 
 def _label(r: pd.Series) -> str:
     parts = [r["model"]] + [str(r[c]) for c in ("compression", "format", "runtime") if r[c] not in ("none", "torch")]
@@ -58,9 +56,10 @@ def robust_vs_eps(df: pd.DataFrame, out: Path) -> list[str]:
             continue
         fig, ax = _figure(f"Robust accuracy under {attack} ({norm})", f"eps ({norm}, images in [0, 1])",
                           "robust accuracy (%)")  # fmt: skip
-        for model, m in sub.groupby("model", sort=False):
-            m = m.sort_values("eps")
-            label, style = (f"{model} (evaluation unreliable)", "--") if model in flagged else (model, "-")
+        for variant, m in sub.assign(variant=sub.apply(_label, axis=1)).groupby("variant", sort=False):
+            m = m.sort_values("eps")  # one line per model variant (torch, each export)
+            unreliable = m.model.iloc[0] in flagged
+            label, style = (f"{variant} (evaluation unreliable)", "--") if unreliable else (variant, "-")
             ax.plot(m.eps, m.value * 100, style, marker="o", label=label)
         ax.set_ylim(-2, 102)
         files.append(_save(fig, ax, out / f"robust_{attack}_{norm}.png"))
