@@ -39,9 +39,9 @@ def check_parity(precision: str, agreement: float, max_diff: float, scale: float
                           f"accuracy loss {acc_loss * 100:.2f} pt (<= {INT8_MAX_LOSS * 100:.0f} needed)")  # fmt: skip
 
 
-def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Rows for the exported model: clean accuracy, parity, size, latency (format/runtime columns set)."""
-    from robustbench_cnn.suite.measure import predict_logits, row_factory
+    from robustbench_cnn.suite.measure import latency_rows, predict_logits, row_factory
 
     p = dict(cell.params)
     spec = ctx.loaded.spec
@@ -85,11 +85,9 @@ def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
     ]
     lat = spec.latency
     if lat.enabled:
-        for s in ort_model.latency(shape, lat.batch_sizes, lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed):
-            for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
-                                  ("latency_ms_p99", s.p99_ms), ("throughput", s.throughput)):  # fmt: skip
-                rows.append(row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size, **fields))
-    rows += _transfer_rows(ctx, mspec, cell, masks, ort_model, y.numpy(), pred == y.numpy(), row, fields)
+        stats = ort_model.latency(shape, lat.batch_sizes, lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed)
+        rows += latency_rows(row, stats, **fields)
+    rows += _transfer_rows(ctx, mspec, cell, arrays, ort_model, y.numpy(), pred == y.numpy(), row, fields)
     return rows, {}
 
 

@@ -56,7 +56,7 @@ def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable
     )  # fmt: skip
 
 
-def clean_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def clean_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Clean accuracy, macro F1, ECE, params, MACs, size; mask: clean-correct images."""
     row = row_factory(ctx, mspec, data)
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
@@ -75,7 +75,7 @@ def clean_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return rows, {"mask": pred == y}
 
 
-def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """``robust_acc`` of one attack at one eps; mask: images that survived it."""
     spec, p = ctx.loaded.spec, dict(cell.params)
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
@@ -84,7 +84,7 @@ def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
     exported = any(ex.models is None or mspec.name in ex.models for ex in spec.exports)
     adv = x.clone() if exported else None  # kept to evaluate the deployed artefacts on the same examples
     correct = robust_correct(
-        model, make, x, y, masks[cell.deps[0]]["mask"], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
+        model, make, x, y, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
         restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
         desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv,
     )  # fmt: skip
@@ -95,9 +95,9 @@ def attack_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return rows, {"mask": correct} if adv is None else {"mask": correct, "adv": adv}
 
 
-def worst_case_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def worst_case_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
-    survived = torch.stack([masks[label]["mask"] for label in cell.deps]).all(0)
+    survived = torch.stack([arrays[label]["mask"] for label in cell.deps]).all(0)
     row = row_factory(ctx, mspec, data)
     value = float(survived.float().mean())
     rows = [row(metric="robust_acc", value=value, attack="worst_case", norm=cell.param("norm"), eps=cell.param("eps"),
@@ -105,7 +105,7 @@ def worst_case_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return rows, {"mask": survived}
 
 
-def certify_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """``certified_acc`` at each radius: certified, correct and radius >= r (Cohen et al. 2019)."""
     from robustbench_cnn.defenses.smoothing import ABSTAIN, Smoothed
 
@@ -133,7 +133,7 @@ def certify_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return rows, {}
 
 
-def checks_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Gradient-masking sanity checks as ``check_<name>`` rows (1 passed, 0 failed)."""
     from robustbench_cnn.attacks.sanity import run_checks
 
@@ -153,29 +153,30 @@ def checks_cell(ctx, mspec, model, data, cell, masks, surrogate):
     return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], {}
 
 
-def latency_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def latency_rows(row: Callable[..., Row], stats, **fields) -> list[Row]:
+    """p50/p90/p99 latency and throughput rows, per batch size, from the latency harness's stats."""
+    return [
+        row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size, **fields)
+        for s in stats
+        for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
+                              ("latency_ms_p99", s.p99_ms), ("throughput", s.throughput))
+    ]  # fmt: skip
+
+
+def latency_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Torch eager latency percentiles and throughput per batch size."""
-    row, lat = row_factory(ctx, mspec, data), ctx.loaded.spec.latency
-    rows = []
-    shape = tuple(data.x_eval.shape[1:])
-    for s in torch_latency(
+    lat, shape = ctx.loaded.spec.latency, tuple(data.x_eval.shape[1:])
+    stats = torch_latency(
         model, shape, lat.batch_sizes, ctx.device, lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed
-    ):
-        for metric, value in (
-            ("latency_ms_p50", s.p50_ms),
-            ("latency_ms_p90", s.p90_ms),
-            ("latency_ms_p99", s.p99_ms),
-            ("throughput", s.throughput),
-        ):
-            rows.append(row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size))
-    return rows, {}
+    )
+    return latency_rows(row_factory(ctx, mspec, data), stats), {}
 
 
-def export_cell(ctx, mspec, model, data, cell, masks, surrogate):
+def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Export and measure on the export's runtime (imported lazily: onnx/onnxruntime are heavy)."""
     from robustbench_cnn.export.measure import export_cell as run
 
-    return run(ctx, mspec, model, data, cell, masks, surrogate)
+    return run(ctx, mspec, model, data, cell, arrays, surrogate)
 
 
 EXECUTORS: dict[str, Executor] = {

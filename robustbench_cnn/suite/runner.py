@@ -168,7 +168,7 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
     arrays: dict[str, dict[str, torch.Tensor]] = {}  # cell label -> its stored arrays
     failed: set[str] = set()
     for cell in plan(ctx.loaded.spec, mspec):
-        inputs = (key, data_fingerprint(ctx), str(ctx.seed), surrogate_key if cell.kind == "checks" else "")
+        inputs = (key, data.fingerprint, str(ctx.seed), surrogate_key if cell.kind == "checks" else "")
         cid = cell.cell_id(*inputs)
         if any(d in failed for d in cell.deps):
             _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
@@ -200,10 +200,6 @@ def _record_failure(ctx: _Context, mspec: ModelSpec, cell: Cell, cid: str, messa
     ctx.manifest.setdefault("failed_cells", []).append(
         {"model": mspec.name, "cell": cell.label, "id": cid, "status": "error", "error": message}
     )
-
-
-def data_fingerprint(ctx: _Context) -> str:
-    return ctx.manifest["dataset"]["fingerprint"]
 
 
 def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> tuple[str, Normalized] | None:
