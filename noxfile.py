@@ -1,8 +1,10 @@
-"""Sessions: ``tests`` (pytest), ``bench`` (run a suite, smoke by default), ``lint`` (ruff).
+"""Sessions: ``tests`` (pytest), ``bench`` (run a suite, smoke by default), ``lint`` (ruff), ``perf``
+(benchmarks), ``edge`` (bundle a smoke-edge run, validate it in a torch-free venv), ``edge_arm64``.
 
 Every install goes through ``constraints.txt`` so nightly runs are reproducible.
 """
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -24,14 +26,14 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and invariant tests (no network; a few minutes on 2 cores)."""
-    install(session, "test")
+    install(session, "test", "edge")
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run a suite: ``nox -s bench`` (suites/smoke.toml) or ``nox -s bench -- SUITE [options]``."""
-    install(session)
+    install(session, "edge")
     args = list(session.posargs)
     if not args or args[0].startswith("-"):
         args.insert(0, str(ROOT / "suites" / "smoke.toml"))
@@ -51,3 +53,64 @@ def lint(session: nox.Session) -> None:
     session.install("-c", CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+def _edge_bundle(session: nox.Session) -> Path:
+    """Bundle ``RUN_DIR`` (the first positional argument) or the newest smoke-edge run, running the
+    suite first if there is none (trained models come from the shared model cache)."""
+    install(session, "edge")
+    results = Path(session.env.get("ROBUSTBENCH_CNN_RESULTS", ROOT / "results"))
+    run_dir = Path(session.posargs[0]) if session.posargs else results / "smoke-edge" / "latest"
+    if not session.posargs and not (run_dir / "results.csv").is_file():
+        session.run("robustbench-cnn", "run", str(ROOT / "suites" / "smoke-edge.toml"), "--out", str(results),
+                    "--no-progress")  # fmt: skip
+    run_dir = run_dir.resolve()
+    bundle = ROOT / ".nox" / "edge-bundle"
+    session.run("robustbench-cnn", "edge", "bundle", str(run_dir), "--out", str(bundle), "--force")
+    return bundle
+
+
+@nox.session(python=PYTHON)
+def edge(session: nox.Session) -> None:
+    """Bundle a smoke-edge run (``nox -s edge -- [RUN_DIR]``), then validate it in a second venv that
+    has only numpy and ai-edge-litert (what a Raspberry Pi needs), and check that a tampered copy fails."""
+    bundle = _edge_bundle(session)
+    pi = ROOT / ".nox" / "edge-pi"
+    if not (pi / "bin" / "python").is_file():
+        session.run("python", "-m", "venv", str(pi))
+    pip = [str(pi / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", CONSTRAINTS, "numpy", "ai-edge-litert"]
+    session.run(*pip, external=True)
+    python = str(pi / "bin" / "python")
+    session.run(
+        python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)", external=True
+    )  # fmt: skip  (fails if torch is importable there)
+    with session.chdir(bundle):  # the bundle's own copy of the validator
+        session.run(python, "-m", "robustbench_cnn.edge", "validate", ".", external=True)
+    tampered = ROOT / ".nox" / "edge-bundle-tampered"
+    shutil.rmtree(tampered, ignore_errors=True)
+    shutil.copytree(bundle, tampered)
+    model = sorted((tampered / "models").glob("*.tflite"))[0]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte
+    model.write_bytes(bytes(data))
+    with session.chdir(tampered):
+        session.run(python, "-m", "robustbench_cnn.edge", "validate", ".", "--no-latency", external=True,
+                    success_codes=[2])  # fmt: skip
+    session.log(f"edge venv: {_du(pi) / 1e6:.0f} MB (numpy + ai-edge-litert); tampered bundle rejected")
+
+
+@nox.session(python=PYTHON)
+def edge_arm64(session: nox.Session) -> None:
+    """Validate the smoke-edge bundle on arm64 under qemu user-mode emulation (Debian's
+    qemu-user-static + debootstrap); skipped with a message where emulation is unavailable.
+    Emulated latency is not a device figure, so it is not measured."""
+    bundle = _edge_bundle(session)
+    tool = str(ROOT / "tools" / "edge_arm64.py")
+    cache = str(ROOT / ".nox" / "arm64")
+    with session.chdir(bundle):
+        session.run("python", tool, "--allow-skip", "--cache-dir", cache, "--", "-m", "robustbench_cnn.edge",
+                    "validate", ".", "--no-latency", "--out", "validation/arm64.csv")  # fmt: skip
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after the run, compare against this baseline and exit 1 on a regression")  # fmt: skip
     _add_tolerance_flags(run)
 
-    sub.add_parser("list", help="list registered datasets, models, attacks and defenses")
+    sub.add_parser("list", help="list registered datasets, models, attacks, defenses and compressions")
 
     cmp = sub.add_parser("compare", help="compare two runs; exit 0 (no regression), 1 (regression), 2 (bad input)")
     cmp.add_argument("base", type=Path, help="baseline run directory or results CSV")
@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--suite", default=None)
     hist.add_argument("--results", type=Path, default=None, help="results root holding history.sqlite")
     hist.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot it to this file")
+
+    edge = sub.add_parser("edge", help="edge deployment: bundle a run's TFLite models for a device")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
+    bundle = edge_sub.add_parser(
+        "bundle", help="write .tflite models, eval images (clean + adversarial), expectations and the validator"
+    )
+    bundle.add_argument("run_dir", type=Path, help="a finished run with TFLite exports")
+    bundle.add_argument("--out", type=Path, required=True, help="bundle directory (new or empty)")
+    bundle.add_argument("--eval-size", type=int, default=None, help="ship only the first N eval images")
+    bundle.add_argument("--accuracy-tol", type=float, default=0.01, help="allowed |accuracy - expected| (0.01)")
+    bundle.add_argument("--agreement", type=float, default=0.99, help="minimum top-1 agreement (0.99)")
+    bundle.add_argument("--force", action="store_true", help="replace a non-empty --out")
     return parser
 
 
@@ -168,13 +180,24 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_edge(args: argparse.Namespace) -> int:
+    from robustbench_cnn.export.bundle import build_bundle
+
+    out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement, args.force)
+    sys.stdout.write(f"bundle: {out}\nvalidate it with: cd {out} && python -m robustbench_cnn.edge validate .\n")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from robustbench_cnn.attacks import ATTACKS
+    from robustbench_cnn.compress import COMPRESSORS
     from robustbench_cnn.data import DATASETS
     from robustbench_cnn.defenses import DEFENSES
     from robustbench_cnn.models import MODELS
 
-    for title, reg in (("datasets", DATASETS), ("models", MODELS), ("attacks", ATTACKS), ("defenses", DEFENSES)):
+    registries = (("datasets", DATASETS), ("models", MODELS), ("attacks", ATTACKS), ("defenses", DEFENSES),
+                  ("compressions", COMPRESSORS))  # fmt: skip
+    for title, reg in registries:
         sys.stdout.write(f"{title}:\n")
         for name in reg.names():
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
@@ -193,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "report": _cmd_report,
-                    "history": _cmd_history}  # fmt: skip
+                    "history": _cmd_history, "edge": _cmd_edge}  # fmt: skip
         return commands[args.command](args)
     except RobustBenchError as exc:
         sys.stderr.write(f"robustbench-cnn: error: {exc}\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_cnn.suite.results import COLUMNS
+from robustbench_cnn.schema import COLUMNS
 
 TABLE = "results"
 

@@ -43,7 +43,9 @@ class Cell:
     def param(self, key: str) -> Any:
         return dict(self.params)[key]
 
-    def cell_id(self, *inputs: str) -> str:
+    def cell_id(self, model_key: str, data_fingerprint: str, seed: int, surrogate_key: str = "") -> str:
+        """Content hash of the cell and what it depends on (the surrogate matters to ``checks`` only)."""
+        inputs = (model_key, data_fingerprint, str(seed), surrogate_key if self.kind == "checks" else "")
         blob = json.dumps([self.kind, self.params, inputs], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

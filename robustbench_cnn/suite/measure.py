@@ -52,7 +52,7 @@ the labels of the cells this one depends on to what they stored (``mask``, ``adv
 def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable[..., Row]:
     return partial(
         Row, run_id=ctx.run_id, suite=ctx.loaded.spec.name, dataset=data.name, model=mspec.name, arch=mspec.arch,
-        defense=mspec.defense_name, device=ctx.device.type,
+        defense=mspec.defense_name, compression=mspec.compression, device=ctx.device.type,
     )  # fmt: skip
 
 

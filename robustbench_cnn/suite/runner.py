@@ -112,41 +112,59 @@ def _update_latest(suite_dir: Path, run_id: str) -> None:
         (suite_dir / "LATEST").write_text(run_id + "\n")
 
 
-def _train(ctx: _Context, spec: ModelSpec, model: Normalized, data: ImageDataset):
-    args = (model, data.x_train, data.y_train, spec.train)
-    kwargs = {"desc": f"train {spec.name}", "progress": ctx.progress}
-    if spec.defense is None:
-        return train(*args, ctx.seed, ctx.device, **kwargs)
-    from robustbench_cnn.defenses import DEFENSES
+def _train(ctx: _Context, spec: ModelSpec, model: Normalized, data: ImageDataset, models: dict[str, Normalized]):
+    """Train ``model`` by the entry's recipe and defense, or derive it by its compression step."""
 
-    return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
+    def finetune(net: Normalized, loss_fn=None):
+        args = (net, data.x_train, data.y_train, spec.train)
+        kwargs = {"desc": f"train {spec.name}", "progress": ctx.progress}
+        if spec.defense is None:
+            return train(*args, ctx.seed, ctx.device, **kwargs, loss_fn=loss_fn)
+        from robustbench_cnn.defenses import DEFENSES
+
+        return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
+
+    if spec.compress is None:
+        return finetune(model)
+    from robustbench_cnn.compress import COMPRESSORS, CompressJob
+
+    job = CompressJob({u: models[u] for u in spec.compress.upstream}, data, finetune, ctx.seed, ctx.device,
+                      ctx.progress)  # fmt: skip
+    return COMPRESSORS.get(spec.compress.name)(model, spec.compress, job)
 
 
-def _prepare_model(ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: ModelCache) -> Normalized:
+def _prepare_model(
+    ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: ModelCache, models: dict[str, Normalized]
+) -> Normalized:
+    """Build the model and fill it from its checkpoint, the cache, or by training (``models``: the
+    entries prepared so far, which a compression step may start from)."""
     torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
     model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params)
-    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name}
+    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
+                            "compression": spec.compression}  # fmt: skip
     if spec.checkpoint is not None:
         path = ctx.loaded.resolve(spec.checkpoint)
         load_weights(model, path)
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
     else:
         defense = spec.defense.model_dump() if spec.defense is not None else None
-        key = cache_key(
-            {
-                "arch": spec.arch,
-                "params": spec.params,
-                "train": spec.train.model_dump(),
-                "defense": defense,
-                "seed": ctx.seed,
-                "data": data.fingerprint,
-                "num_classes": data.num_classes,
-            }
-        )
+        identity = {
+            "arch": spec.arch,
+            "params": spec.params,
+            "train": spec.train.model_dump(),
+            "defense": defense,
+            "seed": ctx.seed,
+            "data": data.fingerprint,
+            "num_classes": data.num_classes,
+        }
+        if spec.compress is not None:  # derived models change when what they derive from changes
+            identity["compress"] = spec.compress.model_dump()
+            identity["upstream"] = [ctx.manifest["models"][u]["key"] for u in spec.compress.upstream]
+        key = cache_key(identity)
         meta = cache.load(model, spec.arch, key)
         if meta is None:
             with ctx.stage("train"):
-                tlog = _train(ctx, spec, model, data)
+                tlog = _train(ctx, spec, model, data, models)
             meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
                     "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
                     "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
@@ -168,8 +186,7 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
     arrays: dict[str, dict[str, torch.Tensor]] = {}  # cell label -> its stored arrays
     failed: set[str] = set()
     for cell in plan(ctx.loaded.spec, mspec):
-        inputs = (key, data.fingerprint, str(ctx.seed), surrogate_key if cell.kind == "checks" else "")
-        cid = cell.cell_id(*inputs)
+        cid = cell.cell_id(key, data.fingerprint, ctx.seed, surrogate_key)
         if any(d in failed for d in cell.deps):
             _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
             failed.add(cell.label)
@@ -266,7 +283,9 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
                                "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
         cache = ModelCache(opts.cache_dir)
-        models = {m.name: _prepare_model(ctx, m, data, cache) for m in spec.models}  # cached as they finish
+        models: dict[str, Normalized] = {}
+        for m in spec.models:  # each cached as it finishes; derived models come after their sources
+            models[m.name] = _prepare_model(ctx, m, data, cache, models)
         store = CellStore(run_dir)
         for mspec in spec.models:
             _run_cells(ctx, mspec, models[mspec.name], data, store, _surrogate(spec, mspec, models))

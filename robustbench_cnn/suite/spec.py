@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -88,24 +89,46 @@ class DefenseSpec(_Spec):
     name: str
 
 
-def _defense(value: Any) -> Any:
-    """Validate a ``[models.defense]`` table against the spec class its ``name`` registers."""
-    if value is None or isinstance(value, DefenseSpec):
-        return value
-    if not isinstance(value, dict) or "name" not in value:
-        raise ValueError("a defense is a table with a 'name' key, e.g. { name = \"pgd_at\", eps = 0.1 }")
-    from pydantic import ValidationError
+class CompressSpec(_Spec):
+    """Base of every compression step's parameters; ``name`` selects the registered compressor."""
 
-    from robustbench_cnn.defenses import DEFENSES
+    name: str
+    accepts_defense: ClassVar[bool] = True  # False: the step is the training itself (no [models.defense])
 
-    spec_cls = DEFENSES.get(value["name"]).spec
-    try:
-        return spec_cls.model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        what = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"{value['name']}.{where}: {what}") from None
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Names of the suite's models this step starts from or learns from (earlier in the file)."""
+        return ()
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callable[[Any], Any]:
+    """A before-validator turning a ``{ name = ..., ... }`` table into the spec class its name registers."""
+
+    def validate(value: Any) -> Any:
+        if value is None or isinstance(value, _Spec):
+            return value
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError(f"a {kind} is a table with a 'name' key, e.g. {example}")
+        from pydantic import ValidationError
+
+        spec_cls = getattr(importlib.import_module(module), registry).get(value["name"]).spec
+        try:
+            return spec_cls.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            what = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"{value['name']}.{where}: {what}") from None
+
+    return validate
+
+
+_defense = _plugin_spec("defense", "robustbench_cnn.defenses", "DEFENSES", '{ name = "pgd_at", eps = 0.1 }')
+_compress = _plugin_spec("compression", "robustbench_cnn.compress", "COMPRESSORS", '{ name = "prune", ratio = 0.5 }')
 
 
 class ModelSpec(_Spec):
@@ -116,17 +139,27 @@ class ModelSpec(_Spec):
     params: dict[str, bool | int | float | str] = Field(default_factory=dict)
     train: TrainSpec = TrainSpec()
     defense: Annotated[DefenseSpec | None, BeforeValidator(_defense)] = None
+    compress: Annotated[CompressSpec | None, BeforeValidator(_compress)] = Field(
+        None, description="derive this model from others: pruning a trained model, or distilling a teacher"
+    )
     checkpoint: str | None = Field(None, description="a .safetensors file to load instead of training")
 
     @property
     def defense_name(self) -> str:
         return self.defense.name if self.defense is not None else "none"
 
+    @property
+    def compression(self) -> str:
+        """The ``compression`` column: e.g. ``prune(magnitude,0.5)`` or ``distill(resnet20)``; ``none``."""
+        return self.compress.label if self.compress is not None else "none"  # type: ignore[attr-defined]
+
     @model_validator(mode="after")
     def _params_fit_arch(self) -> ModelSpec:
         from robustbench_cnn.models import check_params
 
         check_params(self.arch, self.params)
+        if self.compress is not None and self.defense is not None and not self.compress.accepts_defense:
+            raise ValueError(f"compress '{self.compress.name}' trains the model itself; remove its defense table")
         return self
 
 
@@ -194,14 +227,17 @@ class ChecksSpec(_Spec):
 
 
 class ExportSpec(_Spec):
-    """Export models to a deployable format and measure them there, with parity checks."""
+    """Export models to a deployable format and measure them on its runtime, with parity checks.
 
-    format: Literal["onnx"] = "onnx"
+    ``onnx`` runs on ONNX Runtime (dynamic batch); ``tflite`` on the LiteRT interpreter (batch 1).
+    """
+
+    format: Literal["onnx", "tflite"] = "onnx"
     precision: Literal["fp32", "int8"] = "fp32"
     models: tuple[str, ...] | None = Field(None, description="model names; default: every model")
     calibration_size: int = Field(256, ge=1, description="training images that calibrate int8")
     per_channel: bool = Field(False, description="int8: per-channel weight scales (default per-tensor)")
-    opset: int = Field(18, ge=17)
+    opset: int = Field(18, ge=17, description="ONNX opset")
 
 
 class SuiteSpec(_Spec):
@@ -219,12 +255,38 @@ class SuiteSpec(_Spec):
     checks: ChecksSpec = ChecksSpec()
     exports: tuple[ExportSpec, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_models(cls, data: Any) -> Any:
+        """A model with ``compress.source`` inherits the source's ``arch`` and ``params``, and
+        ``compress.ratio = [a, b]`` expands into one model per ratio, named ``<name>-r<ratio>``."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        by_name = {m.get("name"): m for m in data["models"] if isinstance(m, dict)}
+        models: list[Any] = []
+        for m in data["models"]:
+            c = m.get("compress") if isinstance(m, dict) else None
+            if not isinstance(c, dict):
+                models.append(m)
+                continue
+            source = by_name.get(c.get("source"))
+            if source is not None:
+                m = {"arch": source.get("arch"), "params": source.get("params", {}), **m}
+            if isinstance(c.get("ratio"), list):
+                models += [{**m, "name": f"{m.get('name')}-r{r}", "compress": {**c, "ratio": r}} for r in c["ratio"]]
+            else:
+                models.append(m)
+        return {**data, "models": models}
+
     @model_validator(mode="after")
     def _unique_model_names(self) -> SuiteSpec:
         seen: set[str] = set()
         for m in self.models:
             if m.name in seen:
                 raise ValueError(f"model name '{m.name}' is used twice; names must be unique")
+            for up in m.compress.upstream if m.compress is not None else ():
+                if up not in seen:
+                    raise ValueError(f"model '{m.name}': '{up}' must be a model defined earlier in the file")
             seen.add(m.name)
         if self.checks.surrogate is not None and self.checks.surrogate not in seen:
             raise ValueError(f"checks.surrogate: no model named '{self.checks.surrogate}'")

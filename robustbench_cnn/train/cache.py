@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_file
 from torch import nn
 
 from robustbench_cnn.errors import CheckpointError
+from robustbench_cnn.models import structure
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,27 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s state to ``path`` (safetensors, standard contiguous layout), atomically."""
+    """Write ``model``'s state to ``path`` (safetensors, standard contiguous layout), atomically.
+
+    The metadata carries the model's layer widths, so a pruned model reloads without pickling.
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    meta = {structure.METADATA_KEY: structure.dumps(model), **(metadata or {})}
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; any mismatch or corruption is a CheckpointError."""
+    """Load safetensors weights into ``model``, first narrowing its layers to the widths stored in the
+    file (pruned models); any mismatch or corruption is a CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        missing, unexpected = load_model(model, str(path), strict=True)
+        with safe_open(str(path), framework="pt") as fh:
+            stored = (fh.metadata() or {}).get(structure.METADATA_KEY)
+            if stored is not None:
+                shapes = {k: fh.get_slice(k).get_shape() for k in fh.keys()}  # noqa: SIM118 (not a dict)
+                structure.apply_structure(model, json.loads(stored), shapes)
+        load_model(model, str(path), strict=True)
     except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or does not fit the model: {first}") from None

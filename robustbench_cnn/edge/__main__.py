@@ -1,0 +1,47 @@
+"""``python -m robustbench_cnn.edge validate BUNDLE_DIR``: verify and run an edge bundle (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m robustbench_cnn.edge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    val = sub.add_parser("validate", help="verify checksums, run every model, compare with the expectations")
+    val.add_argument("bundle", type=Path, help="the bundle directory (from robustbench-cnn edge bundle)")
+    val.add_argument("--out", type=Path, help="results CSV (default BUNDLE/validation/results.csv)")
+    val.add_argument("--threads", type=int, help="interpreter threads (default min(4, CPUs))")
+    val.add_argument("--budget-s", type=float, default=1.0, help="latency time budget per model (default 1 s)")
+    val.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    val.add_argument("--model", action="append", help="validate only this model (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+    from robustbench_cnn.edge.validate import BundleError, validate
+
+    out = args.out or args.bundle / "validation" / "results.csv"
+    try:
+        results, env = validate(args.bundle, out, args.threads, not args.no_latency, args.budget_s, args.model)
+    except (BundleError, ImportError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    say = sys.stdout.write
+    say(f"{env['runtime']} {env['runtime_version']} on {env['machine']} (python {env['python']})\n")
+    for res in results:
+        acc = {r["metric"] if r["metric"] != "robust_acc" else f"robust {r['attack']}@{r['eps']:g}": r["value"]
+               for r in res.rows if r["metric"] in ("clean_acc", "robust_acc", "latency_ms_p50")}  # fmt: skip
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in acc.items())
+        say(f"{'FAIL' if res.failures else 'ok  '} {res.model} [{res.precision}]: {shown}\n")
+        for failure in res.failures:
+            say(f"     {failure}\n")
+    failed = sum(bool(r.failures) for r in results)
+    say(f"{len(results) - failed}/{len(results)} models match their expectations; results: {out}\n")
+    return 1 if failed or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

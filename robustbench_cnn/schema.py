@@ -1,0 +1,26 @@
+"""The results contract's vocabulary: column order and metric names (standard library only, so the
+torch-free edge validator writes the same schema).
+
+Columns and metric names are a contract other tools build on: extend, never rename.
+"""
+
+COLUMNS = (
+    "run_id", "suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime",
+    "device", "metric", "attack", "norm", "eps", "value", "n",
+    # extensions (appended, never reordered): the batch size a latency row was measured at
+    "batch_size",
+)  # fmt: skip
+
+METRICS = frozenset(
+    {
+        "clean_acc", "robust_acc", "certified_acc", "macro_f1", "ece",
+        "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
+        "size_bytes", "params", "macs",
+        # extensions: evaluation sanity checks (1 = passed, 0 = failed)
+        "check_pgd_vs_fgsm", "check_large_eps", "check_more_steps", "check_transfer", "check_grad_norm",
+        # extensions: agreement of an exported model with its torch source on the eval set
+        "parity_top1_agreement", "parity_max_abs_logit_diff",
+    }
+)  # fmt: skip
+
+NUMERIC = ("eps", "value", "n", "batch_size")

@@ -1,0 +1,162 @@
+"""TFLite exports (LiteRT-Torch) and the edge bundle + torch-free validator, end to end on a tiny run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.export.bundle import build_bundle
+from robustbench_cnn.schema import COLUMNS
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+pytest.importorskip("litert_torch", reason="the 'edge' extra is not installed")
+
+SUITE = """
+name = "edge-tiny"
+seed = 1
+device = "cpu"
+[dataset]
+name = "digits"
+eval_size = 100
+[[models]]
+name = "cnn"
+arch = "simple_cnn"
+params = { width = 16, stages = 2 }
+train = { epochs = 12, batch_size = 64, lr = 0.1 }
+[[evaluations]]
+attack = "pgd"
+eps = [0.1]
+steps = 3
+[checks]
+enabled = false
+[latency]
+batch_sizes = [1]
+warmup = 1
+min_repeats = 3
+budget_s = 0.01
+[[exports]]
+format = "tflite"
+precision = "fp32"
+[[exports]]
+format = "tflite"
+precision = "int8"
+"""
+
+# Run the validator the way a Raspberry Pi would: from the bundle's own copy, with torch, pandas and
+# scipy made unimportable (an import of any of them raises ImportError).
+NO_TORCH = (
+    "import runpy, sys\n"
+    "for m in ('torch', 'pandas', 'scipy', 'sklearn', 'onnxruntime'): sys.modules[m] = None\n"
+    "sys.argv = ['validate'] + sys.argv[1:]\n"
+    "runpy.run_module('robustbench_cnn.edge', run_name='__main__')\n"
+)
+
+
+def validate(bundle, *args):
+    cmd = [sys.executable, "-c", NO_TORCH, "validate", ".", "--budget-s", "0.05", *args]
+    return subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
+
+
+def fresh_copy(bundle, dest):
+    return shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("validation"))
+
+
+@pytest.fixture(scope="module")
+def edge_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edge")
+    (root / "edge.toml").write_text(SUITE)
+    result = run_suite(load_suite(root / "edge.toml"), RunOptions(root / "out", root / "cache", progress=False))
+    assert not result.manifest.get("failed_cells"), result.manifest.get("failed_cells")
+    return result
+
+
+@pytest.fixture(scope="module")
+def bundle(edge_run, tmp_path_factory):
+    return build_bundle(edge_run.run_dir, tmp_path_factory.mktemp("b") / "bundle")
+
+
+def test_tflite_exports_meet_parity_and_are_measured(edge_run):
+    df = edge_run.table
+    tfl = df[df.runtime == "tflite"]
+    assert set(tfl.compression) == {"none", "int8"} and set(tfl.format) == {"tflite"}
+    fp32, int8 = tfl[tfl.compression == "none"].set_index("metric"), tfl[tfl.compression == "int8"].set_index("metric")
+    torch_clean = df[(df.runtime == "torch") & (df.metric == "clean_acc")].value.item()
+    assert fp32.loc["parity_top1_agreement", "value"] >= 0.995
+    assert fp32.loc["parity_max_abs_logit_diff", "value"] < 1e-3
+    assert int8.loc["parity_top1_agreement", "value"] >= 0.97
+    assert torch_clean - int8.loc["clean_acc", "value"] <= 0.02
+    assert int8.loc["size_bytes", "value"] < fp32.loc["size_bytes", "value"] / 2
+    assert fp32.loc["latency_ms_p50", "batch_size"] == 1  # batch-1 edge models
+    assert {"robust_acc", "throughput"} <= set(int8.index)  # transfer robustness of the deployed model
+    assert (edge_run.run_dir / "exports" / "cnn.int8.tflite").is_file()
+
+
+def test_bundle_validates_with_numpy_and_the_tflite_runtime_only(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {m["precision"] for m in manifest["models"]} == {"fp32", "int8"}
+    assert all("models/" in f or "data/" in f or "robustbench_cnn/" in f for f in manifest["files"])
+    proc = validate(bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2/2 models match" in proc.stdout
+    report = json.loads((bundle / "validation" / "results.json").read_text())
+    assert report["validator"].startswith(str(bundle.resolve()))  # the bundle's own copy ran
+    assert report["environment"]["runtime"] in ("ai_edge_litert", "tflite_runtime")
+    df = pd.read_csv(bundle / "validation" / "results.csv")
+    assert tuple(df.columns) == COLUMNS
+    assert {"clean_acc", "robust_acc", "size_bytes", "latency_ms_p50"} <= set(df.metric)
+    clean = df[df.metric == "clean_acc"].set_index("compression").value
+    for entry in manifest["models"]:
+        assert clean[entry["compression"]] == pytest.approx(entry["expected"]["clean_acc"])
+
+
+def test_one_flipped_byte_fails_validation_with_the_file_named(bundle, tmp_path):
+    copy = fresh_copy(bundle, tmp_path / "tampered")
+    model = copy / "models" / "cnn.int8.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 3] ^= 0x80
+    model.write_bytes(bytes(data))
+    proc = validate(copy)
+    assert proc.returncode == 2
+    assert "models/cnn.int8.tflite: sha256 mismatch" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (copy / "validation" / "results.csv").exists()  # nothing was run
+
+
+def test_a_model_missing_its_expectation_exits_1(bundle, tmp_path):
+    copy = fresh_copy(bundle, tmp_path / "changed")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"][0]["expected"]["clean_acc"] -= 0.25
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = validate(copy, "--no-latency")
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "clean_acc" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("rm_manifest", "no manifest.json"), ("bad_json", "unreadable manifest"), ("rm_data", "data/eval.npz: missing")],
+)
+def test_a_broken_bundle_is_a_one_line_error(bundle, tmp_path, damage, message):
+    copy = fresh_copy(bundle, tmp_path / "broken")
+    if damage == "rm_manifest":
+        (copy / "manifest.json").unlink()
+    elif damage == "bad_json":
+        (copy / "manifest.json").write_text("{not json")
+    else:
+        (copy / "data" / "eval.npz").unlink()
+    proc = validate(copy)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bundling_a_run_without_tflite_exports_is_an_error(tmp_path):
+    (tmp_path / "exports").mkdir()
+    with pytest.raises(RobustBenchError, match="no TFLite exports"):
+        build_bundle(tmp_path, tmp_path / "b")
