@@ -86,6 +86,15 @@ def edge(session: nox.Session) -> None:
     )  # fmt: skip  (fails if torch is importable there)
     with session.chdir(bundle):  # the bundle's own copy of the validator
         session.run(python, "-m", "robustbench_cnn.edge", "validate", ".", external=True)
+    # the fallback runtime for older OS images: tflite-runtime 2.14 needs numpy < 2 (its own venv)
+    legacy = ROOT / ".nox" / "edge-tflite-runtime"
+    if not (legacy / "bin" / "python").is_file():
+        session.run("python", "-m", "venv", str(legacy))
+    session.run(str(legacy / "bin" / "python"), "-m", "pip", "install", "--quiet", "tflite-runtime==2.14.0",
+                "numpy==1.26.4", external=True)  # fmt: skip
+    with session.chdir(bundle):
+        session.run(str(legacy / "bin" / "python"), "-m", "robustbench_cnn.edge", "validate", ".", "--no-latency",
+                    "--out", "validation/tflite_runtime.csv", external=True)  # fmt: skip
     tampered = ROOT / ".nox" / "edge-bundle-tampered"
     shutil.rmtree(tampered, ignore_errors=True)
     shutil.copytree(bundle, tampered)

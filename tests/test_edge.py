@@ -160,3 +160,17 @@ def test_bundling_a_run_without_tflite_exports_is_an_error(tmp_path):
     (tmp_path / "exports").mkdir()
     with pytest.raises(RobustBenchError, match="no TFLite exports"):
         build_bundle(tmp_path, tmp_path / "b")
+
+
+def test_int8_tensors_are_quantized_with_their_own_scale_and_zero_point():
+    import numpy as np
+
+    from robustbench_cnn.runtime.tflite_runtime import _dequantize, _quantize
+
+    detail = {"dtype": np.int8, "quantization": (0.05, -3)}
+    x = np.linspace(-8, 8, 161, dtype=np.float32)
+    q = _quantize(x, detail)
+    assert q.dtype == np.int8 and q.min() == -128 and q.max() == 127  # saturates outside the range
+    inside = (x > (-128 + 3) * 0.05) & (x < (127 + 3) * 0.05)
+    assert np.abs(_dequantize(q, detail)[inside] - x[inside]).max() <= 0.025 + 1e-6
+    assert _quantize(x, {"dtype": np.float32, "quantization": (0.0, 0)}) is not x  # float tensors: a cast
