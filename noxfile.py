@@ -111,14 +111,17 @@ def edge(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def edge_arm64(session: nox.Session) -> None:
     """Validate the smoke-edge bundle on arm64 under qemu user-mode emulation (Debian's
-    qemu-user-static + debootstrap); skipped with a message where emulation is unavailable.
-    Emulated latency is not a device figure, so it is not measured."""
+    qemu-user-static + debootstrap), emulating a Raspberry Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76)
+    core; skipped with a message where emulation is unavailable. Emulated latency is not a device
+    figure, so it is not measured."""
     bundle = _edge_bundle(session)
     tool = str(ROOT / "tools" / "edge_arm64.py")
     cache = str(ROOT / ".nox" / "arm64")
-    with session.chdir(bundle):
-        session.run("python", tool, "--allow-skip", "--cache-dir", cache, "--", "-m", "robustbench_cnn.edge",
-                    "validate", ".", "--no-latency", "--out", "validation/arm64.csv")  # fmt: skip
+    for cpu, board in (("cortex-a72", "pi4"), ("cortex-a76", "pi5")):
+        with session.chdir(bundle):
+            out = f"validation/arm64-{board}.csv"
+            session.run("python", tool, "--allow-skip", "--cache-dir", cache, "--cpu", cpu, "--", "-m",
+                        "robustbench_cnn.edge", "validate", ".", "--no-latency", "--out", out)  # fmt: skip
 
 
 def _du(path: Path) -> int:

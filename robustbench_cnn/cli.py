@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--out", type=Path, required=True, help="bundle directory (new or empty)")
     bundle.add_argument("--eval-size", type=int, default=None, help="ship only the first N eval images")
     bundle.add_argument("--accuracy-tol", type=float, default=0.01, help="allowed |accuracy - expected| (0.01)")
-    bundle.add_argument("--agreement", type=float, default=0.99, help="minimum top-1 agreement (0.99)")
+    bundle.add_argument("--agreement", type=float, default=0.99, help="minimum clean top-1 agreement (0.99)")
+    bundle.add_argument("--adversarial-agreement", type=float, default=0.97,
+                        help="minimum top-1 agreement on adversarial images (0.97)")  # fmt: skip
     bundle.add_argument("--force", action="store_true", help="replace a non-empty --out")
     return parser
 
@@ -183,7 +185,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_edge(args: argparse.Namespace) -> int:
     from robustbench_cnn.export.bundle import build_bundle
 
-    out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement, args.force)
+    out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
+                       args.adversarial_agreement, args.force)  # fmt: skip
     sys.stdout.write(f"bundle: {out}\nvalidate it with: cd {out} && python -m robustbench_cnn.edge validate .\n")
     return 0
 

@@ -8,7 +8,7 @@ installed with the host's pip into ``ROOT/opt/site-packages``. ``run_python`` ru
 ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11``; with ``-L`` qemu looks up absolute paths in ROOT
 first and falls back to the host, so host files (models, the repo) stay readable.
 
-Usage: python tools/edge_arm64.py [--cache-dir DIR] [--allow-skip] -- ARGS...
+Usage: python tools/edge_arm64.py [--cache-dir DIR] [--cpu cortex-a72|cortex-a76] [--allow-skip] -- ARGS...
 Host needs: root (first build only), ``apt-get install qemu-user-static debootstrap``, pip, network.
 """
 
@@ -135,12 +135,16 @@ def run_python(
     args: list[str],
     extra_pythonpath: Iterable[Path] = (),
     env: dict[str, str] | None = None,
+    cpu: str = "cortex-a72",
     **kwargs,
 ) -> subprocess.CompletedProcess:
     """Run ``ROOT/usr/bin/python3.11 *args`` under qemu; PYTHONPATH is ``site`` then ``extra_pythonpath``.
 
     ``env`` entries are added to a copy of ``os.environ`` (host Python variables are dropped); ``kwargs`` go to
     ``subprocess.run`` (e.g. ``capture_output=True, text=True, timeout=600``). The exit code is not checked.
+    ``cpu`` is the emulated core: cortex-a72 (Raspberry Pi 4, the default) or cortex-a76 (Pi 5). qemu 7.2's
+    default ``max`` core advertises features no Pi has (SVE2, i8mm), and XNNPACK's int8 kernels for them
+    gave constant predictions under it while fp32 matched bit for bit.
     """
     root = Path(root).resolve()
     full_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
@@ -148,7 +152,7 @@ def run_python(
     paths = [Path(site).resolve(), *(Path(p).resolve() for p in extra_pythonpath)]
     full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
     full_env["PYTHONNOUSERSITE"] = "1"  # with -L, ~/.local would fall back to the host's (x86) user site
-    cmd = [QEMU, "-L", str(root), str(root / "usr/bin/python3.11"), *args]
+    cmd = [QEMU, "-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11"), *args]
     log.debug("run: %s", shlex.join(cmd))
     return subprocess.run(cmd, env=full_env, check=False, **kwargs)
 
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
     parser.add_argument("--allow-skip", action="store_true", help="exit 0 (not 3) when emulation is unavailable")
+    parser.add_argument("--cpu", default="cortex-a72", help="emulated core: cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then arguments for the arm64 python3.11")
     ns = parser.parse_args(argv)
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)  # noqa: T201
         return 2
-    return run_python(root, site_dir(root), args).returncode
+    return run_python(root, site_dir(root), args, cpu=ns.cpu).returncode
 
 
 if __name__ == "__main__":

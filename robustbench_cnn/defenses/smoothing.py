@@ -5,6 +5,10 @@ picks the top class from ``n0`` noise samples, estimates a one-sided Clopper-Pea
 ``p_A`` on its probability from ``n`` fresh samples, and certifies an L2 radius
 ``sigma * Phi^-1(p_A)`` if ``p_A > 1/2`` (else abstains). Input ``x``: one image ``(C, H, W)`` in
 [0, 1]; noise is drawn on ``x``'s device from a seeded ``torch.Generator`` in batches.
+
+The noisy batches run through a BatchNorm-folded, channels_last copy of the base model under
+``torch.inference_mode``. On CPU, ``torch.randn`` fills a tensor in blocks of 16 values, so any batch
+of a multiple of 16 samples draws exactly the noise that Cohen et al.'s batches of 400 draw.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+from robustbench_cnn.attacks.evaluate import folded
 from robustbench_cnn.models.normalize import channels_last
 
 ABSTAIN = -1
@@ -35,8 +40,9 @@ class Certificate:
 class Smoothed:
     """``base``: logits model on [0, 1] images; ``sigma``: noise level it was trained with."""
 
-    def __init__(self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 400) -> None:
+    def __init__(self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 1024) -> None:
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
+        self.fast = folded(self.base)  # what sample_counts evaluates: same function, fewer passes
 
     def sample_counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Class counts ``(num_classes,)`` of the base classifier over ``num`` noisy copies of ``x``."""
@@ -48,7 +54,7 @@ class Smoothed:
                 b = min(self.batch_size, remaining)
                 noisy = torch.randn((b, *x.shape), generator=generator, device=x.device, out=buffer[:b])
                 noisy.mul_(self.sigma).add_(x)  # x + sigma * e, broadcast, in place
-                pred = self.base(channels_last(noisy)).argmax(1)
+                pred = self.fast(channels_last(noisy)).argmax(1)
                 counts += torch.bincount(pred, minlength=self.num_classes)
                 remaining -= b
         return counts

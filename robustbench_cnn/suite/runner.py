@@ -166,6 +166,7 @@ def _prepare_model(
             with ctx.stage("train"):
                 tlog = _train(ctx, spec, model, data, models)
             meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
+                    "compress": identity.get("compress"), "upstream": identity.get("upstream"),
                     "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
                     "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
             cache.store(model.cpu(), spec.arch, key, meta)
