@@ -180,9 +180,11 @@ def bench_latency(data, repeats: int = 5) -> list[dict]:
             return statistics.median(samples) * 1e3
 
         ours, plain = [], []
-        for _ in range(repeats):  # interleaved, so drift in the machine's speed hits both alike
-            ours.append(measure(lambda: net(x), 1, warmup=5, min_repeats=200, budget_s=0.0).p50_ms)
-            plain.append(bare())
+        for i in range(repeats):  # interleaved A-B-B-A, so drift and run order hit both alike
+            pair = [lambda: ours.append(measure(lambda: net(x), 1, warmup=5, min_repeats=200, budget_s=0.0).p50_ms),
+                    lambda: plain.append(bare())]  # fmt: skip
+            for run in pair[:: -1 if i % 2 else 1]:
+                run()
     cv = statistics.stdev(ours) / statistics.mean(ours)
     return [
         row("latency_overhead", statistics.median(ours), statistics.median(plain), "ms p50 (ratio = bare/ours)",

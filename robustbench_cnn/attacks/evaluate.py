@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.fx.experimental.optimization import fuse
 from tqdm.auto import tqdm
 
 from robustbench_cnn.errors import AttackContractError
 from robustbench_cnn.models.normalize import channels_last
 
 TOLERANCE = 1e-5
-log = logging.getLogger(__name__)
 
 
 def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
@@ -43,24 +40,6 @@ def frozen(model: nn.Module):
             p.requires_grad_(flag)
 
 
-def folded(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with each BatchNorm folded into the conv/linear before it.
-
-    The same function up to float rounding, but without BatchNorm's forward and backward passes:
-    the attack's gradient steps on CPU take ~20-40% less time. The copy is channels_last, as the
-    inputs ``robust_correct`` feeds it. ``model`` is returned unchanged if torch.fx cannot trace it
-    or if it is in train mode (BatchNorm then uses batch statistics, which cannot be folded).
-    """
-    if model.training:
-        return model
-    try:
-        copy = fuse(model)  # torch.fx: symbolic trace of a deep copy, then conv/linear-BN folding
-    except Exception as exc:  # any model fx cannot trace is attacked as it is
-        log.debug("not folding BatchNorm of %s: %s", type(model).__name__, exc)
-        return model
-    return copy.to(memory_format=torch.channels_last).eval()
-
-
 def robust_correct(
     model: nn.Module,
     make_attack,
@@ -83,8 +62,6 @@ def robust_correct(
     never exceed clean accuracy. With ``restarts > 1`` an example counts as robust only if every
     restart fails (per-example worst case, as torchattacks' MultiAttack). ``eps = 0`` admits no
     perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
-    The attack differentiates a BatchNorm-folded copy of the model (:func:`folded`); whether each
-    adversarial image fools the model is judged by ``model`` itself.
     ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
     the model, else the last restart's; images not attacked keep their contents.
     """
@@ -94,8 +71,7 @@ def robust_correct(
         return result
     torch.manual_seed(seed)
     idx = clean_correct.nonzero().flatten()
-    target = folded(model)
-    with frozen(target):  # only input gradients are needed
+    with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
             still = torch.ones(len(batch), dtype=torch.bool, device=device)
@@ -103,13 +79,13 @@ def robust_correct(
                 live = still.nonzero().flatten()  # later restarts attack only the survivors
                 if len(live) == 0:
                     break
-                x_adv = make_attack(target)(xb[live], yb[live]).detach()
-                if target.training or model.training:
+                x_adv = make_attack(model)(xb[live], yb[live]).detach()
+                if model.training:
                     raise AttackContractError(f"{desc} left the model in train mode")
                 check_perturbation(xb[live], x_adv, eps, norm)
                 if adv_out is not None:
                     adv_out[batch[live.cpu()]] = x_adv.to(adv_out.device, memory_format=torch.contiguous_format)
-                with torch.inference_mode():
+                with torch.no_grad():
                     still[live] = model(x_adv).argmax(1) == yb[live]
             result[batch] = still.cpu()
     return result

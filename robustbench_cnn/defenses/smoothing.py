@@ -13,21 +13,44 @@ of a multiple of 16 samples draws exactly the noise that Cohen et al.'s batches 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
-from robustbench_cnn.attacks.evaluate import folded
 from robustbench_cnn.models.normalize import channels_last
 
 ABSTAIN = -1
+log = logging.getLogger(__name__)
 
 
 def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion (k successes of n)."""
     return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+
+
+def folded(model: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """An eval-mode copy of ``model`` with each BatchNorm folded into the conv/linear before it.
+
+    The same function up to float rounding, but without BatchNorm's forward and backward passes:
+    noisy batches on CPU run ~10-25% faster. The copy is channels_last, as the inputs it is fed.
+    ``model`` itself is returned if it has no BatchNorm, is in train mode (batch
+    statistics cannot be folded), cannot be traced by torch.fx, or if the copy's logits on ``probe``
+    (a few inputs) differ from the model's: a trace that baked in control flow is never used.
+    """
+    if model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        copy = fuse(model).to(memory_format=torch.channels_last).eval()  # torch.fx: trace a deep copy, fold
+        with torch.inference_mode():
+            same = torch.allclose(copy(channels_last(probe)), model(channels_last(probe)), rtol=1e-3, atol=1e-4)
+    except Exception as exc:  # any model fx cannot trace or run is attacked as it is
+        log.debug("not folding BatchNorm of %s: %s", type(model).__name__, exc)
+        return model
+    return copy if same else model
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,7 @@ class Smoothed:
 
     def __init__(self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 1024) -> None:
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
-        self.fast = folded(self.base)  # what sample_counts evaluates: same function, fewer passes
+        self._fast: dict[tuple, nn.Module] = {}  # BatchNorm-folded base per input shape/device (see folded)
 
     def sample_counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Class counts ``(num_classes,)`` of the base classifier over ``num`` noisy copies of ``x``."""
@@ -54,10 +77,16 @@ class Smoothed:
                 b = min(self.batch_size, remaining)
                 noisy = torch.randn((b, *x.shape), generator=generator, device=x.device, out=buffer[:b])
                 noisy.mul_(self.sigma).add_(x)  # x + sigma * e, broadcast, in place
-                pred = self.fast(channels_last(noisy)).argmax(1)
+                pred = self._folded(noisy)(channels_last(noisy)).argmax(1)
                 counts += torch.bincount(pred, minlength=self.num_classes)
                 remaining -= b
         return counts
+
+    def _folded(self, probe: torch.Tensor) -> nn.Module:
+        key = (tuple(probe.shape[1:]), probe.device)
+        if key not in self._fast:
+            self._fast[key] = folded(self.base, probe[:8])
+        return self._fast[key]
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> int:
         """Cohen et al.'s PREDICT: the top class, or ABSTAIN if a binomial test cannot separate it."""

@@ -208,7 +208,9 @@ class CertifySpec(_Spec):
     alpha: float = Field(0.001, gt=0, lt=0.5, description="failure probability of each certificate")
     radii: tuple[Number, ...] = Field((0.0, 0.25, 0.5, 0.75, 1.0), min_length=1)
     eval_size: int = Field(100, ge=1, description="first images of the eval split to certify")
-    batch_size: int = Field(400, ge=1, description="noisy copies per forward pass")
+    batch_size: int = Field(
+        1024, ge=1, description="noisy copies per forward pass (a multiple of 16 draws the same noise as any other)"
+    )
 
 
 class ChecksSpec(_Spec):
