@@ -28,6 +28,12 @@ class CheckpointError(RobustBenchError):
     """A cached or user-supplied checkpoint is missing, corrupt or does not match its model."""
 
 
+class InputError(RobustBenchError):
+    """A command was pointed at something it cannot use (not a run directory, a non-empty output)."""
+
+    exit_code = 2
+
+
 class AttackContractError(RobustBenchError):
     """An attack returned examples outside the eps ball or outside [0, 1]."""
 

@@ -175,3 +175,11 @@ def test_int8_tensors_are_quantized_with_their_own_scale_and_zero_point():
     inside = (x > (-128 + 3) * 0.05) & (x < (127 + 3) * 0.05)
     assert np.abs(_dequantize(q, detail)[inside] - x[inside]).max() <= 0.025 + 1e-6
     assert _quantize(x, {"dtype": np.float32, "quantization": (0.0, 0)}) is not x  # float tensors: a cast
+
+
+def test_edge_bundle_cli_rejects_a_non_run_directory_with_exit_2(tmp_path, capsys):
+    from robustbench_cnn.cli import main
+
+    assert main(["edge", "bundle", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no readable results.csv" in err and len(err.strip().splitlines()) == 1

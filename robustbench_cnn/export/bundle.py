@@ -20,7 +20,7 @@ import numpy as np
 
 import robustbench_cnn
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, MANIFEST, attack_key, sha256
-from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _run_context(run_dir: Path):
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise RobustBenchError(f"{run_dir}: not a run directory (manifest.json: {exc})") from None
+        raise InputError(f"{run_dir}: not a run directory (manifest.json: {exc})") from None
     loaded = load_suite(Path(manifest["suite_path"]))
     data = load_dataset(loaded.spec.dataset, loaded.resolve(loaded.spec.dataset.data_dir))
     if data.fingerprint != manifest["dataset"]["fingerprint"]:
@@ -69,7 +69,7 @@ def _passed_exports(run_dir: Path) -> list[tuple[str, bool]]:
     try:
         df = read_csv(run_dir / "results.csv")
     except (OSError, ValueError) as exc:
-        raise RobustBenchError(f"{run_dir}: no readable results.csv ({exc})") from None
+        raise InputError(f"{run_dir}: no readable results.csv ({exc})") from None
     rows = df[(df.format == "tflite") & (df.metric == "parity_top1_agreement")]
     exports = sorted({(m, str(c).endswith("int8")) for m, c in zip(rows.model, rows.compression, strict=True)})
     if not exports:
@@ -96,7 +96,7 @@ def build_bundle(
     run_dir = run_dir.resolve()
     exports = _passed_exports(run_dir)
     if out.exists() and any(out.iterdir()) and not force:
-        raise RobustBenchError(f"{out} exists and is not empty (use --force to replace it)")
+        raise InputError(f"{out} exists and is not empty (use --force to replace it)")
     manifest, spec, data = _run_context(run_dir)
     n = min(eval_size or len(data.y_eval), len(data.y_eval))
     x, y = data.x_eval[:n].numpy().astype(np.float32), data.y_eval[:n].numpy().astype(np.int64)
