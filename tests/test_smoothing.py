@@ -88,3 +88,18 @@ def test_clopper_pearson_lower_bound():
     assert lower_confidence_bound(0, 100, 0.05) == 0.0
     assert lower_confidence_bound(100, 100, 0.05) == pytest.approx(0.05 ** (1 / 100))
     assert lower_confidence_bound(50, 100, 0.001) < 0.5
+
+
+@pytest.mark.parametrize("x0", [0.3, 0.55, 0.9])
+def test_onnxruntime_counts_equal_torch_counts(x0, tiny_model, digits):
+    """The ONNX Runtime path classifies the same noise as torch: the same counts on a trained CNN
+    (here on a digit, and on the exact-radius classifier)."""
+    for base, x, k in ((Threshold(0.5), image(x0), 2), (tiny_model, digits.x_eval[int(x0 * 10)], 10)):
+        torch_counts = Smoothed(base, k, SIGMA).sample_counts(x, 2000, torch.Generator().manual_seed(1))
+        ort = Smoothed(base, k, SIGMA, runtime="onnxruntime")
+        assert torch.equal(ort.sample_counts(x, 2000, torch.Generator().manual_seed(1)), torch_counts)
+
+
+def test_unknown_smoothing_runtime_is_an_error():
+    with pytest.raises(ValueError, match="not torch or onnxruntime"):
+        Smoothed(Threshold(0.5), 2, SIGMA, runtime="tflite")

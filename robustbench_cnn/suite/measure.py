@@ -112,7 +112,8 @@ def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     row, sigma = row_factory(ctx, mspec, data), cell.param("sigma")
     cfg = ctx.loaded.spec.certify
     x, y = data.x_eval[: cfg.eval_size].to(ctx.device), data.y_eval[: cfg.eval_size]
-    smoothed = Smoothed(model, data.num_classes, sigma, cfg.batch_size)
+    runtime = cfg.runtime if cfg.runtime != "auto" else ("onnxruntime" if ctx.device.type == "cpu" else "torch")
+    smoothed = Smoothed(model, data.num_classes, sigma, cfg.batch_size, runtime)
     gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     start = time.perf_counter()
     bar = tqdm(x, desc=f"certify {mspec.name}", disable=not ctx.progress, leave=False)
@@ -122,7 +123,7 @@ def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     radii = torch.tensor([c.radius for c in certs])
     abstain = float((labels == ABSTAIN).float().mean())
     ctx.manifest["models"][mspec.name]["certify"] = {
-        "sigma": sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha, "images": len(y),
+        "sigma": sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha, "images": len(y), "runtime": runtime,
         "abstain_rate": abstain, "seconds_per_image": round(seconds / max(len(y), 1), 4),
     }  # fmt: skip
     rows = []

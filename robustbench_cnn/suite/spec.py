@@ -211,6 +211,9 @@ class CertifySpec(_Spec):
     batch_size: int = Field(
         1024, ge=1, description="noisy copies per forward pass (a multiple of 16 draws the same noise as any other)"
     )
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="runs the noisy batches; auto: onnxruntime on CPU (same counts, ~2x faster), torch on GPU"
+    )
 
 
 class ChecksSpec(_Spec):
