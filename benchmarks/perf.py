@@ -58,6 +58,23 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_times(
+    ours: Callable[[], object], baseline: Callable[[], object], repeats: int
+) -> tuple[float, float, float]:
+    """``(median s of ours, median s of baseline, median over pairs of baseline/ours)``: the two are
+    timed alternately (A-B, B-A, ...) after one warm-up each, and each adjacent pair gives a ratio,
+    so that the drift of a shared machine (+-15% here over tens of seconds) cancels in the ratio."""
+    ours(), baseline()
+    t_ours, t_base = [], []
+    for i in range(repeats):
+        for fn, out in ((ours, t_ours), (baseline, t_base)) if i % 2 == 0 else ((baseline, t_base), (ours, t_ours)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    ratio = statistics.median(b / a for a, b in zip(t_ours, t_base, strict=True))
+    return statistics.median(t_ours), statistics.median(t_base), ratio
+
+
 def matmul_roof(n: int = 2048, repeats: int = 10) -> float:
     """Dense fp32 matmul GFLOP/s on this machine: the roof the attack's arithmetic is compared to."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -76,7 +93,7 @@ def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dic
     """image x steps per second: plain torchattacks PGD loop (batch 128) vs our evaluation path."""
     x, y = data.x_eval, data.y_eval
     everyone = torch.ones(len(y), dtype=torch.bool)  # both variants attack every image
-    rows, total_ours, total_base, work = [], 0.0, 0.0, 0
+    rows, ratios, total_ours, total_base, work = [], [], 0.0, 0.0, 0
     roof = matmul_roof()
     alpha = 2.5 * eps / steps
     for name in SMOKE_MODELS:
@@ -91,14 +108,18 @@ def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dic
 
         make = partial(ATTACKS.get("pgd"), eps=eps, norm="linf", steps=steps, step_size=alpha)
         ours = partial(robust_correct, our_net, make, x, y, everyone, eps, "linf", batch_size=512, progress=False)
-        t_base, t_ours = median_time(plain, repeats), median_time(ours, repeats)
+        t_ours, t_base, ratio = paired_times(ours, plain, repeats)
         n_work = len(y) * steps
-        flops = 3 * 2 * count_macs(net, tuple(x.shape[1:])) * n_work  # forward + backward ~ 3 forwards
-        rows.append(row(f"pgd_eval:{name}", n_work / t_ours, n_work / t_base, "image*steps/s"))
+        # a step is a forward and a backward to the input only (no weight gradients): ~2 forwards
+        flops = 2 * 2 * count_macs(net, tuple(x.shape[1:])) * n_work
+        rows.append(row(f"pgd_eval:{name}", n_work / t_ours, n_work / t_base, "image*steps/s", ratio=ratio))
         rows.append(row(f"pgd_gflops_vs_roof:{name}", flops / t_ours / 1e9 / roof, flops / t_base / 1e9 / roof,
                         "fraction of matmul roof"))  # fmt: skip
         total_ours, total_base, work = total_ours + t_ours, total_base + t_base, work + n_work
-    rows.insert(0, row("pgd_eval", work / total_ours, work / total_base, "image*steps/s"))
+        ratios.append(ratio)
+    # all smoke models together: total work over total median time; ratio: geometric mean of the pair ratios
+    rows.insert(0, row("pgd_eval", work / total_ours, work / total_base, "image*steps/s (all models)",
+                       ratio=statistics.geometric_mean(ratios)))  # fmt: skip
     return rows
 
 
@@ -126,9 +147,12 @@ def bench_certify(data, repeats: int, num: int = 4000, sigma: float = 0.25) -> l
     ours = smoothed.sample_counts(x, num, torch.Generator().manual_seed(0))
     if not torch.equal(ref, ours):
         raise SystemExit(f"certify: counts differ under the same seed: {ref.tolist()} vs {ours.tolist()}")
-    t_ref = median_time(lambda: reference_certify_counts(net, x, num, sigma, torch.Generator().manual_seed(0)), repeats)
-    t_ours = median_time(lambda: smoothed.sample_counts(x, num, torch.Generator().manual_seed(0)), repeats)
-    return [row("certify", num / t_ours, num / t_ref, "noise samples/s")]
+    t_ours, t_ref, ratio = paired_times(
+        lambda: smoothed.sample_counts(x, num, torch.Generator().manual_seed(0)),
+        lambda: reference_certify_counts(net, x, num, sigma, torch.Generator().manual_seed(0)),
+        repeats,
+    )
+    return [row("certify", num / t_ours, num / t_ref, "noise samples/s", ratio=ratio)]
 
 
 def plain_train(net, x, y, epochs: int, attack=None) -> None:
@@ -149,9 +173,12 @@ def bench_train(data, repeats: int, epochs: int = 2) -> list[dict]:
     x, y = data.x_train, data.y_train
     recipe = TrainSpec(epochs=epochs, lr=0.05, batch_size=64, augment="none")
     n = len(y) * epochs
-    t_base = median_time(lambda: plain_train(model(data, "simple_cnn"), x, y, epochs), repeats)
-    t_ours = median_time(lambda: train(model(data, "simple_cnn"), x, y, recipe, 0, progress=False), repeats)
-    rows = [row("train_standard", n / t_ours, n / t_base, "images/s")]
+    t_ours, t_base, ratio = paired_times(
+        lambda: train(model(data, "simple_cnn"), x, y, recipe, 0, progress=False),
+        lambda: plain_train(model(data, "simple_cnn"), x, y, epochs),
+        repeats,
+    )
+    rows = [row("train_standard", n / t_ours, n / t_base, "images/s", ratio=ratio)]
     spec = DEFENSES.get("pgd_at").spec(name="pgd_at", eps=0.1, steps=5)
 
     def plain_adv():
@@ -161,8 +188,8 @@ def bench_train(data, repeats: int, epochs: int = 2) -> list[dict]:
     def ours_adv():
         DEFENSES.get("pgd_at")(model(data, "simple_cnn"), x, y, recipe, spec, 0, "cpu", progress=False)
 
-    rows.append(row("train_adversarial", n / median_time(ours_adv, repeats), n / median_time(plain_adv, repeats),
-                    "images/s"))  # fmt: skip
+    t_ours, t_base, ratio = paired_times(ours_adv, plain_adv, repeats)
+    rows.append(row("train_adversarial", n / t_ours, n / t_base, "images/s", ratio=ratio))
     return rows
 
 
@@ -229,7 +256,7 @@ def row(benchmark: str, ours: float, baseline: float, unit: str, ratio: float | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip the smoke-suite wall-time run")
     args = parser.parse_args(argv)
     data = load_dataset(DatasetSpec(name="digits", image_size=16), None)

@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_cnn.errors import AttackContractError
+from robustbench_cnn.models.fold import folded
 from robustbench_cnn.models.normalize import channels_last
 
 TOLERANCE = 1e-5
@@ -55,6 +56,7 @@ def robust_correct(
     desc: str = "attack",
     progress: bool = True,
     adv_out: torch.Tensor | None = None,
+    fold_batchnorm: bool = True,
 ) -> torch.Tensor:
     """Boolean ``(N,)``: example i is clean-correct and the attack did not flip its prediction.
 
@@ -64,6 +66,11 @@ def robust_correct(
     perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
     ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
     the model, else the last restart's; images not attacked keep their contents.
+
+    With ``fold_batchnorm`` the attack crafts its examples on a BatchNorm-folded copy of the model
+    (:func:`robustbench_cnn.models.fold.folded`: used only if its logits and input gradients match
+    the model's on the first images attacked), which is faster; whether an example fools the
+    model is always decided by ``model`` itself.
     """
     model.eval()
     result = clean_correct.clone()
@@ -71,6 +78,12 @@ def robust_correct(
         return result
     torch.manual_seed(seed)
     idx = clean_correct.nonzero().flatten()
+    if len(idx) == 0:
+        return result
+    attacker = model
+    if fold_batchnorm:
+        probe = idx[:8]
+        attacker = folded(model, x[probe].to(device), y[probe].to(device))
     with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
@@ -79,8 +92,8 @@ def robust_correct(
                 live = still.nonzero().flatten()  # later restarts attack only the survivors
                 if len(live) == 0:
                     break
-                x_adv = make_attack(model)(xb[live], yb[live]).detach()
-                if model.training:
+                x_adv = make_attack(attacker)(xb[live], yb[live]).detach()
+                if model.training or attacker.training:
                     raise AttackContractError(f"{desc} left the model in train mode")
                 check_perturbation(xb[live], x_adv, eps, norm)
                 if adv_out is not None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
-from torch.fx.experimental.optimization import fuse
 
+from robustbench_cnn.models.fold import folded
 from robustbench_cnn.models.normalize import channels_last
 
 ABSTAIN = -1
@@ -33,27 +33,6 @@ log = logging.getLogger(__name__)
 def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion (k successes of n)."""
     return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
-
-
-def folded(model: nn.Module, probe: torch.Tensor) -> nn.Module:
-    """An eval-mode copy of ``model`` with each BatchNorm folded into the conv/linear before it.
-
-    The same function up to float rounding, but without BatchNorm's forward and backward passes:
-    noisy batches on CPU run ~10-25% faster. The copy is channels_last, as the inputs it is fed.
-    ``model`` itself is returned if it has no BatchNorm, is in train mode (batch
-    statistics cannot be folded), cannot be traced by torch.fx, or if the copy's logits on ``probe``
-    (a few inputs) differ from the model's: a trace that baked in control flow is never used.
-    """
-    if model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    try:
-        copy = fuse(model).to(memory_format=torch.channels_last).eval()  # torch.fx: trace a deep copy, fold
-        with torch.inference_mode():
-            same = torch.allclose(copy(channels_last(probe)), model(channels_last(probe)), rtol=1e-3, atol=1e-4)
-    except Exception as exc:  # any model fx cannot trace or run is attacked as it is
-        log.debug("not folding BatchNorm of %s: %s", type(model).__name__, exc)
-        return model
-    return copy if same else model
 
 
 def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]):
