@@ -110,7 +110,9 @@ def test_the_gradient_check_sees_a_function_with_masked_gradients(digits):
     assert not same_function(Masked(base), base, x, y)
 
 
-@pytest.mark.parametrize(("attack", "norm", "eps"), [("pgd", "linf", 0.1), ("pgd", "l2", 1.0), ("apgd_ce", "linf", 0.1)])
+@pytest.mark.parametrize(
+    ("attack", "norm", "eps"), [("pgd", "linf", 0.1), ("pgd", "l2", 1.0), ("apgd_ce", "linf", 0.1)]
+)
 def test_folded_attacks_match_unfolded_ones_and_the_model_decides(bn_model, digits, attack, norm, eps):
     x, y = digits.x_eval, digits.y_eval
     with torch.no_grad():
