@@ -1,7 +1,7 @@
 """Performance benchmarks: our hot paths against the plain code a user would write, side by side.
 
     nox -s perf                      # everything, including a cold-cache smoke-suite run
-    python benchmarks/perf.py --quick  # skip the smoke-suite run
+    python benchmarks/perf.py --quick  # skip the crafting options (compile, bf16) and the smoke-suite run
 
 Each benchmark runs both variants in this one process, on the same model, batch and hardware,
 after a warm-up, and keeps the median of ``--repeats`` timings. Results go to
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import torchattacks
 
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.crafting import Crafting, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.defenses import DEFENSES
@@ -120,6 +121,39 @@ def bench_pgd(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dic
     # all smoke models together: total work over total median time; ratio: geometric mean of the pair ratios
     rows.insert(0, row("pgd_eval", work / total_ours, work / total_base, "image*steps/s (all models)",
                        ratio=statistics.geometric_mean(ratios)))  # fmt: skip
+    return rows
+
+
+def bench_crafting(data, repeats: int, eps: float = 0.1, steps: int = 10) -> list[dict]:
+    """The optional crafting settings on resnet20, each against the default path (folded, fp32,
+    eager): ``torch.compile`` (its one-off compile time reported separately) and bf16 autocast
+    (emulated, hence slower, on CPUs without AVX512-BF16/AMX)."""
+    x, y = data.x_eval, data.y_eval
+    everyone = torch.ones(len(y), dtype=torch.bool)
+    net = model(data, "resnet20", ours=True)
+    make = partial(ATTACKS.get("pgd"), eps=eps, norm="linf", steps=steps, step_size=2.5 * eps / steps)
+    probe = (x[:8], y[:8])
+    default = crafting_model(net, Crafting(), *probe, "cpu")
+
+    def attack(attacker):
+        return partial(robust_correct, net, make, x, y, everyone, eps, "linf", batch_size=512, progress=False,
+                       attacker=attacker)  # fmt: skip
+
+    t0 = time.perf_counter()
+    compiled = crafting_model(net, Crafting(compile=True), *probe, "cpu")
+    attack(compiled)()  # compiles for this batch shape
+    compile_s = time.perf_counter() - t0
+    n_work, rows = len(y) * steps, []
+    for name, attacker in (
+        ("compile", compiled),
+        ("bf16", crafting_model(net, Crafting(precision="bf16"), *probe, "cpu")),
+    ):
+        t_opt, t_def, ratio = paired_times(attack(attacker), attack(default), repeats)
+        rows.append(row(f"pgd_eval_{name}:resnet20", n_work / t_opt, n_work / t_def,
+                        "image*steps/s (baseline = our default crafting)", ratio=ratio))  # fmt: skip
+    rows.append(
+        row("compile_seconds:resnet20", compile_s, float("nan"), "s, once per model and shape", ratio=float("nan"))
+    )
     return rows
 
 
@@ -266,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="skip the smoke-suite wall-time run")
+    parser.add_argument("--quick", action="store_true", help="skip the crafting options and the smoke-suite run")
     args = parser.parse_args(argv)
     data = load_dataset(DatasetSpec(name="digits", image_size=16), None)
     rows = []
@@ -274,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows += fn(data, args.repeats)
     rows += bench_latency(data)
+    if not args.quick:
+        print("running crafting options (compile, bf16) ...", file=sys.stderr, flush=True)
+        rows += bench_crafting(data, args.repeats)
     if not args.quick:
         print("running the smoke suite ...", file=sys.stderr, flush=True)
         rows += bench_smoke()

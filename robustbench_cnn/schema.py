@@ -20,6 +20,8 @@ METRICS = frozenset(
         "check_pgd_vs_fgsm", "check_large_eps", "check_more_steps", "check_transfer", "check_grad_norm",
         # extensions: agreement of an exported model with its torch source on the eval set
         "parity_top1_agreement", "parity_max_abs_logit_diff",
+        # extensions: with performance.attack_precision = "bf16", the clean forward under autocast
+        "clean_acc_bf16", "bf16_agreement",
     }
 )  # fmt: skip
 

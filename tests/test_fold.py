@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.crafting import Crafting
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.models import build_model
 from robustbench_cnn.models.fold import folded, same_function
@@ -120,7 +121,7 @@ def test_folded_attacks_match_unfolded_ones_and_the_model_decides(bn_model, digi
     make = partial(ATTACKS.get(attack), eps=eps, norm=norm, steps=10, step_size=None, num_classes=10)
     adv = x.clone()
     fast = robust_correct(bn_model, make, x, y, clean, eps, norm, progress=False, adv_out=adv)
-    slow = robust_correct(bn_model, make, x, y, clean, eps, norm, progress=False, fold_batchnorm=False)
+    slow = robust_correct(bn_model, make, x, y, clean, eps, norm, progress=False, crafting=Crafting(False))
     assert abs(float(fast.float().mean()) - float(slow.float().mean())) <= 0.02  # the stated tolerance: 2 pt
     with torch.no_grad():
         verdict = (bn_model(adv).argmax(1) == y) & clean

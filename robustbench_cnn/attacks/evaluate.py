@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting, crafting_model
 from robustbench_cnn.errors import AttackContractError
-from robustbench_cnn.models.fold import folded
 from robustbench_cnn.models.normalize import channels_last
 
 TOLERANCE = 1e-5
@@ -56,7 +56,8 @@ def robust_correct(
     desc: str = "attack",
     progress: bool = True,
     adv_out: torch.Tensor | None = None,
-    fold_batchnorm: bool = True,
+    crafting: Crafting = DEFAULT_CRAFTING,
+    attacker: nn.Module | None = None,
 ) -> torch.Tensor:
     """Boolean ``(N,)``: example i is clean-correct and the attack did not flip its prediction.
 
@@ -67,10 +68,10 @@ def robust_correct(
     ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
     the model, else the last restart's; images not attacked keep their contents.
 
-    With ``fold_batchnorm`` the attack crafts its examples on a BatchNorm-folded copy of the model
-    (:func:`robustbench_cnn.models.fold.folded`: used only if its logits and input gradients match
-    the model's on the first images attacked), which is faster; whether an example fools the
-    model is always decided by ``model`` itself.
+    The attack crafts its examples on ``attacker``, by default the module ``crafting`` describes
+    (:mod:`robustbench_cnn.attacks.crafting`: a verified BatchNorm-folded copy, optionally in bf16
+    or compiled, built from the first images attacked); whether an example fools the model is
+    always decided by ``model`` itself, in fp32.
     """
     model.eval()
     result = clean_correct.clone()
@@ -80,10 +81,9 @@ def robust_correct(
     idx = clean_correct.nonzero().flatten()
     if len(idx) == 0:
         return result
-    attacker = model
-    if fold_batchnorm:
+    if attacker is None:
         probe = idx[:8]
-        attacker = folded(model, x[probe].to(device), y[probe].to(device))
+        attacker = crafting_model(model, crafting, x[probe].to(device), y[probe].to(device), device)
     with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)

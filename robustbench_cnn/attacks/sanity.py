@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.attacks.margin import MarginPGD
 
@@ -66,8 +67,11 @@ def run_checks(
     max_vanishing: float = 0.25,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    crafting: Crafting = DEFAULT_CRAFTING,
+    attacker: nn.Module | None = None,
 ) -> list[CheckResult]:
-    """Run every check on images ``x`` (N, C, H, W) in [0, 1] under a Linf budget ``eps``."""
+    """Run every check on images ``x`` (N, C, H, W) in [0, 1] under a Linf budget ``eps``; the
+    attacks craft as the reported ones do (``crafting``/``attacker``, see ``robust_correct``)."""
     model.eval()
     x, y = x.to(device), y.to(device)
     with torch.no_grad():
@@ -76,7 +80,7 @@ def run_checks(
 
     def acc(make, e=eps, restarts=1) -> float:
         ok = robust_correct(model, make, x, y, clean.cpu(), e, "linf", restarts=restarts, seed=seed, device=device,
-                            progress=False)  # fmt: skip
+                            progress=False, crafting=crafting, attacker=attacker)  # fmt: skip
         return float(ok.float().mean())
 
     results = []

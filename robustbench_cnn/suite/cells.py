@@ -53,13 +53,14 @@ class Cell:
 def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
     """The cells of one model, in dependency order."""
     m = mspec.name
-    clean = Cell(m, "clean")
+    crafting = spec.performance.crafting_params()  # non-default settings only: default ids stay stable
+    clean = Cell(m, "clean", crafting if spec.performance.attack_precision != "fp32" else ())
     cells = [clean]
     groups: dict[tuple[str, float], list[str]] = {}
     for ev in spec.evaluations:
         for eps in ev.eps:
             params = (("attack", ev.attack), ("norm", ev.norm), ("eps", eps), ("steps", ev.steps),
-                      ("step_size", ev.step_size), ("restarts", ev.restarts))  # fmt: skip
+                      ("step_size", ev.step_size), ("restarts", ev.restarts), *crafting)  # fmt: skip
             cell = Cell(m, "attack", params, deps=(clean.label,))
             cells.append(cell)
             groups.setdefault((ev.norm, eps), []).append(cell.label)
@@ -70,7 +71,7 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
     if sigma is not None:
         cells.append(Cell(m, "certify", (("sigma", sigma), *sorted(spec.certify.model_dump().items()))))
     if spec.checks.enabled:
-        cells.append(Cell(m, "checks", (("eps", spec.check_eps), *sorted(spec.checks.model_dump().items()))))
+        cells.append(Cell(m, "checks", (("eps", spec.check_eps), *sorted(spec.checks.model_dump().items()), *crafting)))
     if spec.latency.enabled:
         cells.append(Cell(m, "latency", tuple(sorted(spec.latency.model_dump().items()))))
     for ex in spec.exports:

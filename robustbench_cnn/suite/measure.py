@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.crafting import Autocast, Crafting, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.data import ImageDataset
 from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
@@ -49,6 +50,17 @@ Executor = Callable[..., tuple[list[Row], dict[str, torch.Tensor]]]
 the labels of the cells this one depends on to what they stored (``mask``, ``adv``)."""
 
 
+def crafting_for(ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageDataset) -> tuple[Crafting, nn.Module]:
+    """The suite's crafting settings and the module this model's attacks craft on (built once per
+    model, verified on the first eval images)."""
+    perf = ctx.loaded.spec.performance
+    crafting = Crafting(perf.fold_batchnorm, perf.attack_precision, perf.compile)
+    if mspec.name not in ctx.attackers:
+        probe_x, probe_y = data.x_eval[:8].to(ctx.device), data.y_eval[:8].to(ctx.device)
+        ctx.attackers[mspec.name] = crafting_model(model.eval(), crafting, probe_x, probe_y, ctx.device)
+    return crafting, ctx.attackers[mspec.name]
+
+
 def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable[..., Row]:
     return partial(
         Row, run_id=ctx.run_id, suite=ctx.loaded.spec.name, dataset=data.name, model=mspec.name, arch=mspec.arch,
@@ -72,6 +84,10 @@ def clean_cell(ctx, mspec, model, data, cell, arrays, surrogate):
         row(metric="macs", value=count_macs(model, tuple(x.shape[1:]))),
         row(metric="size_bytes", value=weights_size_bytes(model)),
     ]
+    if ctx.loaded.spec.performance.attack_precision == "bf16":  # the crafting precision's parity
+        pred_bf16 = predict_logits(Autocast(model), x, ctx.loaded.spec.eval_batch_size, ctx.device).argmax(1)
+        rows.append(row(metric="clean_acc_bf16", value=accuracy(pred_bf16, y), n=n))
+        rows.append(row(metric="bf16_agreement", value=float((pred_bf16 == pred).float().mean()), n=n))
     return rows, {"mask": pred == y}
 
 
@@ -83,10 +99,11 @@ def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):
                    step_size=p["step_size"], num_classes=data.num_classes)  # fmt: skip
     exported = any(ex.models is None or mspec.name in ex.models for ex in spec.exports)
     adv = x.clone() if exported else None  # kept to evaluate the deployed artefacts on the same examples
+    crafting, attacker = crafting_for(ctx, mspec, model, data)
     correct = robust_correct(
         model, make, x, y, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
         restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
-        desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv,
+        desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv, crafting=crafting, attacker=attacker,
     )  # fmt: skip
     robust = float(correct.float().mean())
     log.info("%s: %s robust accuracy %.4f", mspec.name, cell.label, robust)
@@ -141,10 +158,12 @@ def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     row = row_factory(ctx, mspec, data)
     spec = ctx.loaded.spec
     cfg, eps = spec.checks, spec.check_eps
+    crafting, attacker = crafting_for(ctx, mspec, model, data)
     results = run_checks(
         model, data.x_eval[: cfg.eval_size], data.y_eval[: cfg.eval_size], eps, surrogate, steps=cfg.steps,
         more_steps_factor=cfg.more_steps_factor, more_restarts=cfg.more_restarts, large_eps=cfg.large_eps,
         large_eps_max_acc=cfg.large_eps_max_acc, tolerance=cfg.tolerance, seed=ctx.seed, device=ctx.device,
+        crafting=crafting, attacker=attacker,
     )  # fmt: skip
     ctx.manifest["models"][mspec.name]["checks"] = {r.name: {"passed": r.passed, "detail": r.detail} for r in results}
     for r in results:

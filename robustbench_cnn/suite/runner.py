@@ -71,6 +71,7 @@ class _Context:
     frames: list[pd.DataFrame] = field(default_factory=list)
     cells_computed: int = 0
     cells_reused: int = 0
+    attackers: dict[str, torch.nn.Module] = field(default_factory=dict)  # model name -> module attacks craft on
 
     @contextmanager
     def stage(self, name: str):
@@ -197,11 +198,14 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
             ctx.cells_reused += 1
         else:
             try:
+                start = time.perf_counter()
                 with ctx.stage(cell.kind):
                     rows, outputs = measure.EXECUTORS[cell.kind](
                         ctx, mspec, model, data, cell, arrays, surrogate[1] if surrogate else None
                     )
                 table = frame(rows)
+                seconds = ctx.manifest["models"][mspec.name].setdefault("cell_seconds", {})
+                seconds[cell.label] = round(time.perf_counter() - start, 3)
             except Exception as exc:  # recorded; the rest of the run goes on
                 log.error("%s %s failed: %s: %s", mspec.name, cell.label, type(exc).__name__, exc)
                 _record_failure(ctx, mspec, cell, cid, f"{type(exc).__name__}: {exc}")
@@ -212,6 +216,7 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
         arrays[cell.label] = outputs
         ctx.frames.append(table)
         ctx.save()
+    ctx.attackers.pop(mspec.name, None)
 
 
 def _record_failure(ctx: _Context, mspec: ModelSpec, cell: Cell, cid: str, message: str) -> None:
@@ -247,7 +252,18 @@ def _reopen(run_dir: Path, suite: str) -> tuple[Path, dict[str, Any]]:
 
 
 def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
-    """Run every model and evaluation of the suite; see the module docstring for outputs."""
+    """Run every model and evaluation of the suite; see the module docstring for outputs.
+    ``performance.threads`` applies to torch for the run's duration."""
+    threads = torch.get_num_threads()
+    if loaded.spec.performance.threads is not None:
+        torch.set_num_threads(loaded.spec.performance.threads)
+    try:
+        return _run_suite(loaded, opts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     spec = loaded.spec
     seed = spec.seed if opts.seed is None else opts.seed
     device = resolve_device(opts.device or spec.device)

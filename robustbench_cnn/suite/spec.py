@@ -231,6 +231,24 @@ class ChecksSpec(_Spec):
     surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
 
 
+class PerformanceSpec(_Spec):
+    """How the hot paths run. Attacks only *craft* on the fast path; the model itself, in fp32,
+    decides every robust-accuracy verdict (see ``robustbench_cnn.attacks.crafting``)."""
+
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's (all cores)")
+    fold_batchnorm: bool = Field(True, description="attacks differentiate a verified BatchNorm-folded copy")
+    attack_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: attacks craft under autocast; clean_acc_bf16 and bf16_agreement rows report parity"
+    )
+    compile: bool = Field(False, description="torch.compile the module attacks differentiate (once per model)")
+
+    def crafting_params(self) -> tuple[tuple[str, Any], ...]:
+        """The non-default crafting settings, as cell parameters (default settings keep cell ids)."""
+        default = PerformanceSpec()
+        keys = ("fold_batchnorm", "attack_precision", "compile")
+        return tuple((k, getattr(self, k)) for k in keys if getattr(self, k) != getattr(default, k))
+
+
 class ExportSpec(_Spec):
     """Export models to a deployable format and measure them on its runtime, with parity checks.
 
@@ -271,6 +289,7 @@ class SuiteSpec(_Spec):
     certify: CertifySpec = CertifySpec()
     checks: ChecksSpec = ChecksSpec()
     exports: tuple[ExportSpec, ...] = ()
+    performance: PerformanceSpec = PerformanceSpec()
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,46 @@
+"""The [performance] settings: bf16 crafting reports its parity, threads apply to the run only,
+crafting settings are part of a cell's identity, and the default keeps cell ids stable."""
+
+import torch
+
+from robustbench_cnn.suite.cells import plan
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+PERFORMANCE = """
+[performance]
+threads = 1
+attack_precision = "bf16"
+fold_batchnorm = false
+"""
+
+
+def test_bf16_crafting_reports_parity_and_threads_apply_to_the_run_only(tmp_path, tiny_suite):
+    path = tiny_suite()
+    path.write_text(path.read_text() + PERFORMANCE)
+    threads = torch.get_num_threads()
+    opts = RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    result = run_suite(load_suite(path), opts)
+    assert torch.get_num_threads() == threads
+    assert result.manifest["environment"]["torch_threads"] == 1
+    df = result.table.set_index("metric")
+    clean, agreement = df.loc["clean_acc", "value"], df.loc["bf16_agreement", "value"]
+    assert agreement >= 0.95 and abs(df.loc["clean_acc_bf16", "value"] - clean) <= 0.05
+    robust = result.table[result.table.metric == "robust_acc"].set_index("eps")["value"]
+    assert robust[0.0] == clean and robust[0.1] <= clean  # the fp32 model decides, as always
+    assert result.manifest["status"] == "complete"
+
+
+def test_crafting_settings_change_attack_cell_ids_and_the_default_does_not(tiny_suite):
+    default = load_suite(tiny_suite()).spec
+    path = tiny_suite(name="bf16.toml")
+    path.write_text(path.read_text() + PERFORMANCE)
+    bf16 = load_suite(path).spec
+    ids = {
+        name: {c.label: c.cell_id("key", "data", 0) for c in plan(spec, spec.models[0])}
+        for name, spec in (("default", default), ("bf16", bf16))
+    }
+    attack_labels = [label for label in ids["default"] if label.startswith("attack")]
+    assert attack_labels and all(ids["default"][a] != ids["bf16"][a] for a in attack_labels)
+    assert ids["default"]["latency"] == ids["bf16"]["latency"]  # latency does not depend on crafting
+    assert default.performance.crafting_params() == ()
