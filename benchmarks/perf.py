@@ -227,7 +227,7 @@ def bench_train(data, repeats: int, epochs: int = 2) -> list[dict]:
     return rows
 
 
-def bench_latency(data, repeats: int = 5, pairs: int = 10) -> list[dict]:
+def bench_latency(data, repeats: int = 5, pairs: int = 30) -> list[dict]:
     """Our harness's p50 vs the simplest timing loop, as the median of ``pairs`` interleaved A-B/B-A
     pairs (drift between pairs cancels in each pair's ratio); the harness's own cost per timed call
     (timing a no-op); and the coefficient of variation of our p50 over ``repeats`` repeats with the
