@@ -24,7 +24,7 @@ from robustbench_cnn.models import structure
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump when training code changes its numbers (2: channels_last training)
+CACHE_FORMAT = 3  # bump when training code changes its numbers (2: channels_last, 3: depthwise grads)
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 
