@@ -42,7 +42,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def perf(session: nox.Session) -> None:
-    """Benchmarks with ratios vs plain baselines: ``nox -s perf`` (``-- --quick`` skips compile/bf16 and the smoke run)."""
+    """Benchmarks with ratios vs plain baselines: ``nox -s perf`` (``-- --quick``: no compile/bf16, no smoke run)."""
     install(session)
     session.run("python", str(ROOT / "benchmarks" / "perf.py"), *session.posargs)
 

@@ -75,8 +75,8 @@ def folded(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor | None = 
     ``probe``: a few images ``(N, C, H, W)`` in [0, 1] on the model's device; ``labels`` ``(N,)``
     (optional) also checks the input gradients, as attacks need. ``model`` itself is returned if
     it has no BatchNorm, is in train mode (batch statistics cannot be folded), cannot be traced by
-    torch.fx, or if the copy does not match it on the probe (a trace that baked in control flow,
-    or a model whose gradients the fold would change, is never used). The result is cached per
+    torch.fx (which finds the conv -> BatchNorm pairs), has no foldable pair, or if the copy does
+    not match it on the probe (a copy whose logits or gradients differ is never used). The result is cached per
     model until any of its parameters or buffers changes, so the many attacks of one model fold
     it once.
     """
