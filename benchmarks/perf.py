@@ -4,7 +4,8 @@
     python benchmarks/perf.py --quick  # skip the crafting options (compile, bf16) and the smoke-suite run
 
 Each benchmark runs both variants in this one process, on the same model, batch and hardware,
-after a warm-up, and keeps the median of ``--repeats`` timings. Results go to
+after a warm-up, alternately ``--repeats`` times each (A-B, B-A, ...); a ratio is the median of the
+adjacent pairs' ratios, the throughputs come from the median timings. Results go to
 ``results/perf/<run_id>/perf.csv`` (benchmark, ours, baseline, unit, ratio; ratio > 1 = we are
 faster), ``perf.md`` and ``environment.json``; ``results/perf/latest`` points at the newest.
 """
@@ -311,7 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         print("running crafting options (compile, bf16) ...", file=sys.stderr, flush=True)
         rows += bench_crafting(data, args.repeats)
-    if not args.quick:
         print("running the smoke suite ...", file=sys.stderr, flush=True)
         rows += bench_smoke()
     df = pd.DataFrame(rows)

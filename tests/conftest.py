@@ -65,3 +65,19 @@ def tiny_suite(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def export_rows():
+    """``(fp32 rows, int8 rows, torch clean accuracy)`` of one export format in a results table; the
+    rows of each precision indexed by metric."""
+
+    def split(df, fmt: str):
+        rows = df[df.format == fmt]
+        assert set(rows.compression) == {"none", "int8"}
+        fp32 = rows[rows.compression == "none"].set_index("metric")
+        int8 = rows[rows.compression == "int8"].set_index("metric")
+        torch_clean = df[(df.runtime == "torch") & (df.metric == "clean_acc")].value.item()
+        return fp32, int8, torch_clean
+
+    return split
