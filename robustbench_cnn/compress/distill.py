@@ -20,7 +20,7 @@ from torch import nn
 
 from robustbench_cnn.compress import CompressJob, register_compressor
 from robustbench_cnn.suite.spec import CompressSpec, Number
-from robustbench_cnn.train.loop import TrainLog
+from robustbench_cnn.train.loop import TrainLog, to_device
 
 
 class DistillSpec(CompressSpec):
@@ -60,6 +60,7 @@ def distill(model: nn.Module, spec: DistillSpec, job: CompressJob) -> TrainLog:
     teacher = job.upstream[spec.teacher].eval()
     attack = None
     if spec.adversarial:
+        to_device(model, job.device)  # before the attack records the model's device
         attack = torchattacks.PGD(model, eps=spec.eps, alpha=2.5 * spec.eps / spec.steps, steps=spec.steps)
 
     def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor):

@@ -20,7 +20,7 @@ from torch import nn
 
 from robustbench_cnn.defenses import register_defense
 from robustbench_cnn.suite.spec import DefenseSpec, Number, TrainSpec
-from robustbench_cnn.train.loop import TrainLog, train
+from robustbench_cnn.train.loop import TrainLog, to_device, train
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def _adversarial_ce(attack: torchattacks.Attack):
 @register_defense("pgd_at", PgdAtSpec)
 def pgd_at(model, x, y, recipe: TrainSpec, spec: PgdAtSpec, seed: int, device, desc="pgd_at", progress=True):
     """PGD adversarial training (Madry et al. 2018)."""
+    to_device(model, device)  # before the attack records the model's device
     alpha = _alpha(spec.eps, spec.steps, spec.step_size)
     cls = torchattacks.PGDL2 if spec.norm == "l2" else torchattacks.PGD
     attack = _crafting(
@@ -115,6 +116,7 @@ class CatastrophicOverfittingGuard:
 @register_defense("fgsm_rs", FgsmRsSpec)
 def fgsm_rs(model, x, y, recipe: TrainSpec, spec: FgsmRsSpec, seed: int, device, desc="fgsm_rs", progress=True):
     """ "Fast is better than free" FGSM with random start (Wong et al. 2020); use a one-cycle LR."""
+    to_device(model, device)  # before the attack records the model's device
     attack = torchattacks.FFGSM(model, eps=spec.eps, alpha=spec.step_factor * spec.eps)
     attack = _crafting(attack, spec.bn_train_during_attack)
     n = min(spec.check_size, len(y))
@@ -127,6 +129,7 @@ def trades(
     model, x, y, recipe: TrainSpec, spec: TradesSpec, seed: int, device, desc="trades", progress=True
 ) -> TrainLog:
     """TRADES (Zhang et al. 2019); examples crafted by torchattacks' TPGD (the KL inner maximisation)."""
+    to_device(model, device)  # before the attack records the model's device
     attack = torchattacks.TPGD(
         model, eps=spec.eps, alpha=_alpha(spec.eps, spec.steps, spec.step_size), steps=spec.steps
     )

@@ -43,6 +43,14 @@ class TrainLog:
     seconds: float
 
 
+def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move ``model`` to ``device`` in channels_last (NHWC convolutions: same values, faster), in place.
+
+    Call it before building anything that records the model's device (torchattacks attacks read it
+    from the first parameter when they are constructed)."""
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def make_optimizer(model: nn.Module, recipe: TrainSpec) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
@@ -82,7 +90,7 @@ def train(
     loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device, memory_format=torch.channels_last).train()  # NHWC convolutions: same values, faster
+    to_device(model, device).train()
     steps_per_epoch = -(-len(y) // recipe.batch_size)
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, recipe.epochs * steps_per_epoch)

@@ -1,0 +1,164 @@
+"""Device faults without a GPU: every training, attack, check, certification and latency path runs
+with the model on a fake accelerator (:mod:`fake_device`), where a tensor, module, generator or
+attack left on the CPU raises as it does on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fake_device import FAKE, DeviceMismatch, fake_accelerator
+from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.suite.results import read_csv
+from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+MODELS_ONLY_SUITE = """
+name = "fakedev-mbv2"
+seed = 2
+device = "cpu"
+[dataset]
+name = "digits"
+train_size = 64
+eval_size = 8
+[[models]]
+name = "mbv2"
+arch = "mobilenet_v2"
+params = { width_mult = 0.25 }
+train = { epochs = 1, batch_size = 32 }
+[[evaluations]]
+attack = "pgd"
+eps = [0.1]
+steps = 1
+[checks]
+enabled = false
+[latency]
+enabled = false
+"""
+
+SUITE = """
+name = "fakedev"
+seed = 2
+device = "cpu"
+[dataset]
+name = "digits"
+train_size = 64
+eval_size = 12
+[[models]]
+name = "cnn"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+[[models]]
+name = "pgd_at"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+defense = { name = "pgd_at", eps = 0.1, steps = 1 }
+[[models]]
+name = "fgsm_rs"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+defense = { name = "fgsm_rs", eps = 0.1, check_size = 16 }
+[[models]]
+name = "trades"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+defense = { name = "trades", eps = 0.1, steps = 1 }
+[[models]]
+name = "gauss"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+defense = { name = "gaussian", sigma = 0.25 }
+[[models]]
+name = "distilled"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+train = { epochs = 1, batch_size = 32 }
+defense = { name = "distillation", temperature = 5 }
+[[models]]
+name = "pruned"
+compress = { name = "prune", source = "cnn", ratio = 0.5 }
+train = { epochs = 1, batch_size = 32 }
+[[models]]
+name = "ard"
+arch = "simple_cnn"
+params = { width = 4, stages = 2, convs_per_stage = 1 }
+compress = { name = "distill", teacher = "pgd_at", adversarial = true, steps = 1 }
+train = { epochs = 1, batch_size = 32 }
+[[evaluations]]
+attack = "pgd"
+eps = [0.1]
+steps = 2
+[[evaluations]]
+attack = "cw_pgd"
+norm = "l2"
+eps = [0.5]
+steps = 1
+[[evaluations]]
+attack = "apgd_dlr"
+eps = [0.1]
+steps = 2
+[[evaluations]]
+attack = "fgsm"
+eps = [0.1]
+[[evaluations]]
+attack = "square"
+eps = [0.1]
+steps = 2
+[certify]
+n0 = 8
+n = 32
+eval_size = 2
+batch_size = 16
+[checks]
+eval_size = 8
+steps = 1
+more_steps_factor = 2
+more_restarts = 1
+[latency]
+batch_sizes = [1, 2]
+warmup = 1
+min_repeats = 3
+budget_s = 0.01
+"""
+
+
+def test_fake_device_catches_a_module_left_on_the_cpu():
+    with fake_accelerator() as dev:
+        model = torch.nn.Linear(3, 2)  # never moved
+        with pytest.raises(DeviceMismatch, match="same device"):
+            model(torch.rand(4, 3, device=dev))
+        gen = torch.Generator()  # a CPU generator feeding a device op
+        with pytest.raises(DeviceMismatch, match="generator"):
+            torch.randn(3, generator=gen, device=dev)
+        with pytest.raises(TypeError, match="numpy"):
+            torch.rand(2, device=dev).numpy()
+        assert model.to(dev)(torch.rand(4, 3, device=dev)).device == FAKE
+
+
+def _run_on_fake_device(tmp_path, text: str):
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    with fake_accelerator():
+        result = run_suite(load_suite(path), RunOptions(tmp_path / "out", tmp_path / "cache", device="meta",
+                                                        progress=False))  # fmt: skip
+    assert result.manifest["status"] == "complete", result.manifest.get("failed_cells")
+    table = read_csv(result.run_dir / "results.csv")
+    assert set(table.device) == {"meta"}
+    return table
+
+
+def test_whole_suite_runs_on_an_accelerator(tmp_path):
+    """Every defense, compression, attack, check, certification and latency cell, on the fake device."""
+    table = _run_on_fake_device(tmp_path, SUITE)
+    assert {"clean_acc", "robust_acc", "certified_acc", "latency_ms_p50", "check_more_steps"} <= set(table.metric)
+
+
+@pytest.mark.slow
+def test_mobilenet_trains_and_attacks_on_an_accelerator(tmp_path):
+    """MobileNetV2: the depthwise weight-gradient path of training and the BatchNorm fold of attacks."""
+    table = _run_on_fake_device(tmp_path, MODELS_ONLY_SUITE)
+    assert {"clean_acc", "robust_acc"} <= set(table.metric)
