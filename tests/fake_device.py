@@ -165,6 +165,9 @@ class FakeGenerator(torch.Generator):
 def fake_accelerator() -> Iterator[torch.device]:
     """Within this block :data:`FAKE` is a device backed by the CPU (see the module docstring)."""
     # inference tensors cannot wrap others: no_grad keeps the same numbers without that restriction
-    with mock.patch("torch.Generator", FakeGenerator), mock.patch("torch.inference_mode", torch.no_grad), \
-            _FakeDeviceMode():
+    with (
+        mock.patch("torch.Generator", FakeGenerator),
+        mock.patch("torch.inference_mode", torch.no_grad),
+        _FakeDeviceMode(),
+    ):
         yield FAKE

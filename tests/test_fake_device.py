@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fake_device import FAKE, DeviceMismatch, fake_accelerator
+
 from robustbench_cnn.suite.load import load_suite
 from robustbench_cnn.suite.results import read_csv
 from robustbench_cnn.suite.runner import RunOptions, run_suite
