@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None,
                      help="results root (default: $ROBUSTBENCH_CNN_RESULTS or ./results)")  # fmt: skip
     run.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: OUT/cache)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override the suite's device")
+    run.add_argument("--device", type=_device, default=None, metavar="auto|cpu|cuda|cuda:N",
+                     help="override the suite's device")  # fmt: skip
     run.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     run.add_argument("--data-dir", type=Path, default=None, help="override dataset.data_dir")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="minimum top-1 agreement on adversarial images (0.97)")  # fmt: skip
     bundle.add_argument("--force", action="store_true", help="replace a non-empty --out")
     return parser
+
+
+def _device(text: str) -> str:
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"'{text}' is not auto, cpu, cuda or cuda:N")
 
 
 def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:

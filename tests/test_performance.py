@@ -4,6 +4,7 @@ crafting settings are part of a cell's identity, and the default keeps cell ids 
 import torch
 
 from robustbench_cnn.suite.cells import plan
+from robustbench_cnn.suite.device_defaults import resolve_for_device
 from robustbench_cnn.suite.load import load_suite
 from robustbench_cnn.suite.runner import RunOptions, run_suite
 
@@ -32,10 +33,11 @@ def test_bf16_crafting_reports_parity_and_threads_apply_to_the_run_only(tmp_path
 
 
 def test_crafting_settings_change_attack_cell_ids_and_the_default_does_not(tiny_suite):
-    default = load_suite(tiny_suite()).spec
+    cpu = torch.device("cpu")
+    default = resolve_for_device(load_suite(tiny_suite()).spec, cpu, 60)
     path = tiny_suite(name="bf16.toml")
     path.write_text(path.read_text() + PERFORMANCE)
-    bf16 = load_suite(path).spec
+    bf16 = resolve_for_device(load_suite(path).spec, cpu, 60)
     ids = {
         name: {c.label: c.cell_id("key", "data", 0) for c in plan(spec, spec.models[0])}
         for name, spec in (("default", default), ("bf16", bf16))
@@ -44,3 +46,19 @@ def test_crafting_settings_change_attack_cell_ids_and_the_default_does_not(tiny_
     assert attack_labels and all(ids["default"][a] != ids["bf16"][a] for a in attack_labels)
     assert ids["default"]["latency"] == ids["bf16"]["latency"]  # latency does not depend on crafting
     assert default.performance.crafting_params() == ()
+
+
+def test_auto_settings_resolve_to_the_cpu_baseline_on_cpu_and_to_fast_ones_on_cuda(tiny_suite, monkeypatch):
+    spec = load_suite(tiny_suite()).spec
+    assert spec.performance.attack_precision == "auto" and spec.certify.batch_size is None
+    cpu = resolve_for_device(spec, torch.device("cpu"), 60)
+    assert (cpu.performance.attack_precision, cpu.performance.compile) == ("fp32", False)
+    assert (cpu.certify.runtime, cpu.certify.batch_size) == ("onnxruntime", 1024)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = resolve_for_device(spec, torch.device("cuda", 0), 60)
+    assert gpu.performance.attack_precision == "bf16" and gpu.performance.compile is False  # tiny work: no compile
+    assert (gpu.certify.runtime, gpu.certify.batch_size) == ("torch", 16384)
+    big = resolve_for_device(spec, torch.device("cuda", 0), 10**7)  # 6 image-steps per image
+    assert big.performance.compile is True
+    explicit = spec.model_copy(update={"performance": spec.performance.model_copy(update={"attack_precision": "fp32"})})
+    assert resolve_for_device(explicit, torch.device("cuda", 0), 60).performance.attack_precision == "fp32"

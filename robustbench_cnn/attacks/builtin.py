@@ -6,6 +6,7 @@ torchattacks side. ``step_size`` defaults to ``2.5 * eps / steps`` (Madry et al.
 
 from __future__ import annotations
 
+import torch
 import torchattacks
 from torch import nn
 
@@ -55,5 +56,9 @@ def square(model: nn.Module, eps: float, norm: str = "linf", steps: int = 100, s
 def autoattack(
     model: nn.Module, eps: float, norm: str = "linf", steps: int = 100, step_size=None, num_classes: int = 10
 ):
-    """AutoAttack, standard version (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T, Square."""
-    return torchattacks.AutoAttack(model, norm=_TA_NORM[norm], eps=eps, version="standard", n_classes=num_classes)
+    """AutoAttack, standard version (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T, Square. Seeded from
+    torch's global seed (which the caller sets per batch): torchattacks would seed it with the time."""
+    seed = torch.initial_seed() % 2**31
+    return torchattacks.AutoAttack(
+        model, norm=_TA_NORM[norm], eps=eps, version="standard", n_classes=num_classes, seed=seed
+    )

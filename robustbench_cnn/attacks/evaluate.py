@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting, crafting_model
 from robustbench_cnn.errors import AttackContractError
 from robustbench_cnn.models.normalize import channels_last
+from robustbench_cnn.seeds import derived_seed
 
 TOLERANCE = 1e-5
 
@@ -63,7 +64,9 @@ def robust_correct(
 
     Only clean-correct examples are attacked (RobustBench's convention), so robust accuracy can
     never exceed clean accuracy. With ``restarts > 1`` an example counts as robust only if every
-    restart fails (per-example worst case, as torchattacks' MultiAttack). ``eps = 0`` admits no
+    restart fails (per-example worst case, as torchattacks' MultiAttack). Each batch reseeds torch
+    from (``seed``, its first image's index), so a batch's random starts do not depend on the batches
+    before it (a resumed or sharded run draws the same ones). ``eps = 0`` admits no
     perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
     ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
     the model, else the last restart's; images not attacked keep their contents.
@@ -77,7 +80,6 @@ def robust_correct(
     result = clean_correct.clone()
     if eps == 0:
         return result
-    torch.manual_seed(seed)
     idx = clean_correct.nonzero().flatten()
     if len(idx) == 0:
         return result
@@ -86,6 +88,7 @@ def robust_correct(
         attacker = crafting_model(model, crafting, x[probe].to(device), y[probe].to(device), device)
     with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
+            torch.manual_seed(derived_seed(seed, int(batch[0])))
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
             still = torch.ones(len(batch), dtype=torch.bool, device=device)
             for _ in range(restarts):

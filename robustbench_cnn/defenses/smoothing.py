@@ -52,19 +52,49 @@ class Certificate:
     label: int  # ABSTAIN (-1) or the certified class
     radius: float  # L2 radius; 0.0 when abstaining
     p_lower: float
+    count: int = 0  # noise samples (of n) classified as the top class
 
 
 class Smoothed:
     """``base``: logits model on [0, 1] images; ``sigma``: noise level it was trained with."""
 
     def __init__(
-        self, base: nn.Module, num_classes: int, sigma: float, batch_size: int = 1024, runtime: str = "torch"
+        self,
+        base: nn.Module,
+        num_classes: int,
+        sigma: float,
+        batch_size: int = 1024,
+        runtime: str = "torch",
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if runtime not in ("torch", "onnxruntime"):
             raise ValueError(f"runtime '{runtime}' is not torch or onnxruntime")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision '{precision}' is not fp32 or bf16")
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
-        self.runtime = runtime
+        self.runtime, self.precision, self.compile = runtime, precision, compile
         self._fast: dict[tuple, object] = {}  # per input shape/device: folded base, or an ONNX Runtime model
+
+    def verify_fast(self, x: torch.Tensor, num: int, seed: int, tolerance: float = 0.01) -> bool:
+        """Check the bf16/compiled torch sampler against fp32 on image ``x``: the same ``num`` noisy
+        copies (same seed) must give class counts within ``tolerance * num`` of each other. On a
+        mismatch the sampler falls back to fp32 eager (a warning says so); returns whether it passed."""
+        if self.precision == "fp32" and not self.compile:
+            return True
+        fast = self.sample_counts(x, num, torch.Generator(device=x.device).manual_seed(seed))
+        wanted = (self.precision, self.compile)
+        self.precision, self.compile = "fp32", False
+        self._fast.clear()
+        exact = self.sample_counts(x, num, torch.Generator(device=x.device).manual_seed(seed))
+        diff = float((fast - exact).abs().max()) / num
+        if diff <= tolerance:
+            self.precision, self.compile = wanted
+            self._fast.clear()
+            return True
+        log.warning("smoothing: %s/compile=%s counts differ from fp32 by %.3f of n on the probe; using fp32",
+                    *wanted, diff)  # fmt: skip
+        return False
 
     def sample_counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Class counts ``(num_classes,)`` of the base classifier over ``num`` noisy copies of ``x``."""
@@ -86,11 +116,22 @@ class Smoothed:
         key = (tuple(noisy.shape[1:]), noisy.device)
         if key not in self._fast:
             ort = self.runtime == "onnxruntime" and noisy.device.type == "cpu"
-            self._fast[key] = _ort_model(self.base, key[0]) if ort else folded(self.base, noisy[:8])
+            self._fast[key] = _ort_model(self.base, key[0]) if ort else self._torch_classifier(noisy[:8])
         fast = self._fast[key]
         if isinstance(fast, nn.Module):
             return fast(channels_last(noisy)).argmax(1)
         return torch.from_numpy(fast.predict(noisy.numpy(), len(noisy)).argmax(1))
+
+    def _torch_classifier(self, probe: torch.Tensor) -> nn.Module:
+        """The folded base (checked on ``probe``), under bf16 autocast and/or compiled as asked."""
+        from robustbench_cnn.attacks.crafting import Autocast
+
+        module: nn.Module = folded(self.base, probe)
+        if self.precision == "bf16":
+            module = Autocast(module).eval()
+        if self.compile:
+            module = torch.compile(module)  # type: ignore[assignment]
+        return module
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> int:
         """Cohen et al.'s PREDICT: the top class, or ABSTAIN if a binomial test cannot separate it."""
@@ -107,5 +148,5 @@ class Smoothed:
         n_a = int(self.sample_counts(x, n, generator)[top])
         p_lower = lower_confidence_bound(n_a, n, alpha)
         if p_lower <= 0.5:
-            return Certificate(ABSTAIN, 0.0, p_lower)
-        return Certificate(top, self.sigma * float(norm.ppf(p_lower)), p_lower)
+            return Certificate(ABSTAIN, 0.0, p_lower, n_a)
+        return Certificate(top, self.sigma * float(norm.ppf(p_lower)), p_lower, n_a)

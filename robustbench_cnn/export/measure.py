@@ -80,10 +80,11 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     p = dict(cell.params)
     spec = ctx.loaded.spec
     path = _export(ctx, mspec, model, data, p)
-    if p["format"] == "tflite":
-        deployed, runtime = TfliteModel(path), "tflite"
+    if p["format"] == "tflite":  # LiteRT runs on the CPU
+        deployed, runtime, device = TfliteModel(path), "tflite", "cpu"
     else:
-        deployed, runtime = OrtModel(path, ctx.device.type), "onnxruntime"
+        deployed, runtime = OrtModel(path, str(ctx.device)), "onnxruntime"
+        device = deployed.device  # the provider ONNX Runtime actually chose
 
     x, y = data.x_eval, data.y_eval
     torch_logits = predict_logits(model, x, spec.eval_batch_size, ctx.device).numpy()
@@ -100,7 +101,7 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     if p["precision"] == "int8":
         compression = "int8" if compression == "none" else f"{compression}+int8"
     row = row_factory(ctx, mspec, data)
-    fields = {"format": p["format"], "runtime": runtime, "compression": compression}
+    fields = {"format": p["format"], "runtime": runtime, "compression": compression, "device": device}
     n = len(y)
     rows = [
         row(metric="clean_acc", value=acc, n=n, **fields),

@@ -61,6 +61,19 @@ def crafting_for(ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageD
     return crafting, ctx.attackers[mspec.name]
 
 
+def attack_batch(ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageDataset) -> int:
+    """Images per attack batch for this model: the suite's ``attack_batch_size``, else what fits the device."""
+    from robustbench_cnn.suite.device_defaults import fitting_batch
+
+    spec = ctx.loaded.spec
+    if spec.performance.attack_batch_size is not None:
+        return spec.performance.attack_batch_size
+    if mspec.name not in ctx.attack_batches:
+        shape = tuple(data.x_eval.shape[1:])
+        ctx.attack_batches[mspec.name] = fitting_batch(model, shape, ctx.device, spec.eval_batch_size)
+    return ctx.attack_batches[mspec.name]
+
+
 def row_factory(ctx: _Context, mspec: ModelSpec, data: ImageDataset) -> Callable[..., Row]:
     return partial(
         Row, run_id=ctx.run_id, suite=ctx.loaded.spec.name, dataset=data.name, model=mspec.name, arch=mspec.arch,
@@ -101,7 +114,8 @@ def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     adv = x.clone() if exported else None  # kept to evaluate the deployed artefacts on the same examples
     crafting, attacker = crafting_for(ctx, mspec, model, data)
     correct = robust_correct(
-        model, make, x, y, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"], batch_size=spec.eval_batch_size,
+        model, make, x, y, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"],
+        batch_size=attack_batch(ctx, mspec, model, data),
         restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
         desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv, crafting=crafting, attacker=attacker,
     )  # fmt: skip
@@ -123,24 +137,33 @@ def worst_case_cell(ctx, mspec, model, data, cell, arrays, surrogate):
 
 
 def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
-    """``certified_acc`` at each radius: certified, correct and radius >= r (Cohen et al. 2019)."""
+    """``certified_acc`` at each radius: certified, correct and radius >= r (Cohen et al. 2019).
+
+    Each image draws its noise from its own generator, seeded by (run seed, image index), so a
+    certificate does not depend on the images certified before it. Arrays: one record per image, as
+    Cohen et al.'s ``certify.py`` writes (``label``, ``prediction``, ``radius``, ``p_lower``, and
+    ``count``: the top class's samples of n)."""
     from robustbench_cnn.defenses.smoothing import ABSTAIN, Smoothed
+    from robustbench_cnn.seeds import derived_seed
 
     row, sigma = row_factory(ctx, mspec, data), cell.param("sigma")
-    cfg = ctx.loaded.spec.certify
+    cfg = ctx.loaded.spec.certify  # resolved for the device: runtime and batch size are concrete
     x, y = data.x_eval[: cfg.eval_size].to(ctx.device), data.y_eval[: cfg.eval_size]
-    runtime = cfg.runtime if cfg.runtime != "auto" else ("onnxruntime" if ctx.device.type == "cpu" else "torch")
-    smoothed = Smoothed(model, data.num_classes, sigma, cfg.batch_size, runtime)
-    gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+    smoothed = Smoothed(model, data.num_classes, sigma, cfg.batch_size, cfg.runtime, cfg.precision, cfg.compile)
+    verified = smoothed.verify_fast(x[0], cfg.n, derived_seed(ctx.seed, "certify-probe"), cfg.count_tolerance)
     start = time.perf_counter()
-    bar = tqdm(x, desc=f"certify {mspec.name}", disable=not ctx.progress, leave=False)
-    certs = [smoothed.certify(xi, cfg.n0, cfg.n, cfg.alpha, gen) for xi in bar]
+    bar = tqdm(list(enumerate(x)), desc=f"certify {mspec.name}", disable=not ctx.progress, leave=False)
+    certs = []
+    for i, xi in bar:
+        gen = torch.Generator(device=ctx.device).manual_seed(derived_seed(ctx.seed, "certify", i))
+        certs.append(smoothed.certify(xi, cfg.n0, cfg.n, cfg.alpha, gen))
     seconds = time.perf_counter() - start
     labels = torch.tensor([c.label for c in certs])
     radii = torch.tensor([c.radius for c in certs])
     abstain = float((labels == ABSTAIN).float().mean())
     ctx.manifest["models"][mspec.name]["certify"] = {
-        "sigma": sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha, "images": len(y), "runtime": runtime,
+        "sigma": sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha, "images": len(y), "runtime": cfg.runtime,
+        "batch_size": cfg.batch_size, "precision": cfg.precision if verified else "fp32",
         "abstain_rate": abstain, "seconds_per_image": round(seconds / max(len(y), 1), 4),
     }  # fmt: skip
     rows = []
@@ -148,7 +171,10 @@ def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
         acc = float(((labels == y) & (radii >= r)).float().mean())
         rows.append(row(metric="certified_acc", value=acc, attack="smoothing", norm="l2", eps=r, n=len(y)))
     log.info("%s: certified accuracy at radius 0: %.3f (abstain %.3f)", mspec.name, rows[0].value, abstain)
-    return rows, {}
+    records = {"label": y.clone(), "prediction": labels, "radius": radii,
+               "p_lower": torch.tensor([c.p_lower for c in certs], dtype=torch.float64),
+               "count": torch.tensor([c.count for c in certs])}  # fmt: skip
+    return rows, records
 
 
 def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):

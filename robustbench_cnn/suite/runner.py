@@ -8,6 +8,7 @@ points at the newest finished run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,12 +29,13 @@ from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.models import Normalized, build_model
 from robustbench_cnn.suite import measure
 from robustbench_cnn.suite.cells import Cell, CellStore, plan
+from robustbench_cnn.suite.device_defaults import resolve_for_device
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
 from robustbench_cnn.suite.results import frame, write_csv
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import ModelCache, cache_key, load_weights
-from robustbench_cnn.train.loop import train
+from robustbench_cnn.train.loop import to_device, train
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class _Context:
     cells_computed: int = 0
     cells_reused: int = 0
     attackers: dict[str, torch.nn.Module] = field(default_factory=dict)  # model name -> module attacks craft on
+    attack_batches: dict[str, int] = field(default_factory=dict)  # model name -> images per attack batch
 
     @contextmanager
     def stage(self, name: str):
@@ -93,11 +96,20 @@ class _Context:
 
 
 def resolve_device(requested: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` as a device with an explicit index (``cuda`` is the
+    current CUDA device), so that device comparisons and ONNX Runtime's ``device_id`` are exact."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RobustBenchError("device 'cuda' requested but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(requested)
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise RobustBenchError(f"device '{requested}': torch sees no CUDA device; use --device cpu or auto")
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise RobustBenchError(f"device '{requested}': torch sees {torch.cuda.device_count()} CUDA device(s); "
+                               f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")  # fmt: skip
+    return torch.device("cuda", index)
 
 
 def new_run_id() -> str:
@@ -141,6 +153,7 @@ def _prepare_model(
     entries prepared so far, which a compression step may start from)."""
     torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
     model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params)
+    to_device(model, ctx.device)  # before a defense or compression step builds anything on it
     info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
                             "compression": spec.compression}  # fmt: skip
     if spec.checkpoint is not None:
@@ -254,13 +267,15 @@ def _reopen(run_dir: Path, suite: str) -> tuple[Path, dict[str, Any]]:
 def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     """Run every model and evaluation of the suite; see the module docstring for outputs.
     ``performance.threads`` applies to torch for the run's duration."""
-    threads = torch.get_num_threads()
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     if loaded.spec.performance.threads is not None:
         torch.set_num_threads(loaded.spec.performance.threads)
+    torch.backends.cudnn.benchmark = loaded.spec.performance.cudnn_benchmark  # CUDA only: fastest conv algorithms
     try:
         return _run_suite(loaded, opts)
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
@@ -299,6 +314,10 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             data = load_dataset(spec.dataset, data_dir)
         manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
                                "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
+        ctx.loaded = loaded = dataclasses.replace(loaded, spec=resolve_for_device(spec, device, len(data.y_eval)))
+        spec = loaded.spec
+        manifest["performance"] = {**spec.performance.model_dump(), "certify_runtime": spec.certify.runtime,
+                                   "certify_batch_size": spec.certify.batch_size}  # fmt: skip
         cache = ModelCache(opts.cache_dir)
         models: dict[str, Normalized] = {}
         for m in spec.models:  # each cached as it finishes; derived models come after their sources

@@ -208,12 +208,19 @@ class CertifySpec(_Spec):
     alpha: float = Field(0.001, gt=0, lt=0.5, description="failure probability of each certificate")
     radii: tuple[Number, ...] = Field((0.0, 0.25, 0.5, 0.75, 1.0), min_length=1)
     eval_size: int = Field(100, ge=1, description="first images of the eval split to certify")
-    batch_size: int = Field(
-        1024, ge=1, description="noisy copies per forward pass (a multiple of 16 draws the same noise as any other)"
-    )
+    batch_size: int | None = Field(
+        None, ge=1, description="noisy copies per forward pass (a multiple of 16 draws the same noise as any other); "
+        "default: 1024 on CPU, 16384 on CUDA",
+    )  # fmt: skip
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto", description="runs the noisy batches; auto: onnxruntime on CPU (same counts, ~2x faster), torch on GPU"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the noisy batches run under autocast (torch runtime) once a probe image's class "
+        "counts match fp32's within count_tolerance; else fp32 with a warning",
+    )  # fmt: skip
+    compile: bool = Field(False, description="torch.compile the torch sampler's classifier (checked like bf16)")
+    count_tolerance: float = Field(0.01, ge=0, le=1, description="max |count difference| / n on the probe image")
 
 
 class ChecksSpec(_Spec):
@@ -237,16 +244,28 @@ class PerformanceSpec(_Spec):
 
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's (all cores)")
     fold_batchnorm: bool = Field(True, description="attacks differentiate a verified BatchNorm-folded copy")
-    attack_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: attacks craft under autocast; clean_acc_bf16 and bf16_agreement rows report parity"
+    attack_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 on a GPU with native bfloat16, else fp32; bf16: attacks craft under autocast, "
+        "and clean_acc_bf16 / bf16_agreement rows report parity",
     )
-    compile: bool = Field(False, description="torch.compile the module attacks differentiate (once per model)")
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the module attacks differentiate (once per model); auto: on CUDA when a model's "
+        "attack work reaches compile_min_work image-steps",
+    )
+    compile_min_work: float = Field(2e7, ge=0, description="image-steps per model from which compile = auto compiles")
+    attack_batch_size: int | None = Field(
+        None, ge=1, description="images per attack batch; default: eval_batch_size on CPU, on CUDA the largest power "
+        "of two up to 4096 whose forward + input gradient fits in a quarter of the GPU's memory",
+    )  # fmt: skip
+    cudnn_benchmark: bool = Field(True, description="on CUDA, let cuDNN pick the fastest convolution algorithms")
 
     def crafting_params(self) -> tuple[tuple[str, Any], ...]:
-        """The non-default crafting settings, as cell parameters (default settings keep cell ids)."""
-        default = PerformanceSpec()
-        keys = ("fold_batchnorm", "attack_precision", "compile")
-        return tuple((k, getattr(self, k)) for k in keys if getattr(self, k) != getattr(default, k))
+        """The crafting settings that differ from the CPU baseline (BatchNorm fold, fp32, eager), as
+        cell parameters: baseline settings keep cell ids. Call on a device-resolved spec."""
+        baseline = {"fold_batchnorm": True, "attack_precision": "fp32", "compile": False}
+        return tuple((k, getattr(self, k)) for k, v in baseline.items() if getattr(self, k) != v)
 
 
 class ExportSpec(_Spec):
@@ -280,7 +299,7 @@ class SuiteSpec(_Spec):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto | cpu | cuda | cuda:N")
     eval_batch_size: int = Field(256, ge=1)
     dataset: DatasetSpec = DatasetSpec()
     models: tuple[ModelSpec, ...] = Field(min_length=1)
