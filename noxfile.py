@@ -1,5 +1,6 @@
 """Sessions: ``tests`` (pytest), ``bench`` (run a suite, smoke by default), ``lint`` (ruff), ``perf``
-(benchmarks), ``edge`` (bundle a smoke-edge run, validate it in a torch-free venv), ``edge_arm64``.
+(benchmarks), ``edge`` (bundle a smoke-edge run, validate it in a torch-free venv), ``edge_arm64``,
+``gpu`` (the smoke suite on CUDA against the CPU baseline; needs a GPU).
 
 Every install goes through ``constraints.txt`` so nightly runs are reproducible.
 """
@@ -45,6 +46,15 @@ def perf(session: nox.Session) -> None:
     """Benchmarks with ratios vs plain baselines: ``nox -s perf`` (``-- --quick``: no compile/bf16, no smoke run)."""
     install(session)
     session.run("python", str(ROOT / "benchmarks" / "perf.py"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """On a CUDA machine: run the smoke suite on the GPU and compare it with the CPU baseline
+    (``nox -s gpu -- [tools/gpu_check.py options]``, e.g. ``--cold``, ``--cpu-run``); where nox cannot
+    install, ``PYTHONPATH=. python tools/gpu_check.py`` does the same with the machine's torch."""
+    install(session)
+    session.run("python", str(ROOT / "tools" / "gpu_check.py"), *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -20,6 +20,7 @@ from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.data import ImageDataset
 from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
 from robustbench_cnn.runtime.torch_runtime import count_macs, count_params, torch_latency
+from robustbench_cnn.seeds import derived_seed
 from robustbench_cnn.suite.results import Row
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import save_weights
@@ -116,7 +117,7 @@ def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     correct = robust_correct(
         model, make, x, y, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"],
         batch_size=attack_batch(ctx, mspec, model, data),
-        restarts=p["restarts"], seed=ctx.seed, device=ctx.device,
+        restarts=p["restarts"], seed=derived_seed(ctx.seed, cell.label), device=ctx.device,
         desc=f"{mspec.name} {cell.label}", progress=ctx.progress, adv_out=adv, crafting=crafting, attacker=attacker,
     )  # fmt: skip
     robust = float(correct.float().mean())
@@ -144,7 +145,6 @@ def certify_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     Cohen et al.'s ``certify.py`` writes (``label``, ``prediction``, ``radius``, ``p_lower``, and
     ``count``: the top class's samples of n)."""
     from robustbench_cnn.defenses.smoothing import ABSTAIN, Smoothed
-    from robustbench_cnn.seeds import derived_seed
 
     row, sigma = row_factory(ctx, mspec, data), cell.param("sigma")
     cfg = ctx.loaded.spec.certify  # resolved for the device: runtime and batch size are concrete

@@ -97,21 +97,23 @@ def train(
     loss_val, acc = float("nan"), float("nan")
     bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
     epochs_run = 0
+    x, y = x.to(device), y.to(device)  # once: batches are gathered where the model is
     with fast_depthwise_grads(model):  # same gradients; avoids a slow oneDNN path on tiny feature maps
         for epoch in bar:
-            perm = torch.randperm(len(y), generator=gen)
-            total_loss, correct = 0.0, 0
+            perm = torch.randperm(len(y), generator=gen)  # on the CPU: the same order on every device
+            total_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one
+            correct = torch.zeros((), dtype=torch.long, device=device)  # host sync per epoch, not per step
             for idx in perm.split(recipe.batch_size):
-                xb = channels_last(augment(x[idx], recipe.augment, gen).to(device, non_blocking=True))
-                yb = y[idx].to(device, non_blocking=True)
+                idx = idx.to(device, non_blocking=True)
+                xb, yb = channels_last(augment(x[idx], recipe.augment, gen)), y[idx]
                 loss, logits = loss_fn(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total_loss += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == yb).sum())
-            loss_val, acc = total_loss / len(y), correct / len(y)
+                total_loss += loss.detach() * len(idx)
+                correct += (logits.argmax(1) == yb).sum()
+            loss_val, acc = float(total_loss) / len(y), int(correct) / len(y)
             if not torch.isfinite(torch.tensor(loss_val)):
                 raise FloatingPointError(f"{desc}: training loss is {loss_val}; lower train.lr")
             bar.set_postfix(loss=f"{loss_val:.3f}", acc=f"{acc:.3f}")
