@@ -22,6 +22,9 @@ METRICS = frozenset(
         "parity_top1_agreement", "parity_max_abs_logit_diff",
         # extensions: with performance.attack_precision = "bf16", the clean forward under autocast
         "clean_acc_bf16", "bf16_agreement",
+        # extensions: an export's parity verdict (1 passed, 0 failed: rows kept, marked unreliable), and a
+        # GPU export target skipped on a machine without a GPU (1; no other rows for that export)
+        "check_parity", "export_skipped",
     }
 )  # fmt: skip
 

@@ -271,12 +271,23 @@ class PerformanceSpec(_Spec):
 class ExportSpec(_Spec):
     """Export models to a deployable format and measure them on its runtime, with parity checks.
 
-    ``onnx`` runs on ONNX Runtime (dynamic batch); ``tflite`` on the LiteRT interpreter (batch 1).
+    ``onnx`` runs on ONNX Runtime (dynamic batch; ``fp16`` on its CUDA/TensorRT provider); ``tflite``
+    on the LiteRT interpreter (batch 1); ``aoti`` is an AOTInductor fp16/bf16 build run by torch on CUDA.
     """
 
-    format: Literal["onnx", "tflite"] = "onnx"
-    precision: Literal["fp32", "int8"] = "fp32"
+    format: Literal["onnx", "tflite", "aoti"] = "onnx"
+    precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32"
     models: tuple[str, ...] | None = Field(None, description="model names; default: every model")
+    min_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="parity: top-1 agreement with torch; default 0.995 fp32, 0.99 fp16/bf16, 0.97 int8",
+    )
+    max_accuracy_loss: float | None = Field(
+        None, ge=0, le=1, description="parity: clean accuracy lost against torch; default 0.02 (int8), 0.01 otherwise"
+    )
+    tensorrt: bool = Field(False, description="onnx fp16: ask for ONNX Runtime's TensorRT provider first")
     calibration_size: int = Field(256, ge=1, description="training images that calibrate int8")
     per_channel: bool = Field(
         False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see README)"
@@ -292,6 +303,14 @@ class ExportSpec(_Spec):
         if isinstance(data, dict) and "per_channel" not in data:
             return {**data, "per_channel": data.get("format") == "tflite"}
         return data
+
+    @model_validator(mode="after")
+    def _precision_fits_format(self) -> ExportSpec:
+        allowed = {"onnx": ("fp32", "int8", "fp16"), "tflite": ("fp32", "int8"), "aoti": ("fp16", "bf16")}
+        if self.precision not in allowed[self.format]:
+            raise ValueError(f"format '{self.format}' takes precision {' | '.join(allowed[self.format])}, "
+                             f"not '{self.precision}'")  # fmt: skip
+        return self
 
 
 class SuiteSpec(_Spec):
