@@ -48,7 +48,7 @@ def test_cache_hit_miss_and_corrupt_entry(tmp_path, caplog):
     assert cache.load(model(), "simple_cnn", key) is None
     cache.store(model(0), "simple_cnn", key, {"train_seconds": 1.5})
     fresh = model(1)
-    assert cache.load(fresh, "simple_cnn", key) == {"train_seconds": 1.5}
+    assert cache.load(fresh, "simple_cnn", key)["train_seconds"] == 1.5
     assert torch.equal(fresh(torch.ones(1, 1, 8, 8)), model(0)(torch.ones(1, 1, 8, 8)))
     (cache.entry("simple_cnn", key) / "model.safetensors").write_bytes(b"garbage")
     assert cache.load(model(), "simple_cnn", key) is None

@@ -8,6 +8,9 @@ He et al. 2016b; Wong et al. 2020).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
@@ -75,8 +78,8 @@ class ResNet(nn.Module):
 def resnet(
     num_classes: int,
     in_channels: int = 3,
-    depth: int = 20,
-    width: float = 1.0,
+    depth: Annotated[int, Field(ge=8, le=200)] = 20,
+    width: Annotated[float, Field(gt=0, le=16)] = 1.0,
     preact: bool = False,
 ) -> nn.Module:
     """CIFAR-style ResNet-``depth``; ``width`` scales every stage's channels.

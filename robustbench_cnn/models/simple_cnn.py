@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
 from robustbench_cnn.models.init import kaiming_init
+
+MAX_CHANNELS = 4096  # widest stage allowed (a 4096-channel 3x3 conv is 600 MB of fp32 weights)
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -16,10 +21,10 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 def simple_cnn(
     num_classes: int,
     in_channels: int = 3,
-    width: int = 32,
-    stages: int = 3,
-    convs_per_stage: int = 2,
-    dropout: float = 0.2,
+    width: Annotated[int, Field(ge=1, le=512)] = 32,
+    stages: Annotated[int, Field(ge=1, le=6)] = 3,
+    convs_per_stage: Annotated[int, Field(ge=1, le=8)] = 2,
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
 ) -> nn.Module:
     """Conv-BN-ReLU blocks in ``stages`` stages; channels double as the resolution halves.
 
@@ -27,6 +32,8 @@ def simple_cnn(
     average pooling, dropout and a linear head. Kaiming init; no conv bias before BatchNorm.
     Input ``(N, in_channels, H, W)`` (normalized), output logits ``(N, num_classes)``.
     """
+    if width * 2 ** (stages - 1) > MAX_CHANNELS:
+        raise ValueError(f"width * 2**(stages-1) = {width * 2 ** (stages - 1)} channels exceeds {MAX_CHANNELS}")
     layers: list[nn.Module] = []
     c_in = in_channels
     for stage in range(stages):
