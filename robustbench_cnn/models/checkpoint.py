@@ -35,6 +35,14 @@ from robustbench_cnn.errors import CheckpointError
 from robustbench_cnn.models import structure
 
 CheckpointFormat = Literal["auto", "wrapped", "net"]
+
+
+class UnusableCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be used as given: bad input (exit code 2)."""
+
+    exit_code = 2
+
+
 _STRUCTURE = TypeAdapter(dict[str, dict[str, int]])
 _NORMALIZATION = ("mean", "std")
 _SHOWN = 3  # keys listed per kind of mismatch
@@ -73,14 +81,14 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, di
     try:
         return state, _STRUCTURE.validate_python(json.loads(stored))
     except (json.JSONDecodeError, ValidationError):
-        raise CheckpointError(f"checkpoint {path}: malformed '{structure.METADATA_KEY}' metadata") from None
+        raise UnusableCheckpoint(f"checkpoint {path}: malformed '{structure.METADATA_KEY}' metadata") from None
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
-        raise CheckpointError(
+        raise UnusableCheckpoint(
             f"checkpoint {path} holds Python objects beyond tensors and was refused (never unpickled); "
             "save torch.save(model.state_dict(), path) or a .safetensors file"
         ) from None
@@ -89,7 +97,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise CheckpointError(f"checkpoint {path} is not a state dict (a mapping of names to tensors)")
+        raise UnusableCheckpoint(f"checkpoint {path} is not a state dict (a mapping of names to tensors)")
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k.removeprefix("module."): v for k, v in obj.items()}
     return obj
@@ -98,15 +106,15 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
 def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, int]] | None]:
     """``(state dict, stored layer structure or None)`` of a checkpoint file; see the module docstring."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+        raise UnusableCheckpoint(f"checkpoint {path} does not exist or is not a file")
     kind = _kind(path)
     if kind == "pt2":
-        raise CheckpointError(
+        raise UnusableCheckpoint(
             f"checkpoint {path} is a torch.export archive, which torch.export.load unpickles unsafely; "
             "save the model's state_dict as .safetensors instead"
         )
     if kind == "unknown":
-        raise CheckpointError(f"checkpoint {path} is neither safetensors nor a torch.save state dict")
+        raise UnusableCheckpoint(f"checkpoint {path} is neither safetensors nor a torch.save state dict")
     if kind == "torch":
         return _read_torch(path), None
     return _read_safetensors(path)
@@ -134,17 +142,17 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) ->
         parts = [f"{len(missing)} missing key(s) ({_listed(missing)})" if missing else "",
                  f"{len(unexpected)} unexpected ({_listed(unexpected)})" if unexpected else ""]  # fmt: skip
         hint = "; checkpoint_format = 'net' for a bare network's state dict" if missing and unexpected else ""
-        raise CheckpointError(f"checkpoint {path} does not fit the model: {', '.join(p for p in parts if p)}{hint}")
+        raise UnusableCheckpoint(f"checkpoint {path} does not fit the model: {', '.join(p for p in parts if p)}{hint}")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
-            raise CheckpointError(
+            raise UnusableCheckpoint(
                 f"checkpoint {path} does not fit the model: {key} has shape {tuple(tensor.shape)}, "
                 f"the model {tuple(own[key].shape)}"
             )
         if tensor.is_floating_point() != own[key].is_floating_point():
-            raise CheckpointError(f"checkpoint {path}: {key} has dtype {tensor.dtype}, the model {own[key].dtype}")
+            raise UnusableCheckpoint(f"checkpoint {path}: {key} has dtype {tensor.dtype}, the model {own[key].dtype}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values; the weights are unusable")
+            raise UnusableCheckpoint(f"checkpoint {path}: {key} holds NaN or infinite values; the weights are unusable")
 
 
 def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto") -> None:
@@ -159,4 +167,5 @@ def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto"
     except CheckpointError:
         raise
     except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or does not fit the model: {_first_line(exc)}") from None
+        reason = _first_line(exc)
+        raise UnusableCheckpoint(f"checkpoint {path} is corrupt or does not fit the model: {reason}") from None
