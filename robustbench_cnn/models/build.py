@@ -12,6 +12,7 @@ still has the wrong shape is refused by :func:`check_output`.
 from __future__ import annotations
 
 import inspect
+import itertools
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -115,12 +116,14 @@ def adapt(net: nn.Module, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def check_output(model: nn.Module, num_classes: int, in_channels: int, image_size: int) -> None:
-    """One forward of a zero batch ``(2, C, S, S)`` in eval mode must give logits ``(2, num_classes)``."""
+    """One forward of a zero batch ``(2, C, S, S)`` on the model's device, in eval mode, must give logits
+    ``(2, num_classes)``; the model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(0)).device
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, in_channels, image_size, image_size))
+            out = model(torch.zeros(2, in_channels, image_size, image_size, device=device))
     except Exception as exc:
         raise ModelSourceError(
             f"the model fails on {in_channels}x{image_size}x{image_size} images: {_first_line(exc)}; "
