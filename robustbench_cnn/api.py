@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +22,13 @@ from robustbench_cnn.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
     from torch import nn
 
     from robustbench_cnn.data import ImageDataset
+    from robustbench_cnn.suite.results import Row
     from robustbench_cnn.suite.runner import RunResult
+    from robustbench_cnn.suite.spec import EvalSpec
 
 
 def _one_line(where: str, exc: ValidationError) -> InputError:
@@ -48,7 +51,9 @@ def _dataset(data: str | ImageDataset, eval_size: int | None, image_size: int | 
     return load_dataset(spec, None)
 
 
-def _threat_models(attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int) -> list:
+def _threat_models(
+    attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int
+) -> list[EvalSpec]:
     from robustbench_cnn.suite.spec import EvalSpec
 
     if isinstance(attacks, str):
@@ -71,6 +76,44 @@ def _check_model(model: nn.Module, data: ImageDataset) -> None:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise InputError(f"evaluate(): the model's {name} holds NaN or infinite values")
     check_output(model, data.num_classes, data.in_channels, data.image_size)
+
+
+def _robust_rows(
+    model: nn.Module,
+    ds: ImageDataset,
+    specs: list[EvalSpec],
+    clean: torch.Tensor,
+    row: Callable[..., Row],
+    *,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> list[Row]:
+    """``robust_acc`` per attack and eps (only clean-correct images attacked), then ``worst_case`` per eps."""
+    import torch
+
+    from robustbench_cnn.attacks import ATTACKS
+    from robustbench_cnn.attacks.evaluate import robust_correct
+
+    x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
+    rows: list[Row] = []
+    survived: dict[float, list[torch.Tensor]] = {}
+    for spec in specs:
+        for e in spec.eps:
+            make = partial(ATTACKS.get(spec.attack), eps=e, norm=spec.norm, steps=spec.steps, step_size=None,
+                           num_classes=ds.num_classes)  # fmt: skip
+            correct = robust_correct(model, make, x, y, clean, e, spec.norm, batch_size=batch_size,
+                                     restarts=spec.restarts, seed=seed, device=device, desc=f"{spec.attack}@{e:g}",
+                                     progress=progress)  # fmt: skip
+            survived.setdefault(e, []).append(correct)
+            rows.append(row(metric="robust_acc", value=float(correct.float().mean()), attack=spec.attack,
+                            norm=spec.norm, eps=e, n=n))  # fmt: skip
+    if len(specs) > 1:
+        for e, masks in survived.items():
+            worst = float(torch.stack(masks).all(0).float().mean())
+            rows.append(row(metric="robust_acc", value=worst, attack="worst_case", norm=specs[0].norm, eps=e, n=n))
+    return rows
 
 
 def evaluate(
@@ -101,10 +144,6 @@ def evaluate(
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
     Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
     """
-    import torch
-
-    from robustbench_cnn.attacks import ATTACKS
-    from robustbench_cnn.attacks.evaluate import robust_correct
     from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
     from robustbench_cnn.models import Normalized
     from robustbench_cnn.runtime.torch_runtime import count_params
@@ -130,20 +169,8 @@ def evaluate(
             row(metric="macro_f1", value=macro_f1(pred, y, ds.num_classes), n=n),
             row(metric="ece", value=expected_calibration_error(logits.softmax(1), y), n=n),
             row(metric="params", value=count_params(model))]  # fmt: skip
-    survived: dict[float, list[torch.Tensor]] = {}
-    for spec in specs:
-        for e in spec.eps:
-            make = partial(ATTACKS.get(spec.attack), eps=e, norm=norm, steps=steps, step_size=None,
-                           num_classes=ds.num_classes)  # fmt: skip
-            correct = robust_correct(model, make, x, y, clean, e, norm, batch_size=batch_size, restarts=restarts,
-                                     seed=seed, device=dev, desc=f"{spec.attack}@{e:g}", progress=progress)  # fmt: skip
-            survived.setdefault(e, []).append(correct)
-            rows.append(row(metric="robust_acc", value=float(correct.float().mean()), attack=spec.attack, norm=norm,
-                            eps=e, n=n))  # fmt: skip
-    if len(specs) > 1:
-        for e, masks in survived.items():
-            worst = float(torch.stack(masks).all(0).float().mean())
-            rows.append(row(metric="robust_acc", value=worst, attack="worst_case", norm=norm, eps=e, n=n))
+    rows += _robust_rows(model, ds, specs, clean, row, batch_size=batch_size, seed=seed, device=dev,
+                         progress=progress)  # fmt: skip
     return frame(rows)
 
 

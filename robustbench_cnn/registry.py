@@ -46,7 +46,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def search_path(base_dir: Path | None):
+def search_path(base_dir: Path | None) -> Iterator[None]:
     """``base_dir`` first on ``sys.path`` while importing a suite's own modules (then removed)."""
     if base_dir is None:
         yield

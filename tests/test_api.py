@@ -70,3 +70,12 @@ def test_run_takes_a_suite_dict(tmp_path):
     assert set(result.table.metric) >= {"clean_acc", "robust_acc"}
     with pytest.raises(SuiteError, match="suite dict: models\\[0\\]: params.width = 1.5"):
         robustbench_cnn.run({**suite, "models": [{**suite["models"][0], "params": {"width": 1.5}}]}, out=tmp_path)
+
+
+def test_a_bare_network_with_normalize_matches_the_wrapped_model(digits, tiny_model):
+    wrapped = robustbench_cnn.evaluate(tiny_model, data=digits, attacks=("fgsm",), eps=(0.1,), device="cpu")
+    bare = robustbench_cnn.evaluate(tiny_model.net, data=digits, attacks=("fgsm",), eps=(0.1,), normalize=True,
+                                    device="cpu")  # fmt: skip
+    value = {name: t.set_index("metric").value for name, t in (("wrapped", wrapped), ("bare", bare))}
+    assert value["bare"]["clean_acc"] == value["wrapped"]["clean_acc"] > 0.5
+    assert value["bare"]["robust_acc"] == value["wrapped"]["robust_acc"] < value["wrapped"]["clean_acc"]
