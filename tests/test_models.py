@@ -77,8 +77,9 @@ def test_built_in_factories_take_their_documented_params():
     check_params("mobilenet_v2", {"width_mult": 0.25, "small_input": False, "dropout": 0.0})
     with pytest.raises(ModelSourceError, match="width_mult: float in \\(0, 4\\]"):
         check_params("mobilenet_v2", {"width_mult": -1.0})
-    with pytest.raises(ModelSourceError, match="exceeds 4096"):  # each value in range, their product is not
-        build_model("simple_cnn", 10, 1, [0.5], [0.5], {"width": 512, "stages": 6})
+    for arch, params in [("simple_cnn", {"width": 512, "stages": 6}), ("resnet", {"depth": 200, "width": 16})]:
+        with pytest.raises(ModelSourceError, match="M parameters \\(limit 250M\\)"):  # each value in range, not all
+            build_model(arch, 10, 1, [0.5], [0.5], params)
 
 
 def test_torchvision_models_by_name_are_adapted_to_the_dataset():

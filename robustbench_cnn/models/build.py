@@ -27,6 +27,7 @@ from robustbench_cnn.models.normalize import Normalized
 from robustbench_cnn.models.sources import DOWNLOADING, Factory, ModelSourceError, resolve
 
 _FIXED = ("num_classes", "in_channels")
+MAX_PARAMS = 250_000_000  # 1 GB of fp32 weights: the largest network a hand-built factory agrees to allocate
 _STRICT = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
 
@@ -96,6 +97,12 @@ def check_params(arch: str, params: Mapping[str, Any], base_dir: Path | None = N
         raise ModelSourceError(
             f"params.{name} = {params[name]!r}: {err['msg']}; arch '{arch}' takes {name}: {_describe(hints[name])}"
         ) from None
+
+
+def refuse_if_too_large(n_params: int, what: str) -> None:
+    """For factories to call *before* allocating: ``ValueError`` if ``n_params`` exceeds :data:`MAX_PARAMS`."""
+    if n_params > MAX_PARAMS:
+        raise ValueError(f"{what} would have ~{n_params / 1e6:,.0f}M parameters (limit {MAX_PARAMS / 1e6:,.0f}M)")
 
 
 def adapt(net: nn.Module, num_classes: int, in_channels: int) -> nn.Module:

@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
+from robustbench_cnn.models.build import refuse_if_too_large
 from robustbench_cnn.models.init import kaiming_init
 
 _IMAGENET_STYLE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -93,6 +94,7 @@ def resnet(
     else:
         raise ValueError(f"resnet depth must be 6n+2 (20, 32, 56, ...) or 18/34, got {depth}")
     widths = tuple(max(4, round(c * width)) for c in base)
+    refuse_if_too_large(sum(18 * n * c * c for n, c in zip(blocks, widths, strict=True)), f"resnet-{depth} x{width}")
     model = ResNet(blocks, widths, num_classes, in_channels, preact)
     kaiming_init(model)
     return model

@@ -8,9 +8,8 @@ from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
+from robustbench_cnn.models.build import refuse_if_too_large
 from robustbench_cnn.models.init import kaiming_init
-
-MAX_CHANNELS = 4096  # widest stage allowed (a 4096-channel 3x3 conv is 600 MB of fp32 weights)
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -32,8 +31,9 @@ def simple_cnn(
     average pooling, dropout and a linear head. Kaiming init; no conv bias before BatchNorm.
     Input ``(N, in_channels, H, W)`` (normalized), output logits ``(N, num_classes)``.
     """
-    if width * 2 ** (stages - 1) > MAX_CHANNELS:
-        raise ValueError(f"width * 2**(stages-1) = {width * 2 ** (stages - 1)} channels exceeds {MAX_CHANNELS}")
+    channels = [width * 2**s for s in range(stages)]
+    convs = sum(9 * c * c * convs_per_stage for c in channels)  # an upper bound on the conv weights
+    refuse_if_too_large(convs, f"simple_cnn(width={width}, stages={stages}, convs_per_stage={convs_per_stage})")
     layers: list[nn.Module] = []
     c_in = in_channels
     for stage in range(stages):
