@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
@@ -22,9 +25,9 @@ _IMAGENET_SETTING = [
 def mobilenet_v2(
     num_classes: int,
     in_channels: int = 3,
-    width_mult: float = 1.0,
+    width_mult: Annotated[float, Field(gt=0, le=4)] = 1.0,
     small_input: bool = True,
-    dropout: float = 0.2,
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
 ) -> nn.Module:
     """torchvision's MobileNetV2 with a width multiplier and ``in_channels`` input channels.
 

@@ -8,9 +8,13 @@ He et al. 2016b; Wong et al. 2020).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.models import MODELS
+from robustbench_cnn.models.build import refuse_if_too_large
 from robustbench_cnn.models.init import kaiming_init
 
 _IMAGENET_STYLE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -75,8 +79,8 @@ class ResNet(nn.Module):
 def resnet(
     num_classes: int,
     in_channels: int = 3,
-    depth: int = 20,
-    width: float = 1.0,
+    depth: Annotated[int, Field(ge=8, le=200)] = 20,
+    width: Annotated[float, Field(gt=0, le=16)] = 1.0,
     preact: bool = False,
 ) -> nn.Module:
     """CIFAR-style ResNet-``depth``; ``width`` scales every stage's channels.
@@ -90,6 +94,7 @@ def resnet(
     else:
         raise ValueError(f"resnet depth must be 6n+2 (20, 32, 56, ...) or 18/34, got {depth}")
     widths = tuple(max(4, round(c * width)) for c in base)
+    refuse_if_too_large(sum(18 * n * c * c for n, c in zip(blocks, widths, strict=True)), f"resnet-{depth} x{width}")
     model = ResNet(blocks, widths, num_classes, in_channels, preact)
     kaiming_init(model)
     return model

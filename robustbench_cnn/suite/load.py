@@ -87,4 +87,7 @@ def load_suite(path: Path) -> LoadedSuite:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from None
+    from robustbench_cnn.models.sources import preload
+
+    preload(data, path.parent, str(path))  # plugins and pkg.module:factory archs, before arch names are validated
     return LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest())

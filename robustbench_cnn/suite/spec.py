@@ -52,8 +52,16 @@ def _registered(module: str, registry: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _arch(name: str) -> str:
+    """A registered name or a source form (``torchvision:NAME``, ``timm:NAME``, ``pkg.module:factory``)."""
+    from robustbench_cnn.models.sources import resolve
+
+    resolve(name)
+    return name
+
+
 DatasetName = Annotated[str, _registered("robustbench_cnn.data", "DATASETS")]
-ArchName = Annotated[str, _registered("robustbench_cnn.models", "MODELS")]
+ArchName = Annotated[str, AfterValidator(_arch)]
 AttackName = Annotated[str, _registered("robustbench_cnn.attacks", "ATTACKS")]
 
 
@@ -142,7 +150,10 @@ class ModelSpec(_Spec):
     compress: Annotated[CompressSpec | None, BeforeValidator(_compress)] = Field(
         None, description="derive this model from others: pruning a trained model, or distilling a teacher"
     )
-    checkpoint: str | None = Field(None, description="a .safetensors file to load instead of training")
+    checkpoint: str | None = Field(None, description="a .safetensors or torch.save state dict to load, not train")
+    checkpoint_format: Literal["auto", "wrapped", "net"] = Field(
+        "auto", description="net: a bare network's state dict (mean/std from the dataset); wrapped: the whole model"
+    )
 
     @property
     def defense_name(self) -> str:
@@ -317,6 +328,7 @@ class SuiteSpec(_Spec):
     """The whole suite: data, models, evaluations, and how to run them."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    plugins: tuple[str, ...] = Field((), description="modules imported (from the suite's folder) before validation")
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto | cpu | cuda | cuda:N")
     eval_batch_size: int = Field(256, ge=1)

@@ -1,0 +1,210 @@
+"""The Python API in one call each: :func:`evaluate` an in-memory model, :func:`run` a suite.
+
+Both keep the suite's contracts: the threat model is validated like a suite's ``[[evaluations]]``,
+only clean-correct images are attacked, every adversarial batch is checked to be finite, in
+[0, 1] and inside the eps ball, the per-example worst case is reported per (norm, eps), and the
+result is a DataFrame in the results schema (``robustbench_cnn.schema.COLUMNS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from robustbench_cnn.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from robustbench_cnn.data import ImageDataset
+    from robustbench_cnn.suite.results import Row
+    from robustbench_cnn.suite.runner import RunResult
+    from robustbench_cnn.suite.spec import EvalSpec
+
+
+def _one_line(where: str, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return InputError(f"evaluate(): {where}{'.' + loc if loc else ''}: {msg}")
+
+
+def _dataset(data: str | ImageDataset, eval_size: int | None, image_size: int | None) -> ImageDataset:
+    if not isinstance(data, str):
+        return data
+    from robustbench_cnn.data import load_dataset
+    from robustbench_cnn.suite.spec import DatasetSpec
+
+    try:
+        spec = DatasetSpec(name=data, eval_size=eval_size, image_size=image_size)
+    except ValidationError as exc:
+        raise _one_line("data", exc) from None
+    return load_dataset(spec, None)
+
+
+def _threat_models(
+    attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int
+) -> list[EvalSpec]:
+    from robustbench_cnn.suite.spec import EvalSpec
+
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    out = []
+    for i, attack in enumerate(attacks):
+        try:
+            out.append(EvalSpec(attack=attack, norm=norm, eps=tuple(eps), steps=steps, restarts=restarts))
+        except ValidationError as exc:
+            raise _one_line(f"attacks[{i}]", exc) from None
+    return out
+
+
+def _check_model(model: nn.Module, data: ImageDataset) -> None:
+    import torch
+
+    from robustbench_cnn.models import check_output
+
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise InputError(f"evaluate(): the model's {name} holds NaN or infinite values")
+    check_output(model, data.num_classes, data.in_channels, data.image_size)
+
+
+def _robust_rows(
+    model: nn.Module,
+    ds: ImageDataset,
+    specs: list[EvalSpec],
+    clean: torch.Tensor,
+    row: Callable[..., Row],
+    *,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> list[Row]:
+    """``robust_acc`` per attack and eps (only clean-correct images attacked), then ``worst_case`` per eps."""
+    import torch
+
+    from robustbench_cnn.attacks import ATTACKS
+    from robustbench_cnn.attacks.evaluate import robust_correct
+
+    x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
+    rows: list[Row] = []
+    survived: dict[float, list[torch.Tensor]] = {}
+    for spec in specs:
+        for e in spec.eps:
+            make = partial(ATTACKS.get(spec.attack), eps=e, norm=spec.norm, steps=spec.steps, step_size=None,
+                           num_classes=ds.num_classes)  # fmt: skip
+            correct = robust_correct(model, make, x, y, clean, e, spec.norm, batch_size=batch_size,
+                                     restarts=spec.restarts, seed=seed, device=device, desc=f"{spec.attack}@{e:g}",
+                                     progress=progress)  # fmt: skip
+            survived.setdefault(e, []).append(correct)
+            rows.append(row(metric="robust_acc", value=float(correct.float().mean()), attack=spec.attack,
+                            norm=spec.norm, eps=e, n=n))  # fmt: skip
+    if len(specs) > 1:
+        for e, masks in survived.items():
+            worst = float(torch.stack(masks).all(0).float().mean())
+            rows.append(row(metric="robust_acc", value=worst, attack="worst_case", norm=specs[0].norm, eps=e, n=n))
+    return rows
+
+
+def evaluate(
+    model: nn.Module,
+    data: str | ImageDataset = "digits",
+    attacks: Sequence[str] = ("pgd",),
+    eps: Sequence[float | str] = (0.0, "8/255"),
+    norm: str = "linf",
+    *,
+    steps: int = 10,
+    restarts: int = 1,
+    eval_size: int | None = None,
+    image_size: int | None = None,
+    normalize: bool = False,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    name: str | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Clean and robust accuracy of ``model`` in the results schema.
+
+    ``model``: maps images ``(N, C, H, W)`` in [0, 1] to logits ``(N, K)`` (``normalize=True``
+    puts the dataset's mean/std normalization in front of a network that expects normalized
+    input); it is moved to ``device`` and left in eval mode. ``data``: a dataset name (loaded with
+    ``eval_size``/``image_size`` as in a suite's ``[dataset]``) or an ``ImageDataset``. Every
+    attack is run at every ``eps`` (numbers or fractions like ``"8/255"``) under ``norm``; with
+    more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
+    Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
+    """
+    from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
+    from robustbench_cnn.models import Normalized
+    from robustbench_cnn.runtime.torch_runtime import count_params
+    from robustbench_cnn.suite.measure import predict_logits
+    from robustbench_cnn.suite.results import Row, frame
+    from robustbench_cnn.suite.runner import new_run_id, resolve_device
+
+    specs = _threat_models(attacks, eps, norm, steps, restarts)
+    ds = _dataset(data, eval_size, image_size)
+    dev = resolve_device(device)
+    if normalize:
+        model = Normalized(model, ds.mean, ds.std)
+    model = model.to(dev).eval()
+    _check_model(model, ds)
+    arch = type(model.net if isinstance(model, Normalized) else model).__name__
+    row = partial(Row, run_id=new_run_id(), suite="api", dataset=ds.name, model=name or arch, arch=arch,
+                  device=dev.type)  # fmt: skip
+    x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
+    logits = predict_logits(model, x, batch_size, dev)
+    pred = logits.argmax(1)
+    clean = pred == y
+    rows = [row(metric="clean_acc", value=accuracy(pred, y), n=n),
+            row(metric="macro_f1", value=macro_f1(pred, y, ds.num_classes), n=n),
+            row(metric="ece", value=expected_calibration_error(logits.softmax(1), y), n=n),
+            row(metric="params", value=count_params(model))]  # fmt: skip
+    rows += _robust_rows(model, ds, specs, clean, row, batch_size=batch_size, seed=seed, device=dev,
+                         progress=progress)  # fmt: skip
+    return frame(rows)
+
+
+def run(
+    suite: str | os.PathLike[str] | Mapping[str, Any],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Run a suite file, or a suite given as a dict (validated exactly like a file), as the CLI's
+    ``run`` does; returns the run's directory, results table and manifest.
+
+    ``out``: results root (default ``$ROBUSTBENCH_CNN_RESULTS`` or ``results``, as the CLI);
+    ``cache_dir``: model cache (default ``out/cache``); ``base_dir``: where a dict suite's relative
+    paths and plugin modules are found (default ``out``).
+    """
+    from robustbench_cnn.models.sources import preload
+    from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
+    from robustbench_cnn.suite.runner import RunOptions, run_suite
+
+    root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()
+    if isinstance(suite, Mapping):
+        data = dict(suite)
+        folder = Path(base_dir).resolve() if base_dir is not None else root
+        preload(data, folder, "suite dict")
+        spec = parse_suite(data, "suite dict")
+        sha = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        loaded = LoadedSuite(spec, folder / f"{spec.name}.toml", sha)
+    else:
+        loaded = load_suite(Path(suite))
+    opts = RunOptions(out_root=root, cache_dir=Path(cache_dir).resolve() if cache_dir else root / "cache",
+                      device=device, seed=seed, progress=progress)  # fmt: skip
+    return run_suite(loaded, opts)
