@@ -34,7 +34,7 @@ from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
 from robustbench_cnn.suite.results import frame, write_csv
 from robustbench_cnn.suite.spec import ModelSpec
-from robustbench_cnn.train.cache import ModelCache, cache_key, load_weights
+from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights
 from robustbench_cnn.train.loop import to_device, train
 
 log = logging.getLogger(__name__)
@@ -152,13 +152,22 @@ def _prepare_model(
     """Build the model and fill it from its checkpoint, the cache, or by training (``models``: the
     entries prepared so far, which a compression step may start from)."""
     torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
-    model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params)
+    model = build_model(
+        spec.arch,
+        data.num_classes,
+        data.in_channels,
+        data.mean,
+        data.std,
+        spec.params,
+        base_dir=ctx.loaded.base_dir,
+        image_size=data.image_size,
+    )
     to_device(model, ctx.device)  # before a defense or compression step builds anything on it
     info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
                             "compression": spec.compression}  # fmt: skip
     if spec.checkpoint is not None:
         path = ctx.loaded.resolve(spec.checkpoint)
-        load_weights(model, path)
+        load_weights(model, path, spec.checkpoint_format)
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
     else:
         defense = spec.defense.model_dump() if spec.defense is not None else None
@@ -170,23 +179,25 @@ def _prepare_model(
             "seed": ctx.seed,
             "data": data.fingerprint,
             "num_classes": data.num_classes,
+            "code": code_fingerprint(spec.arch, ctx.loaded.spec.plugins, ctx.loaded.base_dir),
         }
         if spec.compress is not None:  # derived models change when what they derive from changes
             identity["compress"] = spec.compress.model_dump()
             identity["upstream"] = [ctx.manifest["models"][u]["key"] for u in spec.compress.upstream]
         key = cache_key(identity)
-        meta = cache.load(model, spec.arch, key)
-        if meta is None:
-            with ctx.stage("train"):
-                tlog = _train(ctx, spec, model, data, models)
-            meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
-                    "compress": identity.get("compress"), "upstream": identity.get("upstream"),
-                    "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
-                    "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
-            cache.store(model.cpu(), spec.arch, key, meta)
-            info["cache"] = "miss"
-        else:
-            info["cache"] = "hit"
+        with cache.lock(spec.arch, key):  # one run or worker trains a key; the others wait, then hit
+            meta = cache.load(model, spec.arch, key)
+            if meta is None:
+                with ctx.stage("train"):
+                    tlog = _train(ctx, spec, model, data, models)
+                meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
+                        "compress": identity.get("compress"), "upstream": identity.get("upstream"),
+                        "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
+                        "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
+                cache.store(model.cpu(), spec.arch, key, meta)
+                info["cache"] = "miss"
+            else:
+                info["cache"] = "hit"
         info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                     train_seconds=meta.get("train_seconds"))  # fmt: skip
     ctx.manifest["models"].setdefault(spec.name, {}).update(info)
