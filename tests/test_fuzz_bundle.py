@@ -69,15 +69,12 @@ def _mutate(data, manifest: dict, bait: dict) -> dict:
         for key in where[:-1]:
             parent = parent[key]
         op = data.draw(st.sampled_from(["replace", "delete", "add", "forge"]), label="op")
-        if op == "forge":  # a consistent forger: a path in a model entry and its bait's sha256 in files
+        if op == "forge" and isinstance(manifest, dict):  # a consistent forger: a path and its bait's sha256
             path = data.draw(st.sampled_from(PATHS), label="path")
             field = data.draw(st.sampled_from(["file", "predictions", "adversarial"]), label="field")
-            if (
-                isinstance(manifest.get("models"), list)
-                and manifest["models"]
-                and isinstance(manifest["models"][0], dict)
-            ):
-                manifest["models"][0][field] = path
+            models = manifest.get("models")
+            if isinstance(models, list) and models and isinstance(models[0], dict):
+                models[0][field] = path
             if isinstance(manifest.get("files"), dict):
                 manifest["files"][path] = bait.get(path, "0" * 64)
         elif not where:
