@@ -63,7 +63,7 @@ def _member(zf: zipfile.ZipFile, where: Path, key: str, dtype: str, shape: tuple
         want = np.dtype(dtype)
         if got_dtype != want:
             raise BundleError(where, key, f"dtype {got_dtype}, expected {want}")
-        if len(got_shape) != len(shape) or any(w not in (None, g) for g, w in zip(got_shape, shape, strict=False)):
+        if len(got_shape) != len(shape) or any(w not in (None, got_shape[i]) for i, w in enumerate(shape)):
             shown = tuple("N" if w is None else w for w in shape)
             raise BundleError(where, key, f"shape {got_shape}, expected {shown}")
         nbytes = math.prod(got_shape) * want.itemsize

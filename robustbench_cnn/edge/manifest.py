@@ -127,7 +127,7 @@ class _Checker:
         return value
 
     def number(self, value: Any, field: str, lo: float, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field, f"expected a number, found {_kind(value)}")
         if isinstance(value, float) and not math.isfinite(value) or not lo <= value <= hi:
             raise self.fail(field, f"{value!r} is outside [{lo:g}, {hi:g}]")
