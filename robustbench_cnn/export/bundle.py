@@ -77,6 +77,10 @@ def _run_context(run_dir: Path):
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{run_dir}: not a run directory (manifest.json: {exc})") from None
+    missing = [k for k in ("run_id", "seed", "suite_path", "suite_sha256", "dataset", "models") if k not in manifest]
+    if missing or not isinstance(manifest["dataset"], dict) or "fingerprint" not in manifest["dataset"]:
+        raise InputError(f"{run_dir / 'manifest.json'}: {', '.join(missing) or 'dataset.fingerprint'}: missing; "
+                         "bundle a finished run (robustbench-cnn run)")  # fmt: skip
     loaded = _run_suite(run_dir, manifest)
     data = load_dataset(loaded.spec.dataset, loaded.resolve(loaded.spec.dataset.data_dir))
     if data.fingerprint != manifest["dataset"]["fingerprint"]:
@@ -133,7 +137,9 @@ def select_exports(run_dir: Path, table, spec, manifest: dict, include_failed_pa
         parity = mine[mine.metric == "check_parity"].value
         path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
         reason, status = None, "unrecorded" if parity.empty else ("passed" if (parity == 1.0).all() else "failed")
-        if mine.empty:
+        if name not in {m.name for m in spec.models}:
+            reason = "not a model of the run's suite"
+        elif mine.empty:
             reason = f"failed to export (no result rows){_failed_cell(manifest, name, precision)}"
         elif status == "failed" and not include_failed_parity:
             reason = "failed its parity check (check_parity = 0); --include-failed-parity bundles it"
