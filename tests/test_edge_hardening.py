@@ -222,12 +222,15 @@ def test_a_symlinked_validation_folder_is_refused_and_nothing_is_written(bundle)
     assert list(target.iterdir()) == []
 
 
-def test_a_referenced_file_missing_from_files_is_refused(bundle, manifest):
-    del manifest["files"][PRED]
+@pytest.mark.parametrize(
+    ("rel", "field"),
+    [(PRED, "models[0].predictions"), (MODEL, "models[0].file"), (ADV, "models[0].adversarial"), (EVAL_DATA, "files")],
+)
+def test_a_referenced_file_missing_from_files_is_refused(bundle, manifest, rel, field):
+    del manifest["files"][rel]
     write_manifest(bundle, manifest)
-    assert_refused(
-        bundle, f"{bundle}/{PRED}: models[0].predictions: not listed in files (its sha256 is unrecorded); {FIX}"
-    )
+    problem = "not listed in files (its sha256 is unrecorded)"
+    assert_refused(bundle, f"{bundle}/{rel}: {field}: {problem}; {FIX}")
 
 
 def test_missing_predictions_is_refused(bundle, manifest):
@@ -307,6 +310,10 @@ def test_self_check_prints_the_hashes_the_manifest_records(bundle, manifest, cap
     out = capsys.readouterr().out
     for rel, digest in manifest["validator"].items():
         assert f"{digest}  {rel}\n" in out
+    assert f"SHA256SUMS sha256 {sha256(bundle / SUMS)} " in out  # the hash a user compares
+    main(["validate", str(bundle), "--no-latency"])
+    report = json.loads((bundle / "validation" / "results.json").read_text())
+    assert report["sha256sums"] == sha256(bundle / SUMS)
 
 
 def test_sha256sums_catches_an_emptied_main_before_it_runs(bundle):

@@ -29,12 +29,14 @@ def self_check(bundle: Path) -> int:
     """Print ``sha256sum`` lines of the running validator's files and check them against the manifest."""
     from robustbench_cnn.edge.bundle_format import sums_text
     from robustbench_cnn.edge.manifest import read_manifest
-    from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes
+    from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 
     hashes = own_hashes()
     sys.stdout.write(f"# validator at {code_root()}\n{sums_text(hashes)}")
-    check_self(read_manifest(bundle), hashes)
+    manifest = read_manifest(bundle)
+    check_self(manifest, hashes)
     sys.stdout.write(f"the validator's {len(hashes)} files match {bundle / 'manifest.json'}\n")
+    sys.stdout.write(f"SHA256SUMS sha256 {sums_digest(manifest, hashes)} (compare with the hash shipped separately)\n")
     return 0
 
 

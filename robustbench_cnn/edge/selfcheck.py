@@ -8,9 +8,10 @@ bundle runs (README, "Validate on a Raspberry Pi"). Standard library only.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from robustbench_cnn.edge.bundle_format import VALIDATOR_FILES, sha256
+from robustbench_cnn.edge.bundle_format import MANIFEST, VALIDATOR_FILES, sha256, sums_text
 from robustbench_cnn.edge.manifest import RECOPY, BundleError, Manifest
 
 
@@ -39,3 +40,10 @@ def check_self(manifest: Manifest, hashes: dict[str, str]) -> None:
             problem = "not recorded in the manifest" if recorded is None else "sha256 differs from the manifest"
             fix = "run the validator this bundle ships, after checking SHA256SUMS (README: Validate on a Raspberry Pi)"
             raise BundleError(code_root() / rel, "validator", f"{problem} (this validator was modified)", fix)
+
+
+def sums_digest(manifest: Manifest, hashes: dict[str, str]) -> str:
+    """The sha256 that ``SHA256SUMS`` has when it matches this manifest and this validator: the hash
+    shipped separately with the bundle (printed as a convenience; ``sha256sum SHA256SUMS`` is the check)."""
+    text = sums_text({MANIFEST: sha256(manifest.locate(MANIFEST, "manifest")), **hashes})
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -26,7 +26,7 @@ import numpy as np
 from robustbench_cnn.edge.arrays import load_arrays
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, MAX_MODEL_BYTES
 from robustbench_cnn.edge.manifest import BundleError, Manifest, ModelEntry, read_manifest, verify_files
-from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes
+from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel, interpreter_class
 from robustbench_cnn.schema import COLUMNS
 
@@ -177,7 +177,8 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
              models: list[str] | None = None) -> tuple[list[ModelResult], dict]:  # fmt: skip
     """Verify and run the bundle; write ``out`` (CSV) and ``out``.json (environment, failures)."""
     m = read_manifest(bundle)
-    check_self(m, own_hashes())
+    hashes = own_hashes()
+    check_self(m, hashes)
     check_output(m, out)
     verify_files(m)
     n = m.source["images"]
@@ -189,6 +190,8 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     if m.left_out:
         log.info("left out by the bundler: %s", "; ".join(f"{d['model']} [{d['precision']}]: {d['reason']}"
                                                           for d in m.left_out))  # fmt: skip
+    digest = sums_digest(m, hashes)
+    log.info("validator: its %d files match the manifest; SHA256SUMS sha256 %s", len(hashes), digest)
     run_id = f"edge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     opts = {"latency": latency, "budget_s": budget_s, "warmup": 5, "min_repeats": 20}
     results = []
@@ -201,6 +204,7 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     write_rows(out, [{**common, **r} for res in results for r in res.rows])
     report = {"run_id": run_id, "bundle": str(m.root), "source": m.source, "environment": env,
               "validator": str(code_root() / "robustbench_cnn"), "left_out": list(m.left_out),
+              "sha256sums": digest,
               "failures": {f"{r.model}.{r.precision}": r.failures for r in results if r.failures}}  # fmt: skip
     _write_atomic(out.with_suffix(".json"), lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True)))
     return results, env
