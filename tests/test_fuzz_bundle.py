@@ -68,7 +68,7 @@ def _mutate(data, manifest: dict, bait: dict) -> dict:
         parent = manifest
         for key in where[:-1]:
             parent = parent[key]
-        op = data.draw(st.sampled_from(["replace", "delete", "add", "forge"]), label="op")
+        op = data.draw(st.sampled_from(["replace", "delete", "add", "forge", "number"]), label="op")
         if op == "forge" and isinstance(manifest, dict):  # a consistent forger: a path and its bait's sha256
             path = data.draw(st.sampled_from(PATHS), label="path")
             field = data.draw(st.sampled_from(["file", "predictions", "adversarial"]), label="field")
@@ -82,6 +82,8 @@ def _mutate(data, manifest: dict, bait: dict) -> dict:
                 manifest = data.draw(VALUES, label="whole")
         elif op == "delete" and isinstance(parent, dict):
             del parent[where[-1]]
+        elif op == "number":  # near the valid ranges: expectations and tolerances that may still validate
+            parent[where[-1]] = data.draw(st.floats(-0.5, 1.5) | st.integers(-2, 12), label="number")
         elif op == "add":
             target = parent[where[-1]]
             if isinstance(target, dict):
