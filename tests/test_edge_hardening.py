@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from robustbench_cnn.edge.__main__ import main
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, SUMS, sha256, sums_text
+from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, SUMS, file_stem, sha256, sums_text
+from robustbench_cnn.edge.manifest import PART
 from robustbench_cnn.edge.selfcheck import code_root, own_hashes
 
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated", reason="ai-edge-litert is not installed")
@@ -387,3 +388,18 @@ def test_the_audit_hook_sees_a_read_outside_the_bundle(bundle):
         (bundle.parent / "outside" / "secret.npz").read_bytes()
         (bundle / MODEL).read_bytes()
     assert outside_reads(opened, bundle) == [os.path.realpath(bundle.parent / "outside" / "secret.npz")]
+
+
+def test_names_are_free_text_and_file_names_are_made_safe(bundle, manifest):
+    entry = manifest["models"][0]
+    entry.update(model="resnet 20 (pgd)", compression="prune(magnitude,0.5)+int8", defense="trades(beta=6)")
+    write_manifest(bundle, manifest)
+    code, out, err, outside = run_validator(bundle)
+    assert code == 0 and "ok   resnet 20 (pgd) [fp32]" in out, out + err
+    entry["model"] = "two\nlines"
+    write_manifest(bundle, manifest)
+    problem = "'two\\nlines' is not printable text of 1 to 200 characters"
+    assert_refused(bundle, f"{bundle}/manifest.json: models[0].model: {problem}; {FIX}")
+    assert file_stem("cnn") == "cnn" and file_stem("prune+int8_v1.2") == "prune+int8_v1.2"
+    stems = {file_stem(n) for n in ("resnet 20 (pgd)", "resnet_20__pgd_", "../x", ".hidden", "")}
+    assert len(stems) == 5 and all(PART.fullmatch(s) for s in stems)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 FORMAT_VERSION = 2
@@ -59,3 +60,12 @@ def attack_key(attack: str, norm: str, eps: float) -> str:
 def sums_text(digests: dict[str, str]) -> str:
     """``sha256sum`` lines (``<hex>  <path>``) for ``{path: hex}``, sorted by path."""
     return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(digests.items()))
+
+
+def file_stem(name: str) -> str:
+    """``name`` as a file-name part the validator accepts (letters, digits, ``_ . + -``, not leading
+    ``. + -``); a name that needed changes gets 8 hex digits of its sha256, so two names never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:64]
+    if name and safe == name and not name.startswith((".", "+", "-")):
+        return name
+    return f"{safe.lstrip('.+-') or 'model'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

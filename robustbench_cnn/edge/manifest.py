@@ -30,7 +30,6 @@ from robustbench_cnn.errors import InputError
 
 REBUILD = "re-create the bundle with robustbench-cnn edge bundle"
 RECOPY = "copy the bundle again from the machine that built it"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_MODELS, MAX_FILES, MAX_PATH = 256, 10_000, 255
@@ -118,12 +117,12 @@ class _Checker:
                 raise self.fail(f"{field}.{key}" if field else key, "missing")
         return value
 
-    def text(self, value: Any, field: str, pattern: re.Pattern | None = NAME) -> str:
+    def text(self, value: Any, field: str) -> str:
+        """A name or a note: printable (no newline or control character), 1 to 200 characters; never a path."""
         if not isinstance(value, str):
             raise self.fail(field, f"expected a string, found {_kind(value)}")
-        ok = pattern.fullmatch(value) if pattern else (0 < len(value) <= 200 and value.isprintable())
-        if not ok:
-            raise self.fail(field, f"{value[:60]!r} is not a valid name (letters, digits, _ . + -; at most 128)")
+        if not 0 < len(value) <= 200 or not value.isprintable():
+            raise self.fail(field, f"{value[:60]!r} is not printable text of 1 to 200 characters")
         return value
 
     def number(self, value: Any, field: str, lo: float, hi: float) -> float:
@@ -185,7 +184,7 @@ def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:
         if files.get(rel) != digest:
             raise c.fail(f"validator.{rel}", "differs from (or is missing in) files")
     src = c.obj(raw["source"], "source", ("suite", "dataset", "run_id", "images"))
-    source = {key: c.text(src[key], f"source.{key}", None) for key in ("suite", "dataset", "run_id")}
+    source = {key: c.text(src[key], f"source.{key}") for key in ("suite", "dataset", "run_id")}
     if not isinstance(src["images"], int):
         raise c.fail("source.images", f"expected an integer, found {_kind(src['images'])}")
     source["images"] = int(c.number(src["images"], "source.images", 1, 10**7))
@@ -253,7 +252,7 @@ def _left_out(c: _Checker, raw: Any) -> tuple[dict[str, str], ...]:
     out = []
     for i, item in enumerate(raw):
         c.obj(item, f"left_out[{i}]", ("model", "precision", "reason"))
-        out.append({k: c.text(item[k], f"left_out[{i}].{k}", None) for k in ("model", "precision", "reason")})
+        out.append({k: c.text(item[k], f"left_out[{i}].{k}") for k in ("model", "precision", "reason")})
     return tuple(out)
 
 

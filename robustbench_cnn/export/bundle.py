@@ -34,6 +34,7 @@ from robustbench_cnn.edge.bundle_format import (
     SUMS,
     VALIDATOR_FILES,
     attack_key,
+    file_stem,
     sha256,
     sums_text,
 )
@@ -231,7 +232,8 @@ def _stage_validator(stage: Path) -> dict[str, str]:
 def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y, n) -> dict:
     """Copy one model and its adversarial images; run it here for the reference predictions."""
     precision = "int8" if int8 else "fp32"
-    rel = f"models/{mspec.name}.{precision}.tflite"
+    stem = file_stem(mspec.name)  # model names are free text; file names are not
+    rel = f"models/{stem}.{precision}.tflite"
     shutil.copyfile(path, stage / rel)
     model = TfliteModel(stage / rel)
     clean_pred = model.predict(x).argmax(1)
@@ -241,7 +243,7 @@ def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y,
         pred = model.predict(adv.astype(np.float32)).argmax(1)
         preds[key], attacks[key], adv_arrays[key] = pred.astype(np.int64), params, adv.astype(np.float32)
         expected_robust[key] = float((clean_ok & (pred == y)).mean())
-    pred_rel, adv_rel = f"data/pred-{mspec.name}.{precision}.npz", f"data/adv-{mspec.name}.npz"
+    pred_rel, adv_rel = f"data/pred-{stem}.{precision}.npz", f"data/adv-{stem}.npz"
     np.savez_compressed(stage / pred_rel, **preds)
     if adv_arrays and not (stage / adv_rel).exists():
         np.savez_compressed(stage / adv_rel, **adv_arrays)
