@@ -403,3 +403,30 @@ def test_names_are_free_text_and_file_names_are_made_safe(bundle, manifest):
     assert file_stem("cnn") == "cnn" and file_stem("prune+int8_v1.2") == "prune+int8_v1.2"
     stems = {file_stem(n) for n in ("resnet 20 (pgd)", "resnet_20__pgd_", "../x", ".hidden", "")}
     assert len(stems) == 5 and all(PART.fullmatch(s) for s in stems)
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (b"(" * 300, "not a readable npy array"),
+        (b"{'descr': '<i8', 'fortran_order': False, 'shape': (-8,), }", "shape (-8,) has a negative dimension"),
+        (b"{'descr': '|O', 'fortran_order': False, 'shape': (8,), }", "dtype object, expected int64"),
+    ],
+)
+def test_a_garbage_npy_header_is_a_one_line_error(bundle, manifest, header, problem):
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    raw = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+    with zipfile.ZipFile(bundle / PRED, "w") as zf:
+        zf.writestr("clean.npy", raw)
+    rehash(bundle, manifest, PRED)
+    code, out, err, outside = run_validator(bundle)
+    assert code == 2 and err.startswith(f"error: {bundle}/{PRED}: clean: {problem}") and err.count("\n") == 1, err
+
+
+def test_a_listed_but_broken_model_is_a_one_line_error(bundle, manifest):
+    (bundle / MODEL).write_bytes(b"not a flatbuffer" * 8)
+    rehash(bundle, manifest, MODEL)
+    code, out, err, outside = run_validator(bundle)
+    assert code == 2 and err.startswith(f"error: {bundle}/{MODEL}: models[0].file: not a loadable TFLite model (")
+    assert err.endswith(f"; {FIX}\n") and err.count("\n") == 1 and outside == []
+    assert not (bundle / "validation").exists()

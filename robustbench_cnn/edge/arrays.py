@@ -10,6 +10,7 @@ decompression bomb) is refused unread. Pickled (object) arrays are never loaded.
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -29,10 +30,13 @@ def _header(fh, where: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         else:
             raise ValueError(f"npy format {version}")
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, tokenize.TokenError) as exc:
+        # numpy's header parser falls back on tokenize for legacy headers: hostile ones end up there
         raise BundleError(where, key, f"not a readable npy array ({str(exc)[:100]})") from None
     if fortran:
         raise BundleError(where, key, "a Fortran-ordered array (the bundler writes C order)")
+    if any(d < 0 for d in shape):
+        raise BundleError(where, key, f"shape {tuple(shape)} has a negative dimension")
     return tuple(shape), dtype
 
 

@@ -76,6 +76,12 @@ def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None)
     if model.sample_shape != tuple(x.shape[1:]) or n % model.batch:
         problem = f"takes {model.batch} x {model.sample_shape} images; the bundle's are {n} x {tuple(x.shape[1:])}"
         raise BundleError(where, f"{f}.file", problem)
+    try:  # one invocation: a model that loads but cannot run, or gives no (N, K) logits, stops here
+        logits = model.predict(x[: model.batch])
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(where, f"{f}.file", f"the model does not run ({str(exc)[:100]})") from None
+    if logits.ndim != 2:
+        raise BundleError(where, f"{f}.file", f"outputs shape {logits.shape}, not (N, classes) logits")
     return _Prepared(entry, model, size, preds, adv)
 
 
