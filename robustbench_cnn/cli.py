@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--adversarial-agreement", type=float, default=0.97,
                         help="minimum top-1 agreement on adversarial images (0.97)")  # fmt: skip
     bundle.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    bundle.add_argument("--include-failed-parity", action="store_true",
+                        help="also bundle exports whose parity check failed (left out by default)")  # fmt: skip
     return parser
 
 
@@ -194,7 +196,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     from robustbench_cnn.export.bundle import build_bundle
 
     out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
-                       args.adversarial_agreement, args.force)  # fmt: skip
+                       args.adversarial_agreement, args.force, args.include_failed_parity)  # fmt: skip
     sys.stdout.write(f"bundle: {out}\nvalidate it with: cd {out} && python -m robustbench_cnn.edge validate .\n")
     return 0
 

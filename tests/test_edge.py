@@ -10,8 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.export.bundle import build_bundle
+from robustbench_cnn.edge.bundle_format import VALIDATOR_FILES
+from robustbench_cnn.errors import InputError, RobustBenchError
+from robustbench_cnn.export.bundle import _run_suite, build_bundle, select_exports
 from robustbench_cnn.schema import COLUMNS
 from robustbench_cnn.suite.load import load_suite
 from robustbench_cnn.suite.runner import RunOptions, run_suite
@@ -96,10 +97,17 @@ def test_tflite_exports_meet_parity_and_are_measured(edge_run, export_rows):
     assert (edge_run.run_dir / "exports" / "cnn.int8.tflite").is_file()
 
 
-def test_bundle_validates_with_numpy_and_the_tflite_runtime_only(bundle):
+def test_bundle_validates_with_numpy_and_the_tflite_runtime_only(bundle, edge_run):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {m["precision"] for m in manifest["models"]} == {"fp32", "int8"}
     assert all("models/" in f or "data/" in f or "robustbench_cnn/" in f for f in manifest["files"])
+    table = edge_run.table
+    recorded = "passed" if (table.metric == "check_parity").any() else "unrecorded"  # runs before check_parity
+    assert manifest["left_out"] == [] and {m["parity"] for m in manifest["models"]} == {recorded}
+    assert set(manifest["validator"]) == set(VALIDATOR_FILES)
+    sha256sum = shutil.which("sha256sum")
+    if sha256sum:  # the README's device-side check with the system's tool
+        assert subprocess.run([sha256sum, "--check", "--quiet", "SHA256SUMS"], cwd=bundle).returncode == 0
     proc = validate(bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2/2 models match" in proc.stdout
@@ -122,7 +130,7 @@ def test_one_flipped_byte_fails_validation_with_the_file_named(bundle, tmp_path)
     model.write_bytes(bytes(data))
     proc = validate(copy)
     assert proc.returncode == 2
-    assert "models/cnn.int8.tflite: sha256 mismatch" in proc.stderr
+    assert "models/cnn.int8.tflite: files: sha256 mismatch" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (copy / "validation" / "results.csv").exists()  # nothing was run
 
@@ -139,7 +147,11 @@ def test_a_model_missing_its_expectation_exits_1(bundle, tmp_path):
 
 @pytest.mark.parametrize(
     ("damage", "message"),
-    [("rm_manifest", "no manifest.json"), ("bad_json", "unreadable manifest"), ("rm_data", "data/eval.npz: missing")],
+    [
+        ("rm_manifest", "no manifest.json"),
+        ("bad_json", "unreadable manifest"),
+        ("rm_data", "data/eval.npz: files: missing"),
+    ],
 )
 def test_a_broken_bundle_is_a_one_line_error(bundle, tmp_path, damage, message):
     copy = fresh_copy(bundle, tmp_path / "broken")
@@ -157,7 +169,8 @@ def test_a_broken_bundle_is_a_one_line_error(bundle, tmp_path, damage, message):
 def test_bundling_a_run_without_tflite_exports_is_an_error(tmp_path, edge_run):
     table = pd.read_csv(edge_run.run_dir / "results.csv")
     table[table.format != "tflite"].to_csv(tmp_path / "results.csv", index=False)
-    with pytest.raises(RobustBenchError, match="no TFLite export passed parity"):
+    shutil.copyfile(edge_run.run_dir / "manifest.json", tmp_path / "manifest.json")
+    with pytest.raises(RobustBenchError, match=r"no TFLite export to bundle \(cnn \[fp32\] failed to export"):
         build_bundle(tmp_path, tmp_path / "b")
 
 
@@ -181,3 +194,110 @@ def test_edge_bundle_cli_rejects_a_non_run_directory_with_exit_2(tmp_path, capsy
     assert main(["edge", "bundle", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "no readable results.csv" in err and len(err.strip().splitlines()) == 1
+
+
+def _parity_run(edge_run, dest, int8_parity: float):
+    """A copy of the run whose results carry check_parity rows: fp32 passed, int8 ``int8_parity``."""
+    run = shutil.copytree(edge_run.run_dir, dest, ignore=shutil.ignore_patterns("report*", "*.png"))
+    table = pd.read_csv(run / "results.csv", keep_default_na=False, na_values=[""])
+    table = table[table.metric != "check_parity"]
+    tfl = table[(table.format == "tflite") & (table.metric == "clean_acc")]
+    extra = tfl.assign(metric="check_parity", value=[0.0 if str(c).endswith("int8") else 1.0 for c in tfl.compression])
+    extra.loc[extra.value == 0.0, "value"] = int8_parity
+    pd.concat([table, extra]).to_csv(run / "results.csv", index=False)
+    return run
+
+
+def test_an_export_that_failed_parity_is_left_out_and_listed_unless_included(edge_run, tmp_path, caplog):
+    run = _parity_run(edge_run, tmp_path / "run", int8_parity=0.0)
+    with caplog.at_level("WARNING", logger="robustbench_cnn.export.bundle"):
+        out = build_bundle(run, tmp_path / "b1")
+    reason = "failed its parity check (check_parity = 0); --include-failed-parity bundles it"
+    assert f"left out cnn [int8]: {reason}" in caplog.messages
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["left_out"] == [{"model": "cnn", "precision": "int8", "reason": reason}]
+    assert [(m["precision"], m["parity"]) for m in manifest["models"]] == [("fp32", "passed")]
+    proc = validate(out, "--no-latency")
+    assert proc.returncode == 0 and "1/1 models match" in proc.stdout, proc.stdout + proc.stderr
+    included = json.loads(
+        (build_bundle(run, tmp_path / "b2", include_failed_parity=True) / "manifest.json").read_text()
+    )
+    assert included["left_out"] == []
+    assert sorted((m["precision"], m["parity"]) for m in included["models"]) == [("fp32", "passed"), ("int8", "failed")]
+
+
+SELECT_SUITE = """
+name = "sel"
+[dataset]
+name = "digits"
+[[models]]
+name = "a"
+arch = "simple_cnn"
+[[models]]
+name = "b"
+arch = "simple_cnn"
+[[exports]]
+format = "tflite"
+precision = "fp32"
+[[exports]]
+format = "tflite"
+precision = "int8"
+"""
+
+
+def test_export_selection_follows_check_parity_and_names_every_export_left_out(tmp_path):
+    (tmp_path / "sel.toml").write_text(SELECT_SUITE)
+    spec = load_suite(tmp_path / "sel.toml").spec
+    (tmp_path / "exports").mkdir()
+    for name in ("a.tflite", "a.int8.tflite", "b.int8.tflite"):
+        (tmp_path / "exports" / name).write_bytes(b"x")
+    rows = [
+        ("a", "none", "clean_acc", 0.9),
+        ("a", "none", "check_parity", 1.0),
+        ("a", "int8", "clean_acc", 0.5),
+        ("a", "int8", "check_parity", 0.0),
+        ("b", "int8", "clean_acc", 0.9),
+    ]  # b fp32: no rows at all
+    table = pd.DataFrame([{"model": m, "compression": c, "format": "tflite", "metric": k, "value": v}
+                          for m, c, k, v in rows])  # fmt: skip
+    failed = {"model": "b", "cell": "export(format=tflite,precision=fp32)", "error": "LoweringError: no\nway"}
+    selected, left = select_exports(tmp_path, table, spec, {"failed_cells": [failed]})
+    assert selected == [("a", False, "passed"), ("b", True, "unrecorded")]
+    assert left == [
+        {"model": "a", "precision": "int8", "reason": "failed its parity check (check_parity = 0); "
+                                                      "--include-failed-parity bundles it"},
+        {"model": "b", "precision": "fp32", "reason": "failed to export (no result rows): LoweringError: no way"},
+    ]  # fmt: skip
+    selected, left = select_exports(tmp_path, table, spec, {}, include_failed_parity=True)
+    assert ("a", True, "failed") in selected and [d["model"] for d in left] == ["b"]
+
+
+def _suite_run(tmp_path):
+    (tmp_path / "sel.toml").write_text(SELECT_SUITE)
+    run = tmp_path / "run"
+    run.mkdir()
+    loaded = load_suite(tmp_path / "sel.toml")
+    return run, {"suite_path": str(loaded.path), "suite_sha256": loaded.sha256}
+
+
+def test_the_run_copy_of_the_suite_is_read_and_must_match_its_sha256(tmp_path):
+    run, manifest = _suite_run(tmp_path)
+    (run / "suite.toml").write_text(SELECT_SUITE)
+    (tmp_path / "sel.toml").write_text(SELECT_SUITE.replace('name = "b"', 'name = "c"'))  # edited: not read
+    loaded = _run_suite(run, manifest)
+    assert [m.name for m in loaded.spec.models] == ["a", "b"] and loaded.path == tmp_path / "sel.toml"
+    (run / "suite.toml").write_text(SELECT_SUITE + "\n# edited\n")
+    with pytest.raises(InputError) as err:
+        _run_suite(run, manifest)
+    assert str(err.value) == (
+        f"{run / 'suite.toml'}: suite_sha256: differs from the run's manifest.json (edited since); bundle a run made "
+        "from the current suite file (re-run it), or restore the suite as it was"
+    )
+
+
+def test_without_a_copy_the_recorded_suite_is_used_only_when_unedited(tmp_path):
+    run, manifest = _suite_run(tmp_path)
+    assert [m.name for m in _run_suite(run, manifest).spec.models] == ["a", "b"]
+    (tmp_path / "sel.toml").write_text(SELECT_SUITE + "\n# edited\n")
+    with pytest.raises(InputError, match=r"sel.toml: suite_sha256: differs from .* and the run has no suite.toml copy"):
+        _run_suite(run, manifest)

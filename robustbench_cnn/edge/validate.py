@@ -2,7 +2,11 @@
 
 Standard library + numpy + a TFLite runtime only (no torch, no pandas). Exit status: 0 every model
 matches its expectation; 1 a model runs but misses (accuracy or agreement outside tolerance);
-2 the bundle is invalid (missing or tampered file, malformed manifest), in which case no model is run.
+2 the bundle is invalid (malformed manifest, a path leaving the bundle, a missing or tampered file,
+a modified validator, arrays of the wrong shape), in which case no model is run and nothing is
+written. Order: manifest (:mod:`robustbench_cnn.edge.manifest`), the validator's own files
+(:mod:`robustbench_cnn.edge.selfcheck`), the output folder, every file's sha256, every array's
+header (:mod:`robustbench_cnn.edge.arrays`) and every model's load; only then does anything run.
 """
 
 from __future__ import annotations
@@ -12,21 +16,23 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, MANIFEST, sha256
+from robustbench_cnn.edge.arrays import load_arrays
+from robustbench_cnn.edge.bundle_format import EVAL_DATA, MAX_MODEL_BYTES
+from robustbench_cnn.edge.manifest import BundleError, Manifest, ModelEntry, read_manifest, verify_files
+from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel, interpreter_class
 from robustbench_cnn.schema import COLUMNS
 
+__all__ = ["BundleError", "ModelResult", "validate"]
+
 log = logging.getLogger(__name__)
-
-
-class BundleError(Exception):
-    """The bundle cannot be trusted or read (exit 2)."""
 
 
 @dataclass
@@ -37,80 +43,78 @@ class ModelResult:
     failures: list[str] = field(default_factory=list)
 
 
-def read_manifest(bundle: Path) -> dict:
-    path = bundle / MANIFEST
+@dataclass
+class _Prepared:
+    """One model ready to run: loaded interpreter, reference predictions, adversarial images."""
+
+    entry: ModelEntry
+    model: TfliteModel
+    size: int
+    preds: dict[str, np.ndarray]
+    adv: dict[str, np.ndarray]
+
+
+def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None) -> _Prepared:
+    """Load one model and its arrays, checking every shape against the eval images; runs nothing."""
+    f, n = f"models[{entry.index}]", len(x)
+    keys = sorted(entry.attacks)
+    pred_path = m.locate(entry.predictions, f"{f}.predictions")
+    preds = load_arrays(pred_path, m.bundle / entry.predictions, {k: ("<i8", (n,)) for k in ["clean", *keys]})
+    adv = {}
+    if entry.adversarial is not None:
+        adv_path = m.locate(entry.adversarial, f"{f}.adversarial")
+        adv = load_arrays(adv_path, m.bundle / entry.adversarial, {k: ("<f4", x.shape) for k in keys})
+    path = m.locate(entry.file, f"{f}.file")
+    size = path.stat().st_size
+    where = m.bundle / entry.file
+    if size > MAX_MODEL_BYTES:
+        raise BundleError(where, f"{f}.file", f"{size} bytes (> {MAX_MODEL_BYTES} allowed for a model)")
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: no manifest.json; is {bundle} an edge bundle?") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise BundleError(f"{path}: bundle format {found!r}, this validator reads format {FORMAT_VERSION}")
-    for key in ("files", "models", "tolerances"):
-        if key not in manifest:
-            raise BundleError(f"{path}: manifest has no '{key}'")
-    return manifest
+        model = TfliteModel(path, threads=threads)
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise BundleError(where, f"{f}.file", f"not a loadable TFLite model ({str(exc)[:100]})") from None
+    if model.sample_shape != tuple(x.shape[1:]) or n % model.batch:
+        problem = f"takes {model.batch} x {model.sample_shape} images; the bundle's are {n} x {tuple(x.shape[1:])}"
+        raise BundleError(where, f"{f}.file", problem)
+    try:  # one invocation: a model that loads but cannot run, or gives no (N, K) logits, stops here
+        logits = model.predict(x[: model.batch])
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(where, f"{f}.file", f"the model does not run ({str(exc)[:100]})") from None
+    if logits.ndim != 2:
+        raise BundleError(where, f"{f}.file", f"outputs shape {logits.shape}, not (N, classes) logits")
+    return _Prepared(entry, model, size, preds, adv)
 
 
-def verify_files(bundle: Path, files: dict[str, str]) -> None:
-    """Every listed file exists and has its recorded sha256; otherwise BundleError naming each bad file."""
-    bad = []
-    root = bundle.resolve()
-    for rel, digest in sorted(files.items()):
-        path = (bundle / rel).resolve()
-        if root not in path.parents:
-            bad.append(f"{rel}: path leaves the bundle")
-        elif not path.is_file():
-            bad.append(f"{rel}: missing")
-        elif sha256(path) != digest:
-            bad.append(f"{rel}: sha256 mismatch (the file was modified or corrupted)")
-    if bad:
-        raise BundleError(f"bundle {bundle} failed verification: {'; '.join(bad)}")
-
-
-def _load_npz(bundle: Path, rel: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(bundle / rel, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{bundle / rel}: unreadable arrays ({exc})") from None
-
-
-def validate_model(bundle: Path, entry: dict, x: np.ndarray, y: np.ndarray, tol: dict, opts: dict) -> ModelResult:
+def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) -> ModelResult:
     """Run one model on the clean and adversarial images and compare with the manifest's expectations."""
-    res = ModelResult(entry["model"], entry["precision"])
-    model = TfliteModel(bundle / entry["file"], threads=opts["threads"])
-    expected = entry["expected"]
-    preds = _load_npz(bundle, entry["predictions"])
-    adv = _load_npz(bundle, entry["adversarial"]) if entry.get("adversarial") else {}
-    base = {k: entry.get(k, "none") for k in ("model", "arch", "defense", "compression")}
-    base.update(format="tflite", runtime=model.runtime, device="cpu")
+    e, tol = p.entry, m.tolerances
+    res = ModelResult(e.model, e.precision)
+    base = {"model": e.model, "arch": e.arch, "defense": e.defense, "compression": e.compression,
+            "format": "tflite", "runtime": p.model.runtime, "device": "cpu"}  # fmt: skip
 
-    def row(metric: str, value: float, **extra) -> None:
+    def row(metric: str, value: float, **extra: object) -> None:
         res.rows.append({**base, "metric": metric, "value": float(value), **extra})
 
-    clean_pred = model.predict(x).argmax(1)
+    clean_pred = p.model.predict(x).argmax(1)
     clean_ok = clean_pred == y
-    checks = [("clean_acc", None, float(clean_ok.mean()), expected["clean_acc"], clean_pred, preds["clean"])]
+    checks = [("clean_acc", None, float(clean_ok.mean()), e.clean_acc, clean_pred, p.preds["clean"])]
     row("clean_acc", clean_ok.mean(), n=len(y))
-    for key, attack in sorted(entry.get("attacks", {}).items()):
-        pred = model.predict(adv[key]).argmax(1)
+    for key, attack in sorted(e.attacks.items()):
+        pred = p.model.predict(p.adv[key]).argmax(1)
         robust = float((clean_ok & (pred == y)).mean())
-        row("robust_acc", robust, attack=attack["attack"], norm=attack["norm"], eps=attack["eps"], n=len(y))
-        checks.append(("robust_acc", key, robust, expected["robust_acc"][key], pred, preds[key]))
+        row("robust_acc", robust, attack=attack.attack, norm=attack.norm, eps=attack.eps, n=len(y))
+        checks.append(("robust_acc", key, robust, e.robust_acc[key], pred, p.preds[key]))
     for metric, key, got, want, pred, ref in checks:
         name = metric if key is None else f"{metric} {key}"
         agreement = float((pred == ref).mean())
-        need = tol["agreement"] if key is None else tol["adversarial_agreement"]
-        if abs(got - want) > tol["accuracy"]:
-            res.failures.append(f"{name} {got:.4f}, expected {want:.4f} +- {tol['accuracy']}")
+        need = tol.agreement if key is None else tol.adversarial_agreement
+        if abs(got - want) > tol.accuracy:
+            res.failures.append(f"{name} {got:.4f}, expected {want:.4f} +- {tol.accuracy}")
         if agreement < need:
             res.failures.append(f"{name}: top-1 agreement with the reference run {agreement:.4f} < {need}")
-    row("size_bytes", (bundle / entry["file"]).stat().st_size)
+    row("size_bytes", p.size)
     if opts["latency"]:
-        s = model.latency(opts["warmup"], opts["min_repeats"], opts["budget_s"])
+        s = p.model.latency(opts["warmup"], opts["min_repeats"], opts["budget_s"])
         for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
                               ("latency_ms_p99", s.p99_ms), ("throughput", s.throughput)):  # fmt: skip
             row(metric, value, n=s.repeats, batch_size=s.batch_size)
@@ -131,38 +135,82 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "processor": platform.processor()}  # fmt: skip
 
 
+def check_output(m: Manifest, out: Path) -> None:
+    """Refuse an output that writes through a symbolic link or, inside the bundle, leaves it."""
+    fix = "pass --out to a plain folder outside the bundle, or remove the link"
+    for path in (out, out.parent):
+        if path.is_symlink():
+            raise BundleError(path, "--out", "is a symbolic link (the validator does not write through links)", fix)
+    if out.is_dir():
+        raise BundleError(out, "--out", "is a directory", "pass a file name such as results.csv")
+    if out.absolute().is_relative_to(m.bundle.absolute()) and not out.parent.resolve().is_relative_to(m.root):
+        raise BundleError(out.parent, "--out", "resolves outside the bundle (a symbolic link leaves it)", fix)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(fh)`` into a new temporary file beside ``path``, then rename it over ``path`` (never follows links)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
     """The results contract's columns, in order; missing fields are empty cells."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
+
+    def write(fh) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in COLUMNS})
-    os.replace(tmp, path)
+
+    _write_atomic(path, write)
+
+
+def _selected(m: Manifest, models: list[str] | None) -> list[ModelEntry]:
+    names = {e.model for e in m.models}
+    for name in models or []:
+        if name not in names:
+            raise BundleError(m.bundle, "--model", f"no model {name!r} in the bundle", f"choose from {sorted(names)}")
+    return [e for e in m.models if not models or e.model in models]
 
 
 def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool = True, budget_s: float = 1.0,
              models: list[str] | None = None) -> tuple[list[ModelResult], dict]:  # fmt: skip
     """Verify and run the bundle; write ``out`` (CSV) and ``out``.json (environment, failures)."""
-    manifest = read_manifest(bundle)
-    verify_files(bundle, manifest["files"])
-    data = _load_npz(bundle, EVAL_DATA)
-    x, y = data["x"].astype(np.float32), data["y"].astype(np.int64)
+    m = read_manifest(bundle)
+    hashes = own_hashes()
+    check_self(m, hashes)
+    check_output(m, out)
+    verify_files(m)
+    n = m.source["images"]
+    data = load_arrays(m.locate(EVAL_DATA, "files"), bundle / EVAL_DATA, {"x": ("<f4", (n, None, None, None)),
+                                                                          "y": ("<i8", (n,))})  # fmt: skip
+    x, y = data["x"], data["y"]
     env = environment()
+    prepared = [_prepare(m, e, x, threads) for e in _selected(m, models)]
+    if m.left_out:
+        log.info("left out by the bundler: %s", "; ".join(f"{d['model']} [{d['precision']}]: {d['reason']}"
+                                                          for d in m.left_out))  # fmt: skip
+    digest = sums_digest(m, hashes)
+    log.info("validator: its %d files match the manifest; SHA256SUMS sha256 %s", len(hashes), digest)
     run_id = f"edge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    opts = {"threads": threads, "latency": latency, "budget_s": budget_s, "warmup": 5, "min_repeats": 20}
+    opts = {"latency": latency, "budget_s": budget_s, "warmup": 5, "min_repeats": 20}
     results = []
-    for entry in manifest["models"]:
-        if models and entry["model"] not in models:
-            continue
-        log.info("validating %s (%s)", entry["model"], entry["precision"])
-        results.append(validate_model(bundle, entry, x, y, manifest["tolerances"], opts))
-    common = {"run_id": run_id, "suite": manifest["source"]["suite"], "dataset": manifest["source"]["dataset"]}
+    for p in prepared:
+        log.info("validating %s (%s)", p.entry.model, p.entry.precision)
+        results.append(_run(p, x, y, m, opts))
+    common = {"run_id": run_id, "suite": m.source["suite"], "dataset": m.source["dataset"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(m, out)  # again, now that the folder exists
     write_rows(out, [{**common, **r} for res in results for r in res.rows])
-    report = {"run_id": run_id, "bundle": str(bundle.resolve()), "source": manifest["source"], "environment": env,
-              "validator": str(Path(__file__).resolve().parent),
+    report = {"run_id": run_id, "bundle": str(m.root), "source": m.source, "environment": env,
+              "validator": str(code_root() / "robustbench_cnn"), "left_out": list(m.left_out),
+              "sha256sums": digest,
               "failures": {f"{r.model}.{r.precision}": r.failures for r in results if r.failures}}  # fmt: skip
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    _write_atomic(out.with_suffix(".json"), lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True)))
     return results, env

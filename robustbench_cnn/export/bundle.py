@@ -5,42 +5,84 @@ adversarial ones crafted on each float model), the predictions the models gave h
 reference), expected accuracies with tolerances, the sha256 of every file, and a copy of the
 torch-free validator (layout: ``robustbench_cnn.edge.bundle_format``). Expectations are computed
 by running each .tflite file on the bundled images, so they hold exactly for the images shipped.
+
+Which exports go in: an export whose ``check_parity`` row is 1 (a run from before that metric: one
+with rows at all); one whose parity failed (``check_parity`` 0) only with ``include_failed_parity``;
+an export with no rows failed to export. Each one left out is logged with its reason and listed in
+the manifest's ``left_out``. The suite is read from the run's own copy (``RUN_DIR/suite.toml``),
+else from the recorded ``suite_path``, and in both cases only when its sha256 is the run's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import tempfile
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 import robustbench_cnn
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, MANIFEST, attack_key, sha256
+from robustbench_cnn.edge.bundle_format import (
+    EVAL_DATA,
+    FORMAT_VERSION,
+    MANIFEST,
+    SUMS,
+    VALIDATOR_FILES,
+    attack_key,
+    file_stem,
+    sha256,
+    sums_text,
+)
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
 
-VALIDATOR_FILES = (
-    "__init__.py", "schema.py", "edge/__init__.py", "edge/__main__.py", "edge/validate.py", "edge/bundle_format.py",
-    "runtime/__init__.py", "runtime/timing.py", "runtime/tflite_runtime.py",
-)  # fmt: skip
+EXPORT_FILE = "exports/{model}{suffix}.tflite"
+
+
+def _run_suite(run_dir: Path, manifest: dict):
+    """The suite the run used: ``RUN_DIR/suite.toml`` if present, else ``suite_path``; sha256 must match."""
+    from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
+
+    want = manifest.get("suite_sha256")
+    recorded = Path(str(manifest.get("suite_path", "")))
+    copy = run_dir / "suite.toml"
+    fix = "bundle a run made from the current suite file (re-run it), or restore the suite as it was"
+    if copy.is_file():
+        raw = copy.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != want:
+            raise InputError(f"{copy}: suite_sha256: differs from the run's manifest.json (edited since); {fix}")
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{copy}: invalid TOML: {exc}") from None
+        return LoadedSuite(parse_suite(data, str(copy)), recorded.resolve(), want)  # relative paths: as in the run
+    loaded = load_suite(recorded)
+    if loaded.sha256 != want:
+        raise InputError(f"{recorded}: suite_sha256: differs from {run_dir / 'manifest.json'} and the run has no "
+                         f"suite.toml copy (the suite was edited after the run); {fix}")  # fmt: skip
+    return loaded
 
 
 def _run_context(run_dir: Path):
     """(manifest, suite spec, dataset) of a finished run; the dataset must match its fingerprint."""
     from robustbench_cnn.data import load_dataset
-    from robustbench_cnn.suite.load import load_suite
 
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{run_dir}: not a run directory (manifest.json: {exc})") from None
-    loaded = load_suite(Path(manifest["suite_path"]))
+    missing = [k for k in ("run_id", "seed", "suite_path", "suite_sha256", "dataset", "models") if k not in manifest]
+    if missing or not isinstance(manifest["dataset"], dict) or "fingerprint" not in manifest["dataset"]:
+        raise InputError(f"{run_dir / 'manifest.json'}: {', '.join(missing) or 'dataset.fingerprint'}: missing; "
+                         "bundle a finished run (robustbench-cnn run)")  # fmt: skip
+    loaded = _run_suite(run_dir, manifest)
     data = load_dataset(loaded.spec.dataset, loaded.resolve(loaded.spec.dataset.data_dir))
     if data.fingerprint != manifest["dataset"]["fingerprint"]:
         raise RobustBenchError(f"{run_dir}: the data set on disk differs from the one the run used")
@@ -62,19 +104,57 @@ def _adversarial(run_dir: Path, spec, mspec, manifest, data, n: int) -> dict[str
     return out
 
 
-def _passed_exports(run_dir: Path) -> list[tuple[str, bool]]:
-    """(model, int8) of the run's TFLite exports that passed their parity check (they have rows)."""
+def _read_results(run_dir: Path):
     from robustbench_cnn.suite.results import read_csv
 
     try:
-        df = read_csv(run_dir / "results.csv")
+        return read_csv(run_dir / "results.csv")
     except (OSError, ValueError) as exc:
         raise InputError(f"{run_dir}: no readable results.csv ({exc})") from None
-    rows = df[(df.format == "tflite") & (df.metric == "parity_top1_agreement")]
-    exports = sorted({(m, str(c).endswith("int8")) for m, c in zip(rows.model, rows.compression, strict=True)})
-    if not exports:
-        raise RobustBenchError(f'{run_dir}: no TFLite export passed parity (add [[exports]] format = "tflite")')
-    return exports
+
+
+def _failed_cell(manifest: dict, model: str, precision: str) -> str:
+    label = f"export(format=tflite,precision={precision})"
+    for cell in manifest.get("failed_cells", []):
+        if cell.get("model") == model and cell.get("cell") == label:
+            return ": " + " ".join(str(cell.get("error", "")).split())[:120]
+    return ""
+
+
+def select_exports(run_dir: Path, table, spec, manifest: dict, include_failed_parity: bool = False):
+    """``([(model, int8, parity)], [left-out {model, precision, reason}])`` of the run's TFLite exports.
+
+    ``parity``: "passed", "failed" (bundled only with ``include_failed_parity``) or "unrecorded" (a run
+    from before the ``check_parity`` metric, whose exports had rows only when parity passed).
+    """
+    rows = table[table.format == "tflite"]
+    planned = sorted({(m.name, ex.precision == "int8") for m in spec.models for ex in spec.exports
+                      if ex.format == "tflite" and (ex.models is None or m.name in ex.models)})  # fmt: skip
+    found = {(m, str(c).endswith("int8")) for m, c in zip(rows.model, rows.compression, strict=True)}
+    selected, left_out = [], []
+    for name, int8 in sorted(set(planned) | found):
+        precision = "int8" if int8 else "fp32"
+        mine = rows[(rows.model == name) & (rows.compression.astype(str).str.endswith("int8") == int8)]
+        parity = mine[mine.metric == "check_parity"].value
+        path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
+        reason, status = None, "unrecorded" if parity.empty else ("passed" if (parity == 1.0).all() else "failed")
+        if name not in {m.name for m in spec.models}:
+            reason = "not a model of the run's suite"
+        elif mine.empty:
+            reason = f"failed to export (no result rows){_failed_cell(manifest, name, precision)}"
+        elif status == "failed" and not include_failed_parity:
+            reason = "failed its parity check (check_parity = 0); --include-failed-parity bundles it"
+        elif not path.is_file():
+            reason = f"its file {path.relative_to(run_dir)} is missing"
+        if reason is None:
+            selected.append((name, int8, status))
+        else:
+            left_out.append({"model": name, "precision": precision, "reason": reason})
+            log.warning("left out %s [%s]: %s", name, precision, reason)
+    if not selected:
+        why = "; ".join(f"{d['model']} [{d['precision']}] {d['reason']}" for d in left_out)
+        raise RobustBenchError(f"{run_dir}: no TFLite export to bundle ({why or 'add [[exports]] format = tflite'})")
+    return selected, left_out
 
 
 def build_bundle(
@@ -85,6 +165,7 @@ def build_bundle(
     agreement: float = 0.99,
     adversarial_agreement: float = 0.97,
     force: bool = False,
+    include_failed_parity: bool = False,
 ) -> Path:
     """Write the bundle of ``run_dir``'s TFLite exports to ``out`` (new or empty unless ``force``).
 
@@ -92,12 +173,14 @@ def build_bundle(
     the predictions made here >= ``agreement`` on clean images and >= ``adversarial_agreement`` on
     adversarial ones, which sit on decision boundaries by construction, so another runtime's int8
     rounding flips more of them (tflite-runtime 2.14 vs ai-edge-litert 2.3: 98.9% on one smoke model).
+    ``include_failed_parity``: bundle exports whose parity check failed too (``parity`` in their entry).
     """
     run_dir = run_dir.resolve()
-    exports = _passed_exports(run_dir)
+    table = _read_results(run_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} exists and is not empty (use --force to replace it)")
     manifest, spec, data = _run_context(run_dir)
+    exports, left_out = select_exports(run_dir, table, spec, manifest, include_failed_parity)
     n = min(eval_size or len(data.y_eval), len(data.y_eval))
     x, y = data.x_eval[:n].numpy().astype(np.float32), data.y_eval[:n].numpy().astype(np.int64)
     specs = {m.name: m for m in spec.models}
@@ -108,59 +191,59 @@ def build_bundle(
         (stage / "data").mkdir()
         np.savez_compressed(stage / EVAL_DATA, x=x, y=y)
         entries = []
-        for name, int8 in exports:
-            if name not in specs:
-                raise RobustBenchError(f"{run_dir}: model '{name}' is not in the run's suite file any more")
-            path = run_dir / "exports" / f"{name}{'.int8' if int8 else ''}.tflite"
-            entries.append(_bundle_model(run_dir, stage, path, specs[name], int8, spec, manifest, data, x, y, n))
-        pkg = Path(robustbench_cnn.__file__).parent
-        for rel in VALIDATOR_FILES:
-            target = stage / "robustbench_cnn" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pkg / rel, target)
+        for name, int8, parity in exports:
+            path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
+            entry = _bundle_model(run_dir, stage, path, specs[name], int8, spec, manifest, data, x, y, n)
+            entries.append({**entry, "parity": parity})
+        validator = _stage_validator(stage)
         files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
+        source = {"suite": spec.name, "run_id": manifest["run_id"], "dataset": data.name, "images": n,
+                  "seed": manifest["seed"], "environment": manifest.get("environment", {})}  # fmt: skip
+        tolerances = {"accuracy": accuracy_tol, "agreement": agreement, "adversarial_agreement": adversarial_agreement}
         bundle_manifest = {
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {
-                "suite": spec.name,
-                "run_id": manifest["run_id"],
-                "dataset": data.name,
-                "images": n,
-                "seed": manifest["seed"],
-                "environment": manifest.get("environment", {}),
-            },  # fmt: skip
-            "tolerances": {
-                "accuracy": accuracy_tol,
-                "agreement": agreement,
-                "adversarial_agreement": adversarial_agreement,
-            },  # fmt: skip
-            "models": entries,
-            "files": files,
-        }
+            "format_version": FORMAT_VERSION, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": source, "tolerances": tolerances, "models": entries, "left_out": left_out,
+            "files": files, "validator": validator,
+        }  # fmt: skip
         (stage / MANIFEST).write_text(json.dumps(bundle_manifest, indent=2, sort_keys=True))
+        (stage / SUMS).write_text(sums_text({MANIFEST: sha256(stage / MANIFEST), **validator}))
+        root_of_trust = sha256(stage / SUMS)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(stage), out)
-    log.info("bundle of %d models, %d images -> %s", len(entries), n, out)
+    log.info("bundle of %d models, %d images -> %s (%d left out)", len(entries), n, out, len(left_out))
+    log.info("ship this line separately; on the device `sha256sum %s` must print it: %s", SUMS, root_of_trust)
     return out
+
+
+def _stage_validator(stage: Path) -> dict[str, str]:
+    """Copy the torch-free validator's files into the bundle; ``{path: sha256}``."""
+    code_root = Path(robustbench_cnn.__file__).resolve().parent.parent
+    hashes = {}
+    for rel in VALIDATOR_FILES:
+        target = stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(code_root / rel, target)
+        hashes[rel] = sha256(target)
+    return hashes
 
 
 def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y, n) -> dict:
     """Copy one model and its adversarial images; run it here for the reference predictions."""
     precision = "int8" if int8 else "fp32"
-    rel = f"models/{mspec.name}.{precision}.tflite"
+    stem = file_stem(mspec.name)  # model names are free text; file names are not
+    rel = f"models/{stem}.{precision}.tflite"
     shutil.copyfile(path, stage / rel)
     model = TfliteModel(stage / rel)
     clean_pred = model.predict(x).argmax(1)
     clean_ok = clean_pred == y
-    preds, attacks, expected_robust, adv_arrays = {"clean": clean_pred}, {}, {}, {}
+    preds, attacks, expected_robust, adv_arrays = {"clean": clean_pred.astype(np.int64)}, {}, {}, {}
     for key, (params, adv) in _adversarial(run_dir, spec, mspec, manifest, data, n).items():
         pred = model.predict(adv.astype(np.float32)).argmax(1)
-        preds[key], attacks[key], adv_arrays[key] = pred, params, adv.astype(np.float32)
+        preds[key], attacks[key], adv_arrays[key] = pred.astype(np.int64), params, adv.astype(np.float32)
         expected_robust[key] = float((clean_ok & (pred == y)).mean())
-    pred_rel, adv_rel = f"data/pred-{mspec.name}.{precision}.npz", f"data/adv-{mspec.name}.npz"
+    pred_rel, adv_rel = f"data/pred-{stem}.{precision}.npz", f"data/adv-{stem}.npz"
     np.savez_compressed(stage / pred_rel, **preds)
     if adv_arrays and not (stage / adv_rel).exists():
         np.savez_compressed(stage / adv_rel, **adv_arrays)
