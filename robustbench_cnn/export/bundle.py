@@ -93,12 +93,16 @@ def _adversarial(run_dir: Path, spec, mspec, manifest, data, n: int) -> dict[str
     """``{attack key: (attack params, adversarial images[:n])}`` stored by the run's attack cells."""
     from robustbench_cnn.suite.cells import plan
 
-    key, seed = manifest["models"][mspec.name]["key"], manifest["seed"]
+    info = manifest["models"][mspec.name]
+    if isinstance(info.get("cells"), dict):  # the run's own cell index (settings resolved for its device)
+        cells = [(c.get("id"), c.get("kind"), c.get("params") or {}) for c in info["cells"].values()]
+    else:  # runs from before the index: re-plan (same ids for the settings of that time)
+        key, seed = info["key"], manifest["seed"]
+        cells = [(c.cell_id(key, data.fingerprint, seed), c.kind, dict(c.params)) for c in plan(spec, mspec)]
     out = {}
-    for cell in plan(spec, mspec):
-        path = run_dir / "cells" / f"{cell.cell_id(key, data.fingerprint, seed)}.adv.npy"
-        if cell.kind == "attack" and path.is_file():
-            p = dict(cell.params)
+    for cid, kind, p in cells:
+        path = run_dir / "cells" / f"{cid}.adv.npy"
+        if kind == "attack" and isinstance(cid, str) and cid.isalnum() and path.is_file():
             params = {"attack": p["attack"], "norm": p["norm"], "eps": p["eps"]}
             out[attack_key(p["attack"], p["norm"], p["eps"])] = (params, np.load(path, allow_pickle=False)[:n])
     return out

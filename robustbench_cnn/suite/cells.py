@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robustbench_cnn.atomic import atomic_write
 from robustbench_cnn.suite.results import read_csv, write_csv
 from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
 
@@ -102,10 +101,8 @@ class CellStore:
     def save(self, cell_id: str, rows: pd.DataFrame, arrays: dict[str, torch.Tensor]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         for name, array in arrays.items():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npy.tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, array.cpu().numpy(), allow_pickle=False)
-            os.replace(tmp, self.dir / f"{cell_id}.{name}.npy")
+            values = array.cpu().numpy()
+            atomic_write(self.dir / f"{cell_id}.{name}.npy", lambda fh, v=values: np.save(fh, v, allow_pickle=False))
         write_csv(rows, self.dir / f"{cell_id}.csv")  # last: its presence marks the cell done
 
     def count(self) -> int:

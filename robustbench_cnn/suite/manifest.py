@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from robustbench_cnn.atomic import atomic_write_bytes
+
 KEY_PACKAGES = (
     "robustbench-cnn", "torch", "torchvision", "torchattacks", "numpy", "pandas", "scikit-learn",
     "scipy", "safetensors", "pydantic", "torch-pruning", "onnx", "onnxruntime", "ai-edge-litert",
@@ -72,6 +74,5 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())

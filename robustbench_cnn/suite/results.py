@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from robustbench_cnn.atomic import atomic_write
 from robustbench_cnn.schema import COLUMNS, METRICS, NUMERIC
 
 
@@ -54,15 +53,7 @@ def frame(rows: Iterable[Row]) -> pd.DataFrame:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Write atomically (temp file + rename): a reader never sees a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, na_rep="", float_format="%.10g")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: df.to_csv(fh, index=False, na_rep="", float_format="%.10g"), text=True)
 
 
 def read_csv(path: Path) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.data import ImageDataset, load_dataset
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.models import Normalized, build_model
@@ -211,8 +212,10 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
     surrogate_key = "" if surrogate is None else ctx.manifest["models"][surrogate[0]]["key"]
     arrays: dict[str, dict[str, torch.Tensor]] = {}  # cell label -> its stored arrays
     failed: set[str] = set()
+    index = ctx.manifest["models"][mspec.name].setdefault("cells", {})  # what edge bundle and report read
     for cell in plan(ctx.loaded.spec, mspec):
         cid = cell.cell_id(key, data.fingerprint, ctx.seed, surrogate_key)
+        index[cell.label] = {"id": cid, "kind": cell.kind, "params": dict(cell.params)}
         if any(d in failed for d in cell.deps):
             _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
             failed.add(cell.label)
@@ -313,6 +316,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             "stage_seconds": {},
             "models": {},
         }
+    if not (run_dir / "suite.toml").is_file():  # the run keeps the suite it ran (edge bundle, report read it)
+        atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
     manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device))
     manifest["status"] = "running"
     ctx = _Context(loaded, run_id, seed, device, run_dir, opts.progress, manifest)

@@ -15,19 +15,18 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.errors import CheckpointError
 from robustbench_cnn.locks import file_lock
 from robustbench_cnn.models import structure
@@ -58,18 +57,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write ``model``'s state to ``path`` (safetensors, standard contiguous layout), atomically.
 
@@ -81,7 +68,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     if bad is not None:
         raise CheckpointError(f"refusing to save {path}: {bad} holds NaN or infinite values (training diverged?)")
     meta = {structure.METADATA_KEY: structure.dumps(model), **(metadata or {})}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write_bytes(path, save(state, metadata=meta))
 
 
 def load_weights(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto") -> None:
@@ -152,5 +139,5 @@ class ModelCache:
         save_weights(model, folder / WEIGHTS)
         meta = {**meta, "key": key, "weights_sha256": sha256_file(folder / WEIGHTS)}
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-        _atomic_write(folder / META, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write_bytes(folder / META, text.encode("utf-8"))
         return folder
