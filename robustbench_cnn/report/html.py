@@ -33,7 +33,7 @@ def slug(text: str) -> str:
 def _key(r: pd.Series | dict[str, Any]) -> tuple[str, ...]:
     def norm(c: str) -> str:
         v = r[c]
-        if v is None or v == "" or (isinstance(v, float) and pd.isna(v)):
+        if v is None or (not isinstance(v, str) and pd.isna(v)) or v == "":
             return ""
         return f"{float(v):.10g}" if c in ("eps", "batch_size") else str(v)
 

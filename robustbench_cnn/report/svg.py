@@ -44,6 +44,7 @@ class Chart:
     xlog: bool = False
     ylim: tuple[float, float] | None = None
     vlines: tuple[tuple[float, str], ...] = ()  # (x, label): e.g. the certifiable radius
+    xint: bool = False  # x is a count (run number): integer ticks only
     notes: tuple[str, ...] = field(default=())
 
 
@@ -61,7 +62,9 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
 def _range(values: list[float], log: bool, pad: float = 0.06) -> tuple[float, float]:
     vals = [math.log10(v) for v in values if v > 0] if log else values
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    span = (hi - lo) or 1.0
+    span = max(hi - lo, 0.02 * max(abs(hi), abs(lo)), 1e-9)  # a flat series still gets a readable scale
+    if hi - lo < span:
+        lo, hi = lo - span / 2, hi + span / 2
     lo, hi = lo - pad * span, hi + pad * span
     return (10**lo, 10**hi) if log else (lo, hi)
 
@@ -112,15 +115,16 @@ def render(chart: Chart) -> str:
 def _axes(chart: Chart, x0: float, x1: float, y0: float, y1: float, sx, sy) -> list[str]:
     out = []
     for t in _ticks(x0, x1, chart.xlog):
-        if x0 <= t <= x1:
+        if x0 <= t <= x1 and (not chart.xint or t == int(t)):
             x = f"{sx(t):.1f}"
             out.append(
                 f'<line x1="{x}" x2="{x}" y1="{TOP}" y2="{H - BOTTOM}" class="grid"/>'
-                f'<text x="{x}" y="{H - BOTTOM + 14}" class="tick" text-anchor="middle">{t:g}</text>'
+                f'<text x="{x}" y="{H - BOTTOM + 14}" class="tick" text-anchor="middle">{t:.4g}</text>'
             )
     for t in (t for t in _ticks(y0, y1, False) if y0 <= t <= y1):
-        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" class="tick" text-anchor="end">{t:g}</text>')  # fmt: skip
+        y = sy(t)
+        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                   f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{t:.4g}</text>')  # fmt: skip
     out.append(f'<text x="{LEFT + (W - LEFT - RIGHT) / 2:.0f}" y="{H - 8}" class="alabel" text-anchor="middle">'
                f"{escape(chart.xlabel)}</text>")  # fmt: skip
     out.append(f'<text transform="translate(14 {TOP + (H - TOP - BOTTOM) / 2:.0f}) rotate(-90)" class="alabel" '
