@@ -62,15 +62,25 @@ class ThirdPartyFilter(logging.Filter):
 _FILTER = ThirdPartyFilter()
 
 
-def quiet_third_party(verbose: bool) -> None:
-    """Filter third-party records on the root logger's current handlers (the terminal) unless ``verbose``.
+def private_loggers() -> list[logging.Logger]:
+    """Third-party loggers that print through their own handlers and never reach the root (torch's:
+    ``torch``, ``torch.export``, ... have a stderr handler and ``propagate = False``)."""
+    packages = {name.split(".")[0] for name in THIRD_PARTY}
+    loggers = [logging.getLogger(n) for n, lg in list(logging.root.manager.loggerDict.items())
+               if isinstance(lg, logging.Logger) and n.split(".")[0] in packages]  # fmt: skip
+    return [lg for lg in loggers if lg.handlers and not lg.propagate]
 
-    Python warnings are routed into logging either way, so that :func:`run_log` records them."""
+
+def quiet_third_party(verbose: bool) -> None:
+    """Filter third-party records on the terminal handlers (the root's, and those of third-party loggers that
+    print on their own) unless ``verbose``. Call it again once such libraries are imported (:func:`run_log`
+    does). Python warnings are routed into logging either way, so that :func:`run_log` records them."""
     logging.captureWarnings(True)
-    for handler in logging.getLogger().handlers:
+    handlers = logging.getLogger().handlers + [h for lg in private_loggers() for h in lg.handlers]
+    for handler in handlers:
         if verbose:
             handler.removeFilter(_FILTER)
-        elif _FILTER not in handler.filters:
+        elif _FILTER not in handler.filters and not isinstance(handler, logging.FileHandler):
             handler.addFilter(_FILTER)
 
 
@@ -82,11 +92,16 @@ def run_log(run_dir: Path, verbose: bool = False) -> Iterator[Path]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
-    root = logging.getLogger()
+    quiet = any(_FILTER in h.filters for h in logging.getLogger().handlers)
+    if quiet:
+        quiet_third_party(verbose=False)  # libraries imported since the CLI started have their own handlers now
     logging.captureWarnings(True)
-    root.addHandler(handler)
+    loggers = [logging.getLogger(), *private_loggers()]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield path
     finally:
-        root.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
         handler.close()
