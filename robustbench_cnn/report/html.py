@@ -76,11 +76,11 @@ def _source(rows: pd.DataFrame, metric: str, **where: Any) -> int | None:
 def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel) -> str:
     keyed = df.fillna({c: "" for c in VARIANT})
     batch = board.latency_batch.dropna()
-    lat = f"p50 ms (batch {int(batch.iloc[0])})" if not batch.empty else "p50 ms"
+    lat = f"p50 ms bs{int(batch.iloc[0])}" if not batch.empty else "p50 ms"
     heads = ["#", "verdict", "variant", "defense", "clean %", tm.robust_header() + " %", tm.certified_header() + " %",
              "size KiB", lat]  # fmt: skip
     out = ['<input id="filter" type="search" placeholder="filter rows (e.g. onnx, UNRELIABLE, pgd_at)">',
-           '<table id="leaderboard" class="sortable"><thead><tr>',
+           '<div class="scroll"><table id="leaderboard" class="sortable"><thead><tr>',
            *(f'<th title="click to sort">{escape(h)}</th>' for h in heads), "</tr></thead><tbody>"]  # fmt: skip
     for i, r in enumerate(board.itertuples(), 1):
         rows = keyed[(keyed[VARIANT] == pd.Series(dict(zip(VARIANT, r[1:7], strict=True)))).all(axis=1)]
@@ -105,7 +105,7 @@ def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel) ->
                  _num(r.p50_ms, "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}",
                       link(_source(rows, "latency_ms_p50", batch_size=r.latency_batch)))]  # fmt: skip
         out.append(f'<tr id="lb-{anchor}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     if (board.robust_kind == "min").any():
         out.append("<p class='note'>* no per-example worst case for this variant: the minimum over the attacks' "
                    "accuracies (an upper bound on the worst case).</p>")  # fmt: skip

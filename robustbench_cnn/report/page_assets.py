@@ -5,7 +5,7 @@ stay self-contained: nothing is fetched from a server or a CDN.
 """
 
 CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1200px;
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1400px;
        padding: 0 16px; color: #222; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
 h3 { font-size: 15px; margin: 18px 0 6px; }
@@ -19,6 +19,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.bad { color: #b00; font-weight: 600; } td.ok { color: #070; }
 tr:target, section:target h3 { background: #fff3b0; }
 a { color: #1a5fb4; text-decoration: none; } a:hover { text-decoration: underline; }
+.scroll { overflow-x: auto; }
 #filter { width: 360px; padding: 5px 8px; margin: 6px 0; font-size: 14px; }
 .note { color: #555; font-size: 13px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }

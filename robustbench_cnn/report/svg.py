@@ -12,7 +12,7 @@ from html import escape
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]  # fmt: skip
-W, H, LEFT, RIGHT, TOP, BOTTOM, LEGEND = 520, 300, 56, 16, 28, 44, 250
+W, H, LEFT, RIGHT, TOP, BOTTOM, LEGEND = 390, 280, 52, 14, 28, 44, 215
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
     return [round(first + i * step, 10) for i in range(int((hi - first) / step) + 2) if first + i * step <= hi + 1e-9]
 
 
+def _tick(t: float) -> str:
+    return f"{t:,.0f}" if abs(t) >= 1000 else f"{t:.4g}"
+
+
 def _range(values: list[float], log: bool, pad: float = 0.06) -> tuple[float, float]:
     vals = [math.log10(v) for v in values if v > 0] if log else values
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
@@ -103,9 +107,13 @@ def render(chart: Chart) -> str:
            f'<text x="{LEFT}" y="16" class="ctitle">{escape(chart.title)}</text>',
            f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="plot"/>']  # fmt: skip
     out += _axes(chart, x0, x1, y0, y1, sx, sy)
-    for x, label in chart.vlines:
-        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" y2="{TOP + ph}" class="vline"/>'
-                   f'<text x="{sx(x) + 4:.1f}" y="{TOP + 14}" class="vlabel">{escape(label)}</text>')  # fmt: skip
+    for x, label in chart.vlines:  # the label on the side of the line with more room
+        px, right = sx(x), sx(x) < LEFT + pw / 2
+        anchor, tx = ("start", px + 4) if right else ("end", px - 4)
+        out.append(
+            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{TOP + ph}" class="vline"/>'
+            f'<text x="{tx:.1f}" y="{TOP + 14}" class="vlabel" text-anchor="{anchor}">{escape(label)}</text>'
+        )
     for s in chart.series:
         out += _series(s, sx, sy)
     out += _legend(chart.series)
@@ -119,12 +127,12 @@ def _axes(chart: Chart, x0: float, x1: float, y0: float, y1: float, sx, sy) -> l
             x = f"{sx(t):.1f}"
             out.append(
                 f'<line x1="{x}" x2="{x}" y1="{TOP}" y2="{H - BOTTOM}" class="grid"/>'
-                f'<text x="{x}" y="{H - BOTTOM + 14}" class="tick" text-anchor="middle">{t:.4g}</text>'
+                f'<text x="{x}" y="{H - BOTTOM + 14}" class="tick" text-anchor="middle">{_tick(t)}</text>'
             )
     for t in (t for t in _ticks(y0, y1, False) if y0 <= t <= y1):
-        y = sy(t)
+        y, label = sy(t), _tick(t)
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                   f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{t:.4g}</text>')  # fmt: skip
+                   f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{label}</text>')  # fmt: skip
     out.append(f'<text x="{LEFT + (W - LEFT - RIGHT) / 2:.0f}" y="{H - 8}" class="alabel" text-anchor="middle">'
                f"{escape(chart.xlabel)}</text>")  # fmt: skip
     out.append(f'<text transform="translate(14 {TOP + (H - TOP - BOTTOM) / 2:.0f}) rotate(-90)" class="alabel" '
@@ -159,7 +167,7 @@ def _legend(series: tuple[Series, ...]) -> list[str]:
                        f'stroke-width="{s.width}"{dash}/>')  # fmt: skip
         if s.marker != "none":
             out.append(_marker(s.marker, W + 19, y - 4, s.color, s.hollow))
-        out.append(f'<text x="{W + 36}" y="{y}" class="legend">{escape(s.name[:38])}<title>{escape(s.name)}</title>'
-                   "</text>")  # fmt: skip
+        short = s.name if len(s.name) <= 32 else s.name[:31] + "…"  # the full name on hover
+        out.append(f'<text x="{W + 36}" y="{y}" class="legend">{escape(short)}<title>{escape(s.name)}</title></text>')
         y += 15
     return out
