@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from robustbench_cnn.report import page_assets, svg
-from robustbench_cnn.report.leaderboard import VARIANT, ThreatModel, certify_limits, leaderboard, variant_label
+from robustbench_cnn.report.leaderboard import (
+    VARIANT,
+    ThreatModel,
+    certify_limits,
+    leaderboard,
+    ranked,
+    variant_label,
+)
 from robustbench_cnn.report.plots import pareto_front
 from robustbench_cnn.suite.results import read_csv
 
@@ -239,7 +246,7 @@ def _warnings(manifest: dict[str, Any]) -> str:
 def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None = None) -> str:
     """The whole page as one string."""
     board, tm = leaderboard(df, manifest)
-    board = board.sort_values(["robust", "clean"], ascending=False, na_position="last").reset_index(drop=True)
+    board = ranked(board)
     colours = {m: svg.PALETTE[i % len(svg.PALETTE)] for i, m in enumerate(dict.fromkeys(board.model))}
     flagged = set(board.loc[board.verdict.str.startswith("UNRELIABLE"), "model"])
     charts = _robust_charts(df, colours, flagged) + _certified_chart(df, manifest, colours)

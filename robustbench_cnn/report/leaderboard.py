@@ -100,6 +100,15 @@ def _one(rows: pd.DataFrame, metric: str, **where: Any) -> float | None:
     return float(sub.value.iloc[0]) if not sub.empty else None
 
 
+def ranked(board: pd.DataFrame) -> pd.DataFrame:
+    """RobustBench's order: robust accuracy, then clean, best first; variants whose evaluation is
+    UNRELIABLE (a failed sanity check) after every reliable one, whatever their numbers."""
+    unreliable = board.verdict.str.startswith("UNRELIABLE")
+    order = board.assign(_u=unreliable).sort_values(["_u", "robust", "clean"], ascending=[True, False, False],
+                                                    na_position="last")  # fmt: skip
+    return order.drop(columns="_u").reset_index(drop=True)
+
+
 def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFrame, ThreatModel]:
     """One row per variant: verdict, clean, robust (and how), certified, size (bytes), p50 latency (ms)."""
     tm = threat_model(df, manifest)

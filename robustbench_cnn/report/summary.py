@@ -105,18 +105,30 @@ def _cell(text: str, width: int, middle: bool = False) -> str:
     return text[: width - 1] + "~"
 
 
+DEFAULT_RUNTIME = {"torch": "torch", "onnx": "onnxruntime", "tflite": "tflite"}
+
+
+def short_label(r: pd.Series) -> str:
+    """``model / compression / format``, the runtime only where it is not the format's usual one."""
+    parts = [str(r["model"])] + [str(r[c]) for c in ("compression", "format") if r[c] not in ("none", "torch")]
+    if DEFAULT_RUNTIME.get(str(r["format"])) != r["runtime"]:
+        parts.append(str(r["runtime"]))
+    return " / ".join(parts)
+
+
 def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str:
-    """The terminal view: a leaderboard of at most ``width`` columns, verdict first, best robust on top.
+    """The terminal view: a leaderboard of at most ``width`` columns, verdict first, ranked (``ranked``).
 
     The wide table stays in ``summary.md``; this is what a run prints at its end."""
-    from robustbench_cnn.report.leaderboard import leaderboard
+    from robustbench_cnn.report.leaderboard import leaderboard, ranked
 
     board, tm = leaderboard(df, manifest)
     head = f"{manifest.get('suite', '')} run {manifest.get('run_id', '')}: {manifest.get('status')}"
     lines = [_cell(head, width)]
     if board.empty:
         return "\n".join([*lines, "no results"]) + "\n"
-    board = board.sort_values(["robust", "clean"], ascending=False, na_position="last")
+    board = ranked(board)
+    board["variant"] = board.apply(short_label, axis=1)
     rob, cert = tm.robust_header() + " %", tm.certified_header() + " %"
     bs = board.latency_batch.dropna()
     lat = f"p50 ms bs{int(bs.iloc[0])}" if not bs.empty else "p50 ms"
