@@ -123,7 +123,7 @@ def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str
     from robustbench_cnn.report.leaderboard import leaderboard, ranked
 
     board, tm = leaderboard(df, manifest)
-    head = f"{manifest.get('suite', '')} run {manifest.get('run_id', '')}: {manifest.get('status')}"
+    head = f"# {manifest.get('suite', '')} — run {manifest.get('run_id', '')}: {manifest.get('status')}"
     lines = [_cell(head, width)]
     if board.empty:
         return "\n".join([*lines, "no results"]) + "\n"
