@@ -139,14 +139,15 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def place_labels(ax, xs: list[float], ys: list[float], texts: list[str]) -> list[Any]:
+def place_labels(ax, xs: list[float], ys: list[float], texts: list[str], draw: bool = True) -> list[Any]:
     """Write each point's text at the first offset (points) whose box overlaps no placed label or marker.
 
     Call after the figure's layout is final: boxes are measured in display pixels."""
     from matplotlib.transforms import offset_copy
 
     fig = ax.figure
-    fig.canvas.draw()
+    if draw:  # fixes the layout (transforms); once per figure is enough
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     pixels = ax.transData.transform(list(zip(xs, ys, strict=True))) if xs else []
     taken = [(px - 4, py - 4, px + 4, py + 4) for px, py in pixels]
@@ -228,9 +229,9 @@ def accuracy_vs_cost(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | Non
         fig.legend(handles=key, loc="upper right", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False,
                    title="key (hollow: evaluation unreliable)", title_fontsize=7)  # fmt: skip
         fig.tight_layout(rect=(0, 0, 1 - key_in / (5.0 * len(panels) + key_in), 1))
-        for ax, (y, _) in zip(axes[0], panels, strict=True):  # after the layout: labels are placed in pixels
+        for i, (ax, (y, _)) in enumerate(zip(axes[0], panels, strict=True)):  # after the layout: placed in pixels
             sub = pts.dropna(subset=[y])
-            place_labels(ax, list(sub[cost]), list(sub[y]), [str(n) for n in sub.num])
+            place_labels(ax, list(sub[cost]), list(sub[y]), [str(n) for n in sub.num], draw=i == 0)
         fig.savefig(out / f"accuracy_vs_{name}.png")
         plt.close(fig)
         files.append(f"accuracy_vs_{name}.png")
