@@ -51,8 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
     _add_tolerance_flags(cmp)
 
-    rep = sub.add_parser("report", help="write report.md and PNG plots into a run directory")
+    rep = sub.add_parser("report", help="write report.md, report.html and PNG plots into a run directory")
     rep.add_argument("run_dir", type=Path)
+
+    dash = sub.add_parser("dashboard", help="an HTML page of every run: trends per model variant, regressions")
+    dash.add_argument("--results", type=Path, default=None, help="results root (default: $ROBUSTBENCH_CNN_RESULTS)")
+    dash.add_argument("--out", type=Path, default=None, help="HTML file (default: RESULTS/dashboard.html)")
+
+    exp = sub.add_parser("export-results", help="a run's manifest and rows as JSON, or logged to MLflow")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--format", choices=("json", "mlflow"), default="json", dest="fmt")
+    exp.add_argument("--out", type=Path, default=None,
+                     help="JSON file (default RUN_DIR/results.json) or MLflow store (RUN_DIR/mlruns)")  # fmt: skip
 
     hist = sub.add_parser("history", help="one metric across the runs in the history store")
     hist.add_argument("--metric", required=True, help="e.g. robust_acc, clean_acc, latency_ms_p50")
@@ -142,14 +152,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=resume,
     )
     result = run_suite(loaded, opts)
-    sys.stdout.write((result.run_dir / "summary.md").read_text())
+    from robustbench_cnn.report.summary import compact
+
+    sys.stdout.write(compact(result.table, result.manifest))  # the wide table stays in summary.md
     if not args.no_report:
         from robustbench_cnn.report.history import append
         from robustbench_cnn.report.plots import write_report
 
         report = write_report(result.run_dir)
         append(out / "history.sqlite", result.table, result.manifest["started"])
-        sys.stdout.write(f"\nreport: {report}\n")
+        sys.stdout.write(f"\nreport: {report} and {report.with_suffix('.html')}\n")
     sys.stdout.write(f"results: {result.run_dir}\n")
     if args.baseline is not None:
         code = _compare(args.baseline, result.run_dir, args, out=result.run_dir / "compare.md")
@@ -173,7 +185,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from robustbench_cnn.errors import RobustBenchError
 
         raise RobustBenchError(f"{args.run_dir}: not a run directory (no results.csv)")
-    sys.stdout.write(f"{write_report(args.run_dir)}\n")
+    sys.stdout.write(f"{write_report(args.run_dir)}\n{args.run_dir / 'report.html'}\n")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from robustbench_cnn.report.dashboard import write_dashboard
+
+    root = (args.results or _default_out()).resolve()
+    sys.stdout.write(f"dashboard: {write_dashboard(root, args.out.resolve() if args.out else None)}\n")
+    return 0
+
+
+def _cmd_export_results(args: argparse.Namespace) -> int:
+    from robustbench_cnn.report.export_results import export_json, export_mlflow
+
+    run_dir = args.run_dir.resolve()
+    out = args.out.resolve() if args.out else None
+    if args.fmt == "json":
+        sys.stdout.write(f"json: {export_json(run_dir, out)}\n")
+    else:
+        sys.stdout.write(f"mlflow run: {export_mlflow(run_dir, out)} in {out or run_dir / 'mlruns'}\n")
     return 0
 
 
@@ -225,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from robustbench_cnn.logs import quiet_third_party
+
+    quiet_third_party(args.verbose)
     from robustbench_cnn.errors import RobustBenchError
 
     try:
         commands = {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "report": _cmd_report,
-                    "history": _cmd_history, "edge": _cmd_edge}  # fmt: skip
+                    "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,
+                    "export-results": _cmd_export_results}  # fmt: skip
         return commands[args.command](args)
     except RobustBenchError as exc:
         sys.stderr.write(f"robustbench-cnn: error: {exc}\n")

@@ -89,3 +89,66 @@ def write_summary(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> str
     text = render(df, manifest)
     path.write_text(text)
     return text
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None or pd.isna(v) else f"{v * 100:.1f}"
+
+
+def _cell(text: str, width: int, middle: bool = False) -> str:
+    """``text`` cut to ``width`` with a ``~`` where it was cut (in the middle: keeps a variant's format)."""
+    if len(text) <= width:
+        return text
+    if middle:
+        tail = (width - 1) // 2
+        return text[: width - 1 - tail] + "~" + text[-tail:]
+    return text[: width - 1] + "~"
+
+
+DEFAULT_RUNTIME = {"torch": "torch", "onnx": "onnxruntime", "tflite": "tflite"}
+
+
+def short_label(r: pd.Series) -> str:
+    """``model / compression / format``, the runtime only where it is not the format's usual one."""
+    parts = [str(r["model"])] + [str(r[c]) for c in ("compression", "format") if r[c] not in ("none", "torch")]
+    if DEFAULT_RUNTIME.get(str(r["format"])) != r["runtime"]:
+        parts.append(str(r["runtime"]))
+    return " / ".join(parts)
+
+
+def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str:
+    """The terminal view: a leaderboard of at most ``width`` columns, verdict first, ranked (``ranked``).
+
+    The wide table stays in ``summary.md``; this is what a run prints at its end."""
+    from robustbench_cnn.report.leaderboard import leaderboard, ranked
+
+    board, tm = leaderboard(df, manifest)
+    head = f"# {manifest.get('suite', '')} — run {manifest.get('run_id', '')}: {manifest.get('status')}"
+    lines = [_cell(head, width)]
+    if board.empty:
+        return "\n".join([*lines, "no results"]) + "\n"
+    board = ranked(board)
+    board["variant"] = board.apply(short_label, axis=1)
+    rob, cert = tm.robust_header() + " %", tm.certified_header() + " %"
+    bs = board.latency_batch.dropna()
+    lat = f"p50 ms bs{int(bs.iloc[0])}" if not bs.empty else "p50 ms"
+    cols = [("verdict", 10, "<"), ("variant", 0, "<"), ("clean %", 7, ">"), (rob, max(len(rob), 8), ">"),
+            (cert, max(len(cert), 8), ">"), ("size KiB", 9, ">"), (lat, max(len(lat), 8), ">")]  # fmt: skip
+    room = width - sum(w for _, w, _ in cols) - 2 * (len(cols) - 1)  # what is left for the variant's name
+    cols[1] = ("variant", max(12, min(room, int(board.variant.str.len().max()))), "<")
+    lines.append("  ".join(f"{_cell(h, w):{a}{w}}" for h, w, a in cols))
+    for _, r in board.iterrows():
+        robust = _pct(r.robust) + ("*" if r.robust_kind == "min" else "")
+        size = "" if pd.isna(r.size_bytes) else f"{r.size_bytes / 1024:.1f}"
+        p50 = "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}"
+        verdict = "UNRELIABLE" if r.verdict.startswith("UNRELIABLE") else r.verdict
+        vals = [verdict, _cell(r.variant, cols[1][1], middle=True), _pct(r.clean), robust, _pct(r.certified), size, p50]
+        lines.append("  ".join(f"{_cell(v, w):{a}{w}}" for v, (_, w, a) in zip(vals, cols, strict=True)).rstrip())
+    if (board.robust_kind == "min").any():
+        lines.append("* min over attacks (no per-example worst case for this variant)")
+    for name, info in manifest.get("models", {}).items():
+        failed = [c for c, r in info.get("checks", {}).items() if not r["passed"]]
+        if failed:
+            lines.append(_cell(f"warning: {name}: evaluation unreliable, failed {', '.join(failed)}", width))
+    lines.append("full table: summary.md; report: report.html")
+    return "\n".join(line[:width] for line in lines) + "\n"

@@ -1,0 +1,131 @@
+"""The headline numbers of a run: one row per model variant (model x format x runtime x compression).
+
+RobustBench ranks models by their worst-case robust accuracy at one threat model; here the *main eps*
+is the largest Linf eps evaluated (else the largest eps of any norm), the robust number is the
+per-example worst case over every attack at that eps (``attack = worst_case``) where the run has it,
+else the minimum over the attacks' accuracies (an upper bound on the worst case, marked ``min``).
+Certified accuracy is read at the *main radius*: the largest evaluated L2 radius that randomized
+smoothing can certify at all with the run's sample size (Cohen et al. 2019: with ``n`` samples the
+Clopper-Pearson lower bound never exceeds ``alpha^(1/n)``, so no radius beyond
+``sigma * PhiInv(alpha^(1/n))`` is certifiable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from scipy.stats import norm as normal
+
+VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
+KEY = ["model", "compression", "format", "runtime"]
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Where the leaderboard reads robust and certified accuracy."""
+
+    norm: str | None
+    eps: float | None
+    radius: float | None
+    certifiable: float | None  # the largest certifiable radius of the run's smoothed models
+
+    def robust_header(self) -> str:
+        return f"robust {self.norm} @{self.eps:.4g}" if self.eps is not None else "robust"
+
+    def certified_header(self) -> str:
+        return f"certified l2 @{self.radius:.4g}" if self.radius is not None else "certified"
+
+
+def variant_label(r: pd.Series | dict[str, Any]) -> str:
+    """``model / compression / format / runtime`` without the defaults (``none``, ``torch``)."""
+    extra = [str(r[c]) for c in ("compression", "format", "runtime") if r[c] not in ("none", "torch")]
+    return " / ".join([str(r["model"]), *extra])
+
+
+def certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """``sigma * PhiInv(alpha^(1/n))``: the largest L2 radius CERTIFY can return with ``n`` samples."""
+    return sigma * float(normal.ppf(alpha ** (1.0 / n)))
+
+
+def certify_limits(manifest: dict[str, Any]) -> dict[str, float]:
+    """Per model with certification stats in the manifest: its largest certifiable radius."""
+    out = {}
+    for name, info in manifest.get("models", {}).items():
+        stats = info.get("certify") or {}
+        if all(k in stats for k in ("sigma", "n", "alpha")):
+            out[name] = certifiable_radius(float(stats["sigma"]), int(stats["n"]), float(stats["alpha"]))
+    return out
+
+
+def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
+    robust = df[(df.metric == "robust_acc") & df.eps.notna() & (df.eps > 0)]
+    norm, eps = None, None
+    if not robust.empty:
+        pool = robust[robust.norm == "linf"] if (robust.norm == "linf").any() else robust
+        eps = float(pool.eps.max())
+        norm = str(pool.loc[pool.eps == eps, "norm"].iloc[0])
+    limits = certify_limits(manifest)
+    limit = max(limits.values()) if limits else None
+    radii = sorted(float(r) for r in df.loc[(df.metric == "certified_acc") & (df.eps > 0), "eps"].unique())
+    radius = None
+    if radii:
+        inside = [r for r in radii if limit is None or r <= limit]
+        radius = inside[-1] if inside else radii[0]
+    return ThreatModel(norm, eps, radius, limit)
+
+
+def verdicts(df: pd.DataFrame) -> dict[str, str]:
+    """Per model: ``reliable``, ``UNRELIABLE (k checks failed)`` from its ``check_*`` rows."""
+    checks = df[df.metric.str.startswith("check_")]
+    failed = checks.assign(failed=checks.value < 1).groupby("model")["failed"].sum()
+    return {m: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)" for m, k in failed.items()}
+
+
+def _robust(rows: pd.DataFrame, tm: ThreatModel) -> tuple[float | None, str]:
+    at = rows[(rows.metric == "robust_acc") & (rows.norm == tm.norm) & (rows.eps == tm.eps)]
+    worst = at[at.attack == "worst_case"]
+    if not worst.empty:
+        return float(worst.value.iloc[0]), "worst_case"
+    if not at.empty:
+        return float(at.value.min()), "min"
+    return None, ""
+
+
+def _one(rows: pd.DataFrame, metric: str, **where: Any) -> float | None:
+    sub = rows[rows.metric == metric]
+    for col, val in where.items():
+        sub = sub[sub[col] == val]
+    return float(sub.value.iloc[0]) if not sub.empty else None
+
+
+def ranked(board: pd.DataFrame) -> pd.DataFrame:
+    """RobustBench's order: robust accuracy, then clean, best first; variants whose evaluation is
+    UNRELIABLE (a failed sanity check) after every reliable one, whatever their numbers."""
+    unreliable = board.verdict.str.startswith("UNRELIABLE")
+    order = board.assign(_u=unreliable).sort_values(["_u", "robust", "clean"], ascending=[True, False, False],
+                                                    na_position="last")  # fmt: skip
+    return order.drop(columns="_u").reset_index(drop=True)
+
+
+def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFrame, ThreatModel]:
+    """One row per variant: verdict, clean, robust (and how), certified, size (bytes), p50 latency (ms)."""
+    tm = threat_model(df, manifest)
+    verdict = verdicts(df)
+    keyed = df.fillna({c: "" for c in VARIANT})
+    bs = keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna()
+    batch = int(bs.min()) if not bs.empty else None
+    out = []
+    for key, rows in keyed.groupby(VARIANT, sort=False):
+        r = dict(zip(VARIANT, key, strict=True))
+        robust, how = _robust(rows, tm)
+        out.append({**r, "variant": variant_label(r), "verdict": verdict.get(r["model"], "unchecked"),
+                    "clean": _one(rows, "clean_acc"), "robust": robust, "robust_kind": how,
+                    "certified": _one(rows, "certified_acc", eps=tm.radius) if tm.radius is not None else None,
+                    "size_bytes": _one(rows, "size_bytes"),
+                    "p50_ms": _one(rows, "latency_ms_p50", batch_size=batch) if batch is not None else None,
+                    "latency_batch": batch})  # fmt: skip
+    cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "certified", "size_bytes", "p50_ms",
+            "latency_batch"]  # fmt: skip
+    return pd.DataFrame(out, columns=cols), tm
