@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.data import ImageDataset, load_dataset
 from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.logs import run_log
 from robustbench_cnn.models import Normalized, build_model
 from robustbench_cnn.suite import measure
 from robustbench_cnn.suite.cells import Cell, CellStore, plan
@@ -324,6 +325,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", run_id, spec.name, device, run_dir)
     t0 = time.perf_counter()
+    logs = ExitStack()
+    logs.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
     try:
         with ctx.stage("data"):
             data_dir = opts.data_dir or loaded.resolve(spec.dataset.data_dir)
@@ -350,11 +353,12 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         manifest["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
-        manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        table = ctx.save()
-        from robustbench_cnn.report.summary import write_summary
+        with logs:  # closed last: the summary's own warnings go to run.log too
+            manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
+            manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+            table = ctx.save()
+            from robustbench_cnn.report.summary import write_summary
 
-        write_summary(table, manifest, run_dir / "summary.md")
+            write_summary(table, manifest, run_dir / "summary.md")
     _update_latest(run_dir.parent, run_id)
     return RunResult(run_dir, table, manifest)
