@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from robustbench_cnn.errors import RobustBenchError, SuiteError, did_you_mean, shown
-from robustbench_cnn.suite.spec import SuiteSpec, toml_type
+from robustbench_cnn.errors import RobustBenchError, SuiteError, shown
+from robustbench_cnn.suite.problems import problem_lines
+from robustbench_cnn.suite.spec import SuiteSpec
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -41,57 +42,6 @@ class LoadedSuite:
         return None if relative is None else (self.base_dir / relative).resolve()
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _join(base: str, where: str) -> str:
-    if not base or not where:
-        return base or where or "(top level)"
-    return base + where if where.startswith("[") else f"{base}.{where}"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The spec class that owns the last element of ``loc`` (to list its valid keys)."""
-    cls: Any = SuiteSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        for arg in (ann, *getattr(ann, "__args__", ())):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                cls = arg
-                break
-        else:
-            return None
-    return cls
-
-
-def _describe(err: dict[str, Any]) -> list[str]:
-    """One line per problem: ``field.path: what is wrong[; the fix]``."""
-    loc = tuple(err["loc"])
-    where = _field_path(loc)
-    nested = (err.get("ctx") or {}).get("problems") if err["type"] == "problems" else None
-    if nested:
-        return [f"{_join(where, sub)}: {what}" for sub, what in nested]
-    if err["type"] == "extra_forbidden":
-        owner = _model_at(loc[:-1])
-        hint = did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
-        return [f"{_join(where, '')}: unknown key{hint}"]
-    if err["type"] == "missing":
-        return [f"{_join(where, '')}: required field is missing"]
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"].endswith(("_type", "_parsing")):
-        msg += f"; got {toml_type(err.get('input'))}"
-    return [f"{_join(where, '')}: {msg}"]
-
-
 def parse_suite(data: dict[str, Any], source: str) -> SuiteSpec:
     """Validate parsed TOML; raises :class:`SuiteError` listing every problem as ``source: field: problem``."""
     depth = _depth(data)
@@ -100,20 +50,12 @@ def parse_suite(data: dict[str, Any], source: str) -> SuiteSpec:
     try:
         return SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        lines = [line for err in errors if not _consequence(err, errors) for line in _describe(err)]
+        lines = problem_lines(exc.errors(), SuiteSpec)
     except RobustBenchError as exc:  # a plugin's own check, outside any field
         lines = [str(exc)]
     if len(lines) > MAX_SHOWN_PROBLEMS:
         lines = [*lines[:MAX_SHOWN_PROBLEMS], f"... and {len(lines) - MAX_SHOWN_PROBLEMS} more problems"]
     raise SuiteError(*(f"{source}: {line}" for line in lines))
-
-
-def _consequence(err: Any, errors: list[Any]) -> bool:
-    """A list "too short" only because its items were invalid (those items are reported)."""
-    loc = tuple(err["loc"])
-    return err["type"] == "too_short" and any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == loc
-                                              for e in errors)  # fmt: skip
 
 
 def _depth(data: Any) -> int:

@@ -23,10 +23,10 @@ from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
 
 from robustbench_cnn.errors import RobustBenchError, did_you_mean, shown
 from robustbench_cnn.suite.paths import check_name, check_path_text, name_key
+from robustbench_cnn.suite.problems import message, problems
 
 MAX_MODELS = 256
 MAX_ITEMS = 64  # eps, radii, evaluations, exports, ratios, params, ...
@@ -40,28 +40,20 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, str_max_length=4096)
 
 
-def problems(found: list[tuple[str, str]]) -> None:
-    """Raise every ``(field path relative to this spec, message)`` at once; the suite loader prints
-    one line per problem (pydantic keeps only one error per validator, so they travel in ``ctx``)."""
-    if found:
-        where, what = found[0]
-        raise PydanticCustomError("problems", "{first}", {"first": f"{where}: {what}" if where else what,
-                                                          "problems": found})  # fmt: skip
-
-
 def _number(value: Any) -> Any:
     """Accept numbers and exact fractions written as strings ("8/255"); never ``eval``."""
-    if isinstance(value, str):
-        try:
-            if len(value) > 64:
-                raise ValueError
-            number = float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise ValueError(f"{shown(value, 64)} is not a number or a fraction like '8/255'") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{shown(value, 64)} is not a finite number; write a value like 0.5 or '8/255'")
-        return number
-    return value
+    if not isinstance(value, str):
+        return value
+    try:
+        if len(value) > 64:
+            raise ValueError
+        fraction = Fraction(value.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{shown(value, 64)} is not a number or a fraction like '8/255'") from None
+    try:
+        return float(fraction)
+    except OverflowError:
+        raise ValueError(f"{shown(value, 64)} is too large to be a finite number; write a value like 0.5") from None
 
 
 Number = Annotated[float, BeforeValidator(_number)]
@@ -153,28 +145,12 @@ def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callabl
             for err in exc.errors():
                 where = ".".join(str(p) for p in (value["name"], *err["loc"]))
                 hint = did_you_mean(str(err["loc"][-1]), spec_cls.model_fields) if err["loc"] else ""
-                what = f"unknown key{hint}" if err["type"] == "extra_forbidden" else _message(err)
+                what = f"unknown key{hint}" if err["type"] == "extra_forbidden" else message(err)
                 found.append(("", f"{where}: {what}"))
             problems(found)
             raise  # unreachable: ``found`` is never empty
 
     return validate
-
-
-def _message(err: Any) -> str:
-    nested = (err.get("ctx") or {}).get("problems")
-    if nested:
-        return "; ".join(f"{w}: {m}" if w else m for w, m in nested)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{msg}; got {toml_type(err.get('input'))}" if err["type"].endswith(("_type", "_parsing")) else msg
-
-
-def toml_type(value: Any) -> str:
-    """How a parsed TOML value is named in messages: ``the string 'x'``, ``an array``, ..."""
-    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (dict, "a table"), (list, "an array"))
-    if isinstance(value, str):
-        return f"the string {shown(value, 40)}"
-    return next((name for kind, name in kinds if isinstance(value, kind)), "a date or time")
 
 
 _defense = _plugin_spec("defense", "robustbench_cnn.defenses", "DEFENSES", '{ name = "pgd_at", eps = 0.1 }')
