@@ -26,7 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from robustbench_cnn.errors import RobustBenchError, did_you_mean, shown
 from robustbench_cnn.suite.paths import check_name, check_path_text, name_key
-from robustbench_cnn.suite.problems import message, problems
+from robustbench_cnn.suite.problems import message, problems, toml_type
 
 MAX_MODELS = 256
 MAX_ITEMS = 64  # eps, radii, evaluations, exports, ratios, params, ...
@@ -157,12 +157,24 @@ _defense = _plugin_spec("defense", "robustbench_cnn.defenses", "DEFENSES", '{ na
 _compress = _plugin_spec("compression", "robustbench_cnn.compress", "COMPRESSORS", '{ name = "prune", ratio = 0.5 }')
 
 
+def _param_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Architecture parameters are TOML scalars: booleans, integers, finite floats, short strings."""
+    found = []
+    for key, value in params.items():
+        if not isinstance(value, bool | int | float | str) or (isinstance(value, str) and len(value) > 4096):
+            found.append((key, f"a parameter is a number, a boolean or a short string; got {toml_type(value)}"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append((key, f"{value} is not a finite number"))
+    problems(found)
+    return params
+
+
 class ModelSpec(_Spec):
     """One model: an architecture, its parameters, a defense, and either a recipe or a checkpoint."""
 
     name: Name
     arch: ArchName
-    params: dict[str, bool | int | float | str] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    params: Annotated[dict[str, Any], AfterValidator(_param_values)] = Field(default_factory=dict, max_length=MAX_ITEMS)
     train: TrainSpec = TrainSpec()
     defense: Annotated[DefenseSpec | None, BeforeValidator(_defense)] = None
     compress: Annotated[CompressSpec | None, BeforeValidator(_compress)] = Field(
