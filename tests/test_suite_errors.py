@@ -99,7 +99,8 @@ REGRESSIONS = [
     (BASE + 'params = "x"\n', ["models[0].params: Input should be a valid dictionary; got the string 'x'"]),
     (BASE + '[[evaluations]]\nattack = "pgd"\neps = ["1e400"]\n',
      ["evaluations[0].eps[0]: '1e400' is too large to be a finite number; write a value like 0.5"]),
-    (BASE + '[[evaluations]]\nattack = "pgd"\neps = [1e400]\n', ["evaluations[0].eps[0]: Input should be a finite number"]),
+    (BASE + '[[evaluations]]\nattack = "pgd"\neps = [1e400]\n',
+     ["evaluations[0].eps[0]: Input should be a finite number"]),
     (BASE.replace('"bad"', '"' + "s" * 300 + '"'),
      [f"name: '{'s' * 40}...{'s' * 40}' is not a valid name; use at most 64 letters, digits, '_', '.' or '-', "
       "starting with a letter or digit"]),
