@@ -1,6 +1,6 @@
 """Sessions: ``tests`` (pytest), ``fuzz`` (property-based fuzzing, 10,000 examples), ``bench`` (run a
-suite, smoke by default), ``lint`` (ruff), ``perf``
-(benchmarks), ``edge`` (bundle a smoke-edge run, validate it in a torch-free venv), ``edge_arm64``.
+suite, smoke by default), ``lint`` (ruff), ``perf`` (benchmarks), ``edge`` (bundle a smoke-edge run,
+validate it in a torch-free venv), ``edge_arm64``.
 
 Every install goes through ``constraints.txt`` so nightly runs are reproducible.
 """
