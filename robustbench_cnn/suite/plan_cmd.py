@@ -93,7 +93,8 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
     spec = loaded.spec
     seed = spec.seed if seed is None else seed
     try:
-        data = load_dataset(spec.dataset, data_dir or loaded.resolve(spec.dataset.data_dir))
+        offline = spec.dataset.model_copy(update={"download": False})  # a plan downloads nothing
+        data = load_dataset(offline, data_dir or loaded.resolve(spec.dataset.data_dir))
         n_train, n_eval, why = len(data.y_train), len(data.y_eval), ""
     except RobustBenchError as exc:  # e.g. CIFAR-10 not downloaded yet: sizes from the suite, keys unknown
         data, n_train, n_eval, why = None, spec.dataset.train_size, spec.dataset.eval_size, str(exc)
