@@ -179,3 +179,27 @@ def test_help_of_every_command_imports_no_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("[]")
+
+
+@pytest.mark.slow  # a real run interrupted by SIGINT
+def test_sigint_during_run_exits_130_with_one_line_and_can_resume(tmp_path, suite):
+    import signal
+    import subprocess
+    import time
+
+    suite.write_text(SUITE.replace("epochs = 1", "epochs = 200"))  # long enough to be interrupted in training
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "robustbench_cnn", "run", str(suite), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "plan-me").glob("*T*Z-*/manifest.json")):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (f"robustbench-cnn: interrupted; finished results were kept; continue with: "
+                                    f"robustbench-cnn run {suite} --resume")  # fmt: skip
+    manifest = next((out / "plan-me").glob("*T*Z-*/manifest.json")).read_text()
+    assert '"status": "interrupted"' in manifest
