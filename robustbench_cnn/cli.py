@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robustbench_cnn import __version__
+
+if TYPE_CHECKING:
+    from robustbench_cnn.suite.load import LoadedSuite
 
 log = logging.getLogger("robustbench_cnn")
 
@@ -133,24 +137,25 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
     return 1 if len(regressions) else 0
 
 
-def _plan(args: argparse.Namespace, loaded, out: Path):
+def _plan(args: argparse.Namespace, loaded: LoadedSuite, out: Path) -> tuple[str, str]:
+    """The plan's text, and the one-line refusal when its work exceeds ``--max-work`` (else "")."""
     from robustbench_cnn.suite.plan_cmd import DEFAULT_MAX_WORK, make_plan, render
 
     cache = (args.cache_dir or out / "cache").resolve()
     plan = make_plan(loaded, cache, args.seed, args.data_dir.resolve() if args.data_dir else None)
     max_work = DEFAULT_MAX_WORK if args.max_work is None else args.max_work
     if plan.total_work <= max_work:
-        return plan, render(plan, max_work), ""
+        return render(plan, max_work), ""
     refusal = (f"{loaded.path}: about {plan.total_work:.3g} image-passes of work exceeds --max-work {max_work:.3g}; "
                "shrink the suite (see `robustbench-cnn plan`) or raise --max-work")  # fmt: skip
-    return plan, render(plan, max_work), refusal
+    return render(plan, max_work), refusal
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
     loaded = load_suite(args.suite)
-    _, text, _ = _plan(args, loaded, (args.out or _default_out()).resolve())
+    text, _ = _plan(args, loaded, (args.out or _default_out()).resolve())
     sys.stdout.write(text)
     return 0
 
@@ -160,7 +165,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     loaded = load_suite(args.suite)
     out = (args.out or _default_out()).resolve()
-    _, text, refusal = _plan(args, loaded, out)
+    text, refusal = _plan(args, loaded, out)
     if args.dry_run:
         sys.stdout.write(text)
         return 0
@@ -245,7 +250,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parameters(entry) -> str:
+def _parameters(entry: object) -> str:
     """``name=default`` of a plugin's parameters: its spec's fields, else its factory's keywords."""
     import inspect
 
@@ -308,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in _STORAGE_ERRORS:
             raise
         where = exc.filename or "the results directory"
-        sys.stderr.write(one_line(f"robustbench-cnn: error: cannot write {where}: {exc.strerror}; "
-                                  "choose another --out or free space") + "\n")  # fmt: skip
+        sys.stderr.write(one_line(f"robustbench-cnn: error: {where}: {exc.strerror}; check its permissions and "
+                                  "free space, or choose another --out") + "\n")  # fmt: skip
         return 2
 
 

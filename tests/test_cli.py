@@ -147,9 +147,11 @@ def test_a_too_long_results_path_is_one_line(tmp_path, suite, capsys):
     ("exc", "code", "expected"),
     [
         (OSError(errno.EROFS, "Read-only file system", "/r/o"), 2,
-         "robustbench-cnn: error: cannot write /r/o: Read-only file system; choose another --out or free space"),
+         "robustbench-cnn: error: /r/o: Read-only file system; check its permissions and free space, or choose "
+         "another --out"),
         (OSError(errno.ENOSPC, "No space left on device", "/full"), 2,
-         "robustbench-cnn: error: cannot write /full: No space left on device; choose another --out or free space"),
+         "robustbench-cnn: error: /full: No space left on device; check its permissions and free space, or choose "
+         "another --out"),
         (KeyboardInterrupt(), 130,
          "robustbench-cnn: interrupted; finished results were kept; continue with: "
          "robustbench-cnn run {suite} --resume"),
