@@ -194,3 +194,12 @@ def test_relative_checkpoints_resolve_against_the_suite_folder(tmp_path):
     (tmp_path / "w" / "m.safetensors").write_bytes(b"")
     loaded = load_suite(write(tmp_path, BASE + 'checkpoint = "w/m.safetensors"\n'))
     assert loaded.resolve(loaded.spec.models[0].checkpoint) == tmp_path / "w" / "m.safetensors"
+
+
+def test_brackets_in_strings_and_comments_are_not_nesting(tmp_path):
+    text = BASE.replace('name = "bad"', 'name = "ok"  # ' + "[" * 100) + "checkpoint = " + '"""x' + "{" * 50 + '"""\n'
+    text = text.replace('arch = "simple_cnn"', "arch = 'simple_cnn' # " + "{[" * 40)
+    path = write(tmp_path, text)
+    with pytest.raises(SuiteError) as info:  # parsed: only the (missing) checkpoint is reported
+        load_suite(path)
+    assert len(info.value.problems) == 1 and "models[0].checkpoint: no such file" in str(info.value)

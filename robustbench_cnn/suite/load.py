@@ -124,6 +124,8 @@ def load_suite(path: Path) -> LoadedSuite:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # a nesting the scan above miscounted (e.g. odd multi-line string quoting)
+        raise SuiteError(f"{path}: arrays or tables nest too deep; a suite needs at most {MAX_DEPTH} levels") from None
     loaded = LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest())
     missing = [
         f"{path}: models[{i}].checkpoint: no such file {shown(loaded.resolve(m.checkpoint))}; paths are relative "
