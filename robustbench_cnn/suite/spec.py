@@ -95,7 +95,7 @@ class TrainSpec(_Spec):
     epochs: int = Field(30, ge=0, le=10_000)
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, le=10, description="a larger rate diverges (non-finite loss) on any model here")
+    lr: float = Field(0.1, gt=0, le=10, description="at most 10: refused up front, not diverging mid-run")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
