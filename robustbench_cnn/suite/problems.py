@@ -34,6 +34,16 @@ def message(err: Any) -> str:
     return f"{msg}; got {toml_type(err.get('input'))}" if err["type"].endswith(("_type", "_parsing")) else msg
 
 
+def nested(prefix: str, errors: list[Any], spec: type[BaseModel]) -> list[tuple[str, str]]:
+    """A plugin spec's errors as problems worded ``prefix.field: problem`` (e.g. ``pgd_at.eps: ...``)."""
+    found = []
+    for err in errors:
+        where = ".".join(str(p) for p in (prefix, *err["loc"]))
+        hint = did_you_mean(str(err["loc"][-1]), spec.model_fields) if err["loc"] else ""
+        found.append(("", f"{where}: {f'unknown key{hint}' if err['type'] == 'extra_forbidden' else message(err)}"))
+    return found
+
+
 def toml_type(value: Any) -> str:
     """How a parsed TOML value is named in messages: ``the string 'x'``, ``an array``, ..."""
     kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (dict, "a table"), (list, "an array"))

@@ -24,9 +24,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from robustbench_cnn.errors import RobustBenchError, did_you_mean, shown
+from robustbench_cnn.errors import RobustBenchError, shown
 from robustbench_cnn.suite.paths import check_name, check_path_text, name_key
-from robustbench_cnn.suite.problems import message, problems, toml_type
+from robustbench_cnn.suite.problems import nested, problems, toml_type
 
 MAX_MODELS = 256
 MAX_ITEMS = 64  # eps, radii, evaluations, exports, ratios, params, ...
@@ -141,14 +141,8 @@ def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callabl
         try:
             return spec_cls.model_validate(value)
         except ValidationError as exc:
-            found = []
-            for err in exc.errors():
-                where = ".".join(str(p) for p in (value["name"], *err["loc"]))
-                hint = did_you_mean(str(err["loc"][-1]), spec_cls.model_fields) if err["loc"] else ""
-                what = f"unknown key{hint}" if err["type"] == "extra_forbidden" else message(err)
-                found.append(("", f"{where}: {what}"))
-            problems(found)
-            raise  # unreachable: ``found`` is never empty
+            problems(nested(value["name"], exc.errors(), spec_cls))
+            raise  # unreachable: a ValidationError has errors
 
     return validate
 
