@@ -9,6 +9,7 @@ suites and clean errors show with ``--hypothesis-show-statistics``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -107,7 +108,7 @@ def _at(root: Any, path: tuple) -> Any:
 
 @st.composite
 def mutated_suites(draw: st.DrawFn) -> str:
-    data = json.loads(json.dumps(draw(st.sampled_from(SEEDS))))  # a deep copy with TOML-compatible values
+    data = copy.deepcopy(draw(st.sampled_from(SEEDS)))
     for _ in range(draw(st.integers(1, 4))):
         target = _at(data, draw(st.sampled_from(_containers(data))))
         slots = list(target) if isinstance(target, dict) else list(range(len(target)))
@@ -128,7 +129,7 @@ def mutated_suites(draw: st.DrawFn) -> str:
         elif op == "rename" and slot is not None and isinstance(target, dict):
             target[draw(st.sampled_from(ODD_STRINGS) | st.text(max_size=10))] = target.pop(slot)
         elif op == "twin" and isinstance(target, list) and target:  # e.g. two models differing in case only
-            twin = json.loads(json.dumps(draw(st.sampled_from(target))))
+            twin = copy.deepcopy(draw(st.sampled_from(target)))
             if isinstance(twin, dict) and isinstance(twin.get("name"), str):
                 twin["name"] = draw(st.sampled_from([twin["name"].upper(), twin["name"].replace("_", "-"), "x"]))
             target.append(twin)
