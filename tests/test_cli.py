@@ -76,14 +76,13 @@ def test_run_dry_run_prints_the_plan_and_runs_nothing(tmp_path, suite, capsys):
     assert not out.exists()
 
 
-@pytest.mark.slow  # a real (0-epoch) run: ~10 s on a busy 2-core machine
 def test_plan_reports_cache_hits_with_the_runners_keys(tmp_path, suite, capsys):
     from robustbench_cnn.suite.load import load_suite
     from robustbench_cnn.suite.runner import RunOptions, run_suite
 
     out = tmp_path / "out"
     text = SUITE.replace('[[evaluations]]\nattack = "pgd"\neps = [0.05, 0.1]\nsteps = 3\n', "")
-    text = text.replace("epochs = 1", "epochs = 0")  # the cache keys, not the weights, are under test
+    text = text.replace("epochs = 1", "epochs = 0")  # the cache keys, not the weights, are under test (~2 s)
     suite.write_text(text)
     result = run_suite(load_suite(suite), RunOptions(out_root=out, cache_dir=out / "cache", progress=False))
     before = _files(out)
