@@ -1,6 +1,7 @@
-"""Sessions: ``tests`` (pytest), ``bench`` (run a suite, smoke by default), ``lint`` (ruff), ``perf``
-(benchmarks), ``edge`` (bundle a smoke-edge run, validate it in a torch-free venv), ``edge_arm64``,
-``gpu`` (the smoke suite on CUDA against the CPU baseline; needs a GPU).
+"""Sessions: ``tests`` (pytest), ``fuzz`` (property-based fuzzing, 10,000 examples), ``bench`` (run a
+suite, smoke by default), ``lint`` (ruff), ``perf`` (benchmarks), ``edge`` (bundle a smoke-edge run,
+validate it in a torch-free venv), ``edge_arm64``, ``gpu`` (the smoke suite on CUDA against the CPU
+baseline; needs a GPU).
 
 Every install goes through ``constraints.txt`` so nightly runs are reproducible.
 """
@@ -29,6 +30,14 @@ def tests(session: nox.Session) -> None:
     """Unit and invariant tests (no network; a few minutes on 2 cores)."""
     install(session, "test", "edge")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Property-based fuzzing (``pytest -m fuzz``) at >= 10,000 examples per property (nightly)."""
+    install(session, "test")
+    session.run("pytest", "-m", "fuzz", "--hypothesis-show-statistics", *session.posargs,
+                env={"ROBUSTBENCH_FUZZ": "1"})  # fmt: skip
 
 
 @nox.session(python=PYTHON)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from robustbench_cnn import __version__
+
+if TYPE_CHECKING:
+    from robustbench_cnn.suite.load import LoadedSuite
 
 log = logging.getLogger("robustbench_cnn")
 
@@ -21,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="How accurate, how robust and how fast is a CNN, before and after defense, compression and export.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite file and write results/<suite>/<run_id>/")
@@ -41,9 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="skip report.md, its plots and the history store")
     run.add_argument("--baseline", type=Path, default=None, metavar="CSV|RUN_DIR",
                      help="after the run, compare against this baseline and exit 1 on a regression")  # fmt: skip
+    run.add_argument("--dry-run", action="store_true", help="print the plan (as `plan`) and run nothing")
+    _add_work_flag(run)
     _add_tolerance_flags(run)
 
-    sub.add_parser("list", help="list registered datasets, models, attacks, defenses and compressions")
+    pln = sub.add_parser("plan", help="validate a suite and show what `run` would do: models, cells, work")
+    pln.add_argument("suite", type=Path, help="suite file (TOML)")
+    pln.add_argument("--out", type=Path, default=None, help="results root whose model cache is consulted")
+    pln.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: OUT/cache)")
+    pln.add_argument("--seed", type=int, default=None, help="override the suite's seed")
+    pln.add_argument("--data-dir", type=Path, default=None, help="override dataset.data_dir")
+    _add_work_flag(pln)
+
+    lst = sub.add_parser("list", help="list registered datasets, models, attacks, defenses and compressions")
+    lst.add_argument("-v", "--verbose", dest="params", action="store_true", help="also each plugin's parameters")
 
     cmp = sub.add_parser("compare", help="compare two runs; exit 0 (no regression), 1 (regression), 2 (bad input)")
     cmp.add_argument("base", type=Path, help="baseline run directory or results CSV")
@@ -96,6 +115,11 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"'{text}' is not auto, cpu, cuda or cuda:N")
 
 
+def _add_work_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-work", type=float, default=None, metavar="N",
+                   help="refuse a run estimated above N image-passes (default 1e10; smoke is ~1e6)")  # fmt: skip
+
+
 def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--acc-tol", type=float, default=2.0, help="accuracy drop tolerated, in points (default 2)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the accuracy test (default 0.05)")
@@ -133,12 +157,47 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
     return 1 if len(regressions) else 0
 
 
+def _plan(args: argparse.Namespace, loaded: LoadedSuite, out: Path) -> tuple[str, str]:
+    """The plan's text, and the one-line refusal when its work exceeds ``--max-work`` (else "")."""
+    from robustbench_cnn.suite.plan_cmd import DEFAULT_MAX_WORK, make_plan, render
+
+    cache = (args.cache_dir or out / "cache").resolve()
+    plan = make_plan(loaded, cache, args.seed, args.data_dir.resolve() if args.data_dir else None)
+    max_work = DEFAULT_MAX_WORK if args.max_work is None else args.max_work
+    if plan.total_work <= max_work:
+        return render(plan, max_work), ""
+    refusal = (f"{loaded.path}: about {plan.total_work:.3g} image-passes of work exceeds --max-work {max_work:.3g}; "
+               "shrink the suite (see `robustbench-cnn plan`) or raise --max-work")  # fmt: skip
+    return render(plan, max_work), refusal
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from robustbench_cnn.suite.load import load_suite
+
+    loaded = load_suite(args.suite)
+    text, _ = _plan(args, loaded, (args.out or _default_out()).resolve())
+    sys.stdout.write(text)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
-    from robustbench_cnn.suite.runner import RunOptions, newest_run, run_suite
 
     loaded = load_suite(args.suite)
     out = (args.out or _default_out()).resolve()
+    text, refusal = _plan(args, loaded, out)
+    if args.dry_run:
+        sys.stdout.write(text)
+        return 0
+    if refusal:
+        from robustbench_cnn.errors import SuiteError
+
+        raise SuiteError(refusal)
+    from robustbench_cnn.suite.paths import run_root
+    from robustbench_cnn.suite.runner import RunOptions, newest_run, run_suite
+
+    run_root(out, loaded.spec.name)  # refuses a results folder that would resolve outside --out
+
     resume = None
     if args.resume is not None:
         resume = newest_run(out, loaded.spec.name) if args.resume == "newest" else Path(args.resume).resolve()
@@ -233,6 +292,22 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameters(entry: object) -> str:
+    """``name=default`` of a plugin's parameters: its spec's fields, else its factory's keywords."""
+    import inspect
+
+    fields = getattr(getattr(entry, "spec", None), "model_fields", None)
+    if fields is not None:
+        items = [(k, "required" if f.is_required() else repr(f.get_default(call_default_factory=True)))
+                 for k, f in fields.items() if k != "name"]  # fmt: skip
+    else:
+        skip = ("num_classes", "in_channels", "model", "data_dir", "download", "split_seed")
+        params = inspect.signature(entry).parameters.values()
+        items = [(p.name, "required" if p.default is p.empty else repr(p.default)) for p in params
+                 if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # fmt: skip
+    return ", ".join(f"{k}={v}" for k, v in items) or "(no parameters)"
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from robustbench_cnn.attacks import ATTACKS
     from robustbench_cnn.compress import COMPRESSORS
@@ -247,6 +322,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name in reg.names():
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
             sys.stdout.write(f"  {name:<14} {doc[0] if doc else ''}\n")
+            if args.params:
+                sys.stdout.write(f"  {'':<14}   {_parameters(reg.get(name))}\n")
     return 0
 
 
@@ -260,19 +337,34 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_cnn.logs import quiet_third_party
 
     quiet_third_party(args.verbose)
-    from robustbench_cnn.errors import RobustBenchError
+    from robustbench_cnn.errors import RobustBenchError, one_line
 
     try:
-        commands = {"run": _cmd_run, "list": _cmd_list, "compare": _cmd_compare, "report": _cmd_report,
-                    "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,
+        commands = {"run": _cmd_run, "plan": _cmd_plan, "list": _cmd_list, "compare": _cmd_compare,
+                    "report": _cmd_report, "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,
                     "export-results": _cmd_export_results}  # fmt: skip
         return commands[args.command](args)
     except RobustBenchError as exc:
-        sys.stderr.write(f"robustbench-cnn: error: {exc}\n")
+        for line in getattr(exc, "problems", None) or (one_line(str(exc)),):
+            sys.stderr.write(f"robustbench-cnn: error: {line}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("robustbench-cnn: interrupted; finished results were kept\n")
+        resume = f"; continue with: robustbench-cnn run {args.suite} --resume" if args.command == "run" else ""
+        sys.stderr.write(one_line(f"robustbench-cnn: interrupted; finished results were kept{resume}") + "\n")
         return 130
+    except FloatingPointError as exc:  # training diverged; the message names the fix
+        sys.stderr.write(f"robustbench-cnn: error: {one_line(str(exc))}\n")
+        return 1
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = exc.filename or "the results directory"
+        sys.stderr.write(one_line(f"robustbench-cnn: error: {where}: {exc.strerror}; check its permissions and "
+                                  "free space, or choose another --out") + "\n")  # fmt: skip
+        return 2
+
+
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
+
+MAX_SHOWN = 400  # characters of one user value echoed in a message
 
 
 class RobustBenchError(Exception):
@@ -13,9 +16,17 @@ class RobustBenchError(Exception):
 
 
 class SuiteError(RobustBenchError):
-    """A suite file is malformed or names something that does not exist (exit code 2)."""
+    """A suite file is malformed or names something that does not exist (exit code 2).
+
+    ``problems`` holds every problem found, each one line (``file: field.path: problem; fix``);
+    ``str(exc)`` is those lines joined by newlines (a single problem: a single line).
+    """
 
     exit_code = 2
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = tuple(one_line(p) for p in problems) or ("invalid suite",)
+        super().__init__("\n".join(self.problems))
 
 
 class UnknownNameError(RobustBenchError, ValueError):
@@ -45,3 +56,19 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if close:
         return f"; did you mean '{close[0]}'?"
     return f"; choose one of: {', '.join(choices)}" if choices else ""
+
+
+def one_line(text: str, limit: int = 4 * MAX_SHOWN) -> str:
+    """``text`` with control, format and line-separator characters escaped repr-style (``\\n``,
+    ``\\x00``, ``\\u2028``) so it prints as exactly one line; the middle of an over-long text is elided."""
+    out = "".join(repr(c)[1:-1] if _breaks(c) else c for c in text)
+    return out if len(out) <= limit else f"{out[: limit // 2]}...{out[-limit // 2 :]}"
+
+
+def _breaks(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """A user value quoted for a message: ``'abc'``, escaped to one line and elided when long."""
+    return f"'{one_line(str(value), limit)}'"

@@ -1,17 +1,30 @@
-"""Read a suite file and turn every problem into one line: file, field path, what is wrong."""
+"""Read a suite file and report every problem in it, one line each: file, field path, what is wrong.
+
+The boundary between a suite file and the rest of the tool: a file that is missing, looping,
+not a regular file, larger than 1 MiB, not UTF-8 TOML, nested deeper than 32 levels, or not a valid
+:class:`SuiteSpec` raises :class:`SuiteError` (exit code 2) listing all of its problems (up to 50).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from robustbench_cnn.errors import SuiteError, did_you_mean
+from robustbench_cnn.errors import RobustBenchError, SuiteError, shown
+from robustbench_cnn.suite.problems import problem_lines
 from robustbench_cnn.suite.spec import SuiteSpec
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_SHOWN_PROBLEMS = 50
 
 
 @dataclass(frozen=True)
@@ -29,65 +42,100 @@ class LoadedSuite:
         return None if relative is None else (self.base_dir / relative).resolve()
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The spec class that owns the last element of ``loc`` (to list its valid keys)."""
-    cls: Any = SuiteSpec
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        for arg in (ann, *getattr(ann, "__args__", ())):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                cls = arg
-                break
-        else:
-            return None
-    return cls
-
-
-def _describe(err: dict[str, Any]) -> str:
-    loc = tuple(err["loc"])
-    if err["type"] == "extra_forbidden":
-        owner = _model_at(loc[:-1])
-        hint = did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
-        return f"{_field_path(loc)}: unknown key{hint}"
-    if err["type"] == "missing":
-        return f"{_field_path(loc)}: required field is missing"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{_field_path(loc)}: {msg}"
-
-
 def parse_suite(data: dict[str, Any], source: str) -> SuiteSpec:
+    """Validate parsed TOML; raises :class:`SuiteError` listing every problem as ``source: field: problem``."""
+    depth = _depth(data)
+    if depth > MAX_DEPTH:
+        raise SuiteError(f"{source}: values nest {depth} levels deep; a suite needs at most {MAX_DEPTH}")
     try:
         return SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise SuiteError(f"{source}: {_describe(errors[0])}{more}") from None
+        lines = problem_lines(exc.errors(), SuiteSpec)
+    except RobustBenchError as exc:  # a plugin's own check, outside any field
+        lines = [str(exc)]
+    if len(lines) > MAX_SHOWN_PROBLEMS:
+        lines = [*lines[:MAX_SHOWN_PROBLEMS], f"... and {len(lines) - MAX_SHOWN_PROBLEMS} more problems"]
+    raise SuiteError(*(f"{source}: {line}" for line in lines))
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of parsed TOML, without recursion (dotted keys nest without brackets)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH and isinstance(value, dict | list):
+            stack += [(v, level + 1) for v in (value.values() if isinstance(value, dict) else value)]
+    return deepest
+
+
+def bracket_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting outside TOML strings and comments: checked before parsing, as
+    Python's TOML parser recurses once per level (a few thousand levels crash it)."""
+    deepest = depth = 0
+    for token in _tokens(text):
+        depth += 1 if token in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _tokens(text: str) -> Iterator[str]:
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                i += 2 if c == '"' and text[i] == "\\" else 1
+            i += len(quote)
+        else:
+            if c in "[]{}":
+                yield c
+            i += 1
+
+
+def _read(path: Path) -> bytes:
+    """At most ``MAX_BYTES + 1`` bytes of a regular file (never a FIFO or a device)."""
+    with path.open("rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise IsADirectoryError(21, "not a regular file")
+        return fh.read(MAX_BYTES + 1)
 
 
 def load_suite(path: Path) -> LoadedSuite:
-    """Parse and validate ``path``; raises :class:`SuiteError` with a one-line message."""
-    path = Path(path).resolve()
+    """Parse and validate ``path``; raises :class:`SuiteError` with one line per problem."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read suite file ({exc.strerror})") from None
+        path = Path(path).resolve()
+        raw = _read(path)
+    except (OSError, RuntimeError, ValueError) as exc:  # missing, unreadable, a symlink loop, a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SuiteError(f"{path}: cannot read suite file ({reason})") from None
+    if len(raw) > MAX_BYTES:
+        raise SuiteError(f"{path}: suite file is larger than {MAX_BYTES >> 20} MiB; is it the right file?")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        depth = bracket_depth(text)
+        if depth > MAX_DEPTH:
+            raise SuiteError(f"{path}: arrays or tables nest {depth} levels deep; a suite needs at most {MAX_DEPTH}")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # a nesting the scan above miscounted (e.g. odd multi-line string quoting)
+        raise SuiteError(f"{path}: arrays or tables nest too deep; a suite needs at most {MAX_DEPTH} levels") from None
     from robustbench_cnn.models.sources import preload
 
     preload(data, path.parent, str(path))  # plugins and pkg.module:factory archs, before arch names are validated
-    return LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest())
+    loaded = LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest())
+    missing = [
+        f"{path}: models[{i}].checkpoint: no such file {shown(loaded.resolve(m.checkpoint))}; paths are relative "
+        "to the suite file's folder"
+        for i, m in enumerate(loaded.spec.models)
+        if m.checkpoint is not None and not loaded.resolve(m.checkpoint).is_file()  # type: ignore[union-attr]
+    ]
+    if missing:
+        raise SuiteError(*missing)
+    return loaded
