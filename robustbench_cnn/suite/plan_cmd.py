@@ -25,7 +25,7 @@ DEFAULT_MAX_WORK = 10**10  # image-passes; the smoke suite is ~1e6
 
 
 def model_identity(
-    spec: ModelSpec, seed: int, data_fingerprint: str, num_classes: int, upstream_keys: list[str]
+    spec: ModelSpec, seed: int, data_fingerprint: str, num_classes: int, upstream_keys: list[str], code: str = ""
 ) -> dict[str, Any]:
     """What a trained model's cache key hashes (``train.cache.cache_key``); the runner's
     ``_prepare_model`` must hash the same dict, or plans would report the wrong cache state."""
@@ -37,6 +37,7 @@ def model_identity(
         "seed": seed,
         "data": data_fingerprint,
         "num_classes": num_classes,
+        "code": code,  # the factory's (and plugins') source: editing it retrains
     }
     if spec.compress is not None:  # derived models change when what they derive from changes
         identity["compress"] = spec.compress.model_dump()
@@ -88,7 +89,7 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
 def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, data_dir: Path | None = None) -> SuitePlan:
     """The plan of ``loaded`` against the model cache in ``cache_dir``; reads, never writes."""
     from robustbench_cnn.data import load_dataset
-    from robustbench_cnn.train.cache import META, WEIGHTS, ModelCache, cache_key
+    from robustbench_cnn.train.cache import META, WEIGHTS, ModelCache, cache_key, code_fingerprint
 
     spec = loaded.spec
     seed = spec.seed if seed is None else seed
@@ -110,7 +111,8 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
             source, where = "unknown", "(data not loaded)" if why else "(an upstream model's key is unknown)"
         else:
             upstream = [keys[u] for u in m.compress.upstream] if m.compress else []
-            keys[m.name] = cache_key(model_identity(m, seed, data.fingerprint, data.num_classes, upstream))
+            code = code_fingerprint(m.arch, loaded.spec.plugins, loaded.base_dir)
+            keys[m.name] = cache_key(model_identity(m, seed, data.fingerprint, data.num_classes, upstream, code))
             entry = cache.entry(m.arch, keys[m.name])
             hit = (entry / META).is_file() and (entry / WEIGHTS).is_file()
             source, where = ("cache hit" if hit else "train"), str(entry)

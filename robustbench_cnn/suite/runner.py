@@ -34,6 +34,8 @@ from robustbench_cnn.suite.cells import Cell, CellStore, plan
 from robustbench_cnn.suite.device_defaults import resolve_for_device
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
+from robustbench_cnn.suite.paths import run_root
+from robustbench_cnn.suite.plan_cmd import model_identity
 from robustbench_cnn.suite.results import frame, write_csv
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights
@@ -173,19 +175,9 @@ def _prepare_model(
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
     else:
         defense = spec.defense.model_dump() if spec.defense is not None else None
-        identity = {
-            "arch": spec.arch,
-            "params": spec.params,
-            "train": spec.train.model_dump(),
-            "defense": defense,
-            "seed": ctx.seed,
-            "data": data.fingerprint,
-            "num_classes": data.num_classes,
-            "code": code_fingerprint(spec.arch, ctx.loaded.spec.plugins, ctx.loaded.base_dir),
-        }
-        if spec.compress is not None:  # derived models change when what they derive from changes
-            identity["compress"] = spec.compress.model_dump()
-            identity["upstream"] = [ctx.manifest["models"][u]["key"] for u in spec.compress.upstream]
+        upstream = [ctx.manifest["models"][u]["key"] for u in spec.compress.upstream] if spec.compress else []
+        code = code_fingerprint(spec.arch, ctx.loaded.spec.plugins, ctx.loaded.base_dir)
+        identity = model_identity(spec, ctx.seed, data.fingerprint, data.num_classes, upstream, code)
         key = cache_key(identity)
         with cache.lock(spec.arch, key):  # one run or worker trains a key; the others wait, then hit
             meta = cache.load(model, spec.arch, key)
@@ -263,7 +255,8 @@ def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> tuple[s
 
 def newest_run(out_root: Path, suite: str) -> Path:
     """The most recent run directory of ``suite`` (run ids sort by start time)."""
-    runs = sorted(p for p in (out_root / suite).glob("*T*Z-*") if p.is_dir()) if (out_root / suite).is_dir() else []
+    suite_dir = run_root(out_root, suite)
+    runs = sorted(p for p in suite_dir.glob("*T*Z-*") if p.is_dir()) if suite_dir.is_dir() else []
     if not runs:
         raise RobustBenchError(f"--resume: no earlier run of suite '{suite}' under {out_root}")
     return runs[-1]
@@ -297,7 +290,7 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     spec = loaded.spec
     seed = spec.seed if opts.seed is None else opts.seed
     device = resolve_device(opts.device or spec.device)
-    suite_dir = opts.out_root / spec.name
+    suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
     if opts.resume is not None:
         run_dir, manifest = _reopen(opts.resume, spec.name)
         run_id = manifest["run_id"]
