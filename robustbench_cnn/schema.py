@@ -22,6 +22,8 @@ METRICS = frozenset(
         "parity_top1_agreement", "parity_max_abs_logit_diff",
         # extensions: with performance.attack_precision = "bf16", the clean forward under autocast
         "clean_acc_bf16", "bf16_agreement",
+        # extensions: the spread of the timed calls behind a latency row (p75 - p25, standard deviation)
+        "latency_ms_iqr", "latency_ms_std",
     }
 )  # fmt: skip
 
