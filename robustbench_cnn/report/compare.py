@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.report.latency_gate import TIMED, group_factors, latency_verdict
+from robustbench_cnn.report.latency_gate import TIMED, Drift, group_drift, latency_verdict
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, samples_dir
 from robustbench_cnn.suite.results import read_csv
 
@@ -93,7 +93,7 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, factors: dict[tuple[str, str], float],
+def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, drift: Drift,
              runs: tuple[Run, Run]) -> tuple[str, float | None]:  # fmt: skip
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
@@ -107,8 +107,7 @@ def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, factors: d
     if metric in TIMED:
         if not latency_comparable:
             return "not comparable", None
-        factor = factors.get((r["batch_size"], r["runtime"]), 1.0)
-        return latency_verdict(r, tol, factor, runs[0].latency_samples, runs[1].latency_samples)
+        return latency_verdict(r, tol, drift, runs[0].latency_samples, runs[1].latency_samples)
     if metric.startswith("check_"):
         return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
     return "ok", None
@@ -131,10 +130,11 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     added = merged[merged["_merge"] == "right_only"][IDENTITY]
     removed = merged[merged["_merge"] == "left_only"][IDENTITY]
     env_diffs = environment_differences(base.environment, new.environment)
-    factors = group_factors(both) if tol.normalize_latency and not env_diffs else {}
-    both.attrs["machine_factors"] = factors
+    normalize = tol.normalize_latency and not env_diffs
+    drift = group_drift(both, base.latency_samples, new.latency_samples) if normalize else Drift({}, {})
+    both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
-    verdicts = [_verdict(r, tol, not env_diffs, factors, (base, new)) for _, r in both.iterrows()]
+    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for _, r in both.iterrows()]
     both["verdict"] = [v for v, _ in verdicts]
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
@@ -178,8 +178,8 @@ def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[st
         lines += [f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles only.", ""]
         if not missing:
             alpha = joined.attrs.get("latency_alpha", 0.01)
-            lines[-2] = (f"> raw latency samples on both sides: a slowdown is a regression only if a one-sided "
-                         f"Mann-Whitney U test also finds it (p < {alpha:g}).")  # fmt: skip
+            lines[-2] = (f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) "
+                         f"slowed as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).")  # fmt: skip
     return lines
 
 

@@ -3,23 +3,28 @@
 A latency change is a regression only if, after dividing out the machine's drift,
 
 1. the effect is large: the median-latency ratio new/base (throughput: base/new) exceeds
-   ``latency_ratio`` and the slowdown is at least ``latency_floor_ms``; and
-2. where both runs kept their raw per-call timings (:mod:`robustbench_cnn.runtime.samples`), a
-   one-sided Mann-Whitney U test (Mann & Whitney 1947; scipy) finds the drift-corrected new samples
-   stochastically greater than the base samples at ``latency_alpha``. Without samples (old
-   baselines store only percentiles) rule 1 alone decides.
+   ``latency_ratio`` and the slowdown is at least ``latency_floor_ms``; and, where both runs kept their
+   raw per-call timings (:mod:`robustbench_cnn.runtime.samples`),
+2. the fast calls slowed down too: the ratio of the ``LOW_QUANTILE`` (10th percentile) also exceeds
+   ``latency_ratio``. Contention only ever adds time to some calls, so it moves the median but hardly
+   the fast tail (``timeit``'s argument for its minimum), while slower code slows every call; and
+3. a one-sided Mann-Whitney U test (Mann & Whitney 1947; scipy) finds the drift-corrected new samples
+   stochastically greater than the base samples at ``latency_alpha``.
 
-Drift is estimated per (batch_size, runtime) group as the median new/base ratio of the group's p50
-rows: load from another process slows multi-threaded batch-64 kernels far more than batch-1 calls
-(issue #14: one run-wide factor of x0.71 while batch-64 p50s moved up to x24, 5.6 -> 136 ms), so one
-run-wide factor both hides and invents regressions. A group needs ``MIN_GROUP_ROWS`` rows to estimate
-its drift; smaller groups are judged on raw ratios.
+Without samples (old baselines store only percentiles) rule 1 alone decides.
+
+Drift is estimated per (batch_size, runtime) group as the median new/base ratio of the group's rows
+(of p50s, and of low quantiles): load from another process slows multi-threaded batch-64 kernels far
+more than batch-1 calls (issue #14: one run-wide factor of x0.71 while batch-64 p50s moved up to x24,
+5.6 -> 136 ms), so one run-wide factor both hides and invents regressions. A group needs
+``MIN_GROUP_ROWS`` rows to estimate its drift; smaller groups are judged on raw ratios.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,7 @@ SPREAD = {"latency_ms_iqr", "latency_ms_std"}
 GATED = {"latency_ms_p50", "throughput"}  # tail percentiles and spreads are reported, never gated: too noisy
 TIMED = LATENCY | SPREAD | {"throughput"}
 MIN_GROUP_ROWS = 3
+LOW_QUANTILE = 10  # percent
 
 Group = tuple[str, str]  # (batch_size, runtime) as they appear in the joined table's identity columns
 SampleReader = Callable[[SampleKey], np.ndarray | None]
@@ -44,14 +50,48 @@ def _ratio(num: float, den: float) -> float:
     return 1.0 if num <= 0 else math.inf
 
 
-def group_factors(both: pd.DataFrame, min_rows: int = MIN_GROUP_ROWS) -> dict[Group, float]:
-    """Median new/base p50 ratio per (batch_size, runtime) group with at least ``min_rows`` rows."""
+@dataclass(frozen=True)
+class Drift:
+    """The machine's drift per group: median new/base ratio of p50s and of low quantiles."""
+
+    p50: dict[Group, float]
+    low: dict[Group, float]
+
+
+def group_drift(
+    both: pd.DataFrame,
+    base_samples: SampleReader | None = None,
+    new_samples: SampleReader | None = None,
+    min_rows: int = MIN_GROUP_ROWS,
+) -> Drift:
+    """Drift of each (batch_size, runtime) group with at least ``min_rows`` p50 rows (low quantiles:
+    rows with samples on both sides)."""
     p50 = both[(both.metric == "latency_ms_p50") & (both.value_base > 0) & (both.value_new > 0)]
-    factors = {}
+    drift = Drift({}, {})
     for (bs, runtime), sub in p50.groupby(["batch_size", "runtime"], sort=True):
         if len(sub) >= min_rows:
-            factors[(str(bs), str(runtime))] = float((sub.value_new / sub.value_base).median())
-    return factors
+            drift.p50[(str(bs), str(runtime))] = float((sub.value_new / sub.value_base).median())
+        lows = [low_ratio(r, base_samples, new_samples) for _, r in sub.iterrows()]
+        lows = [x for x in lows if x is not None and math.isfinite(x)]
+        if len(lows) >= min_rows:
+            drift.low[(str(bs), str(runtime))] = float(np.median(lows))
+    return drift
+
+
+def _samples(r: pd.Series, base: SampleReader | None, new: SampleReader | None) -> tuple[np.ndarray, np.ndarray] | None:
+    key = sample_key(r)
+    if key is None or base is None or new is None:
+        return None
+    a, b = base(key), new(key)
+    return None if a is None or b is None else (a, b)
+
+
+def low_ratio(r: pd.Series, base: SampleReader | None, new: SampleReader | None) -> float | None:
+    """New/base ratio of the rows' ``LOW_QUANTILE`` from raw samples, None without samples."""
+    pair = _samples(r, base, new)
+    if pair is None:
+        return None
+    return _ratio(float(np.percentile(pair[1], LOW_QUANTILE)), float(np.percentile(pair[0], LOW_QUANTILE)))
 
 
 def sample_key(r: pd.Series) -> SampleKey | None:
@@ -70,12 +110,14 @@ def mann_whitney_p(base: np.ndarray, new: np.ndarray, factor: float) -> float:
 def latency_verdict(
     r: pd.Series,
     tol,
-    factor: float,
+    drift: Drift,
     base_samples: SampleReader | None = None,
     new_samples: SampleReader | None = None,
 ) -> tuple[str, float | None]:
     """(verdict, p-value or None) of one joined latency/throughput row; ``tol`` is ``compare.Tolerances``."""
     metric, base, new = r["metric"], float(r["value_base"]), float(r["value_new"])
+    group = (str(r["batch_size"]), str(r["runtime"]))
+    factor = drift.p50.get(group, 1.0)
     if metric in SPREAD:
         return ("noisier (spread, not gated)" if _ratio(new, base) / factor > tol.latency_ratio else "ok"), None
     ratio = (_ratio(new, base) if metric in LATENCY else _ratio(base, new)) / factor
@@ -85,11 +127,9 @@ def latency_verdict(
         return "ok", None
     if metric not in GATED:
         return "slower (tail, not gated)", None
-    key = sample_key(r)
-    if key is None or base_samples is None or new_samples is None:
-        return "REGRESSION", None
-    a, b = base_samples(key), new_samples(key)
-    if a is None or b is None:
-        return "REGRESSION", None
-    p = mann_whitney_p(a, b, factor)
-    return ("REGRESSION" if p < tol.latency_alpha else "noise"), p
+    pair = _samples(r, base_samples, new_samples)
+    if pair is None:
+        return "REGRESSION", None  # percentiles only: rule 1 decides
+    p = mann_whitney_p(pair[0], pair[1], factor)
+    low = low_ratio(r, base_samples, new_samples) / drift.low.get(group, 1.0)  # type: ignore[operator]
+    return ("REGRESSION" if p < tol.latency_alpha and low > tol.latency_ratio else "noise"), p
