@@ -169,14 +169,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from robustbench_cnn.report.history import plot, query
+    from robustbench_cnn.report.history import check_names, plot, query
 
     db = (args.results or _default_out()).resolve() / "history.sqlite"
+    check_names(db, args.metric, args.model)
     df = query(db, args.metric, args.model, args.suite)
     if df.empty:
         sys.stderr.write(f"robustbench-cnn: no '{args.metric}' rows in {db}\n")
         return 1
-    cols = ["started", "run_id", "model", "defense", "runtime", "attack", "norm", "eps", "batch_size", "value"]
+    cols = ["started", "run_id", "model", "defense", "format", "runtime", "compression", "attack", "norm", "eps",
+            "batch_size", "value"]  # fmt: skip
     sys.stdout.write(df[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
     if args.plot is not None:
         sys.stdout.write(f"plot: {plot(df, args.plot, args.metric)}\n")
