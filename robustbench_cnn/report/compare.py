@@ -18,6 +18,7 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, drift: Drift,
+def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift,
              runs: tuple[Run, Run]) -> tuple[str, float | None]:  # fmt: skip
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
@@ -132,16 +133,16 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     env_diffs = environment_differences(base.environment, new.environment)
     normalize = tol.normalize_latency and not env_diffs
     drift = group_drift(both, base.latency_samples, new.latency_samples) if normalize else Drift({}, {})
+    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for r in both.to_dict("records")]
     both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
-    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for _, r in both.iterrows()]
     both["verdict"] = [v for v, _ in verdicts]
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
 
 
-def describe(r: pd.Series) -> str:
+def describe(r: Mapping[str, Any]) -> str:
     """One row's identity in words: model, format/runtime, compression, metric, attack, norm, eps, batch."""
     parts = [r["model"], f"{r['format']}/{r['runtime']}"]
     parts += [r["compression"]] if r["compression"] not in ("", "none") else []
@@ -202,5 +203,5 @@ def render(
         lines.append(table.to_markdown(index=False, floatfmt=".4g"))
     for title, rows in (("Added", added), ("Removed", removed)):
         if not rows.empty:
-            lines += ["", f"## {title}", "", *[f"- {describe(r)}" for _, r in rows.iterrows()]]
+            lines += ["", f"## {title}", "", *[f"- {describe(r)}" for r in rows.to_dict("records")]]
     return "\n".join(lines) + "\n"

@@ -23,8 +23,9 @@ more than batch-1 calls (issue #14: one run-wide factor of x0.71 while batch-64 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,14 +72,16 @@ def group_drift(
     for (bs, runtime), sub in p50.groupby(["batch_size", "runtime"], sort=True):
         if len(sub) >= min_rows:
             drift.p50[(str(bs), str(runtime))] = float((sub.value_new / sub.value_base).median())
-        lows = [low_ratio(r, base_samples, new_samples) for _, r in sub.iterrows()]
+        lows = [low_ratio(r, base_samples, new_samples) for r in sub.to_dict("records")]
         lows = [x for x in lows if x is not None and math.isfinite(x)]
         if len(lows) >= min_rows:
             drift.low[(str(bs), str(runtime))] = float(np.median(lows))
     return drift
 
 
-def _samples(r: pd.Series, base: SampleReader | None, new: SampleReader | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _samples(
+    r: Mapping[str, Any], base: SampleReader | None, new: SampleReader | None
+) -> tuple[np.ndarray, np.ndarray] | None:
     key = sample_key(r)
     if key is None or base is None or new is None:
         return None
@@ -86,7 +89,7 @@ def _samples(r: pd.Series, base: SampleReader | None, new: SampleReader | None) 
     return None if a is None or b is None else (a, b)
 
 
-def low_ratio(r: pd.Series, base: SampleReader | None, new: SampleReader | None) -> float | None:
+def low_ratio(r: Mapping[str, Any], base: SampleReader | None, new: SampleReader | None) -> float | None:
     """New/base ratio of the rows' ``LOW_QUANTILE`` from raw samples, None without samples."""
     pair = _samples(r, base, new)
     if pair is None:
@@ -94,7 +97,7 @@ def low_ratio(r: pd.Series, base: SampleReader | None, new: SampleReader | None)
     return _ratio(float(np.percentile(pair[1], LOW_QUANTILE)), float(np.percentile(pair[0], LOW_QUANTILE)))
 
 
-def sample_key(r: pd.Series) -> SampleKey | None:
+def sample_key(r: Mapping[str, Any]) -> SampleKey | None:
     try:
         bs = int(float(r["batch_size"]))
     except (TypeError, ValueError):
@@ -108,7 +111,7 @@ def mann_whitney_p(base: np.ndarray, new: np.ndarray, factor: float) -> float:
 
 
 def latency_verdict(
-    r: pd.Series,
+    r: Mapping[str, Any],
     tol,
     drift: Drift,
     base_samples: SampleReader | None = None,
