@@ -23,7 +23,7 @@ SEED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "smoke.cs
 NASTY = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "1.5", "1,5", "1e309", "-0", "0x10", "1_000", "١", "None",
          "null", '"', '""', "'", "\x00", "\n", "\r", "a\nb", "😀", "\ufeff", "clean_acc ", "robust_ac",
          "latency_ms_p50", "check_grad_norm", "2", "0.5", "64", "999999999999999999999", "9e15", "1e-320",
-         "linf", "l2", "pgd", "torch", "onnx", "int8", "-", "=1+1", "𝟙"]  # fmt: skip
+         "linf", "l2", "pgd", "torch", "onnx", "int8", "-", "=1+1", "𝟙", "\x1e", "\u2028", "\x85"]  # fmt: skip
 
 settings.register_profile(
     "fuzz-default", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False

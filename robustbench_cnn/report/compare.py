@@ -149,7 +149,7 @@ def describe(r: Mapping[str, Any]) -> str:
     parts += [r["metric"], r["attack"], r["norm"]]
     parts += [f"eps {r['eps']}"] if r["eps"] != "" else []
     parts += [f"bs {r['batch_size']}"] if r["batch_size"] != "" else []
-    return " ".join(str(p) for p in parts if p != "")
+    return " ".join(str(p) if str(p).isprintable() else ascii(str(p)) for p in parts if p != "")
 
 
 def check_coverage(base: Run, new: Run, removed: pd.DataFrame, allow_removed: bool = False) -> None:
