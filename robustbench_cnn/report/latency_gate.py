@@ -25,13 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from robustbench_cnn.runtime.samples import SampleKey
+
+if TYPE_CHECKING:
+    from robustbench_cnn.report.compare import Tolerances
 
 LATENCY = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99"}
 SPREAD = {"latency_ms_iqr", "latency_ms_std"}
@@ -73,7 +76,7 @@ def group_drift(
         if len(sub) >= min_rows:
             drift.p50[(str(bs), str(runtime))] = float((sub.value_new / sub.value_base).median())
         lows = [low_ratio(r, base_samples, new_samples) for r in sub.to_dict("records")]
-        lows = [x for x in lows if x is not None and math.isfinite(x)]
+        lows = [x for x in lows if x is not None and 0 < x < math.inf]
         if len(lows) >= min_rows:
             drift.low[(str(bs), str(runtime))] = float(np.median(lows))
     return drift
@@ -112,12 +115,12 @@ def mann_whitney_p(base: np.ndarray, new: np.ndarray, factor: float) -> float:
 
 def latency_verdict(
     r: Mapping[str, Any],
-    tol,
+    tol: Tolerances,
     drift: Drift,
     base_samples: SampleReader | None = None,
     new_samples: SampleReader | None = None,
 ) -> tuple[str, float | None]:
-    """(verdict, p-value or None) of one joined latency/throughput row; ``tol`` is ``compare.Tolerances``."""
+    """(verdict, p-value or None) of one joined latency/throughput row."""
     metric, base, new = r["metric"], float(r["value_base"]), float(r["value_new"])
     group = (str(r["batch_size"]), str(r["runtime"]))
     factor = drift.p50.get(group, 1.0)
