@@ -8,10 +8,11 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
   at ``alpha``;
 - median latency: new/base, divided by the machine's drift in its (batch_size, runtime) group,
   above ``latency_ratio``, slower by at least ``latency_floor_ms`` and, where both runs kept raw
-  samples, significant in a one-sided Mann-Whitney U test at ``latency_alpha``; throughput: the
-  same on base/new (see :mod:`robustbench_cnn.report.latency_gate`; p90/p99 and spreads are shown
-  but never gated). Latencies are compared only when the two environments match (same CPU/GPU,
-  threads and torch), else reported as not comparable;
+  samples, with the fast calls (p10) slowed as much and a one-sided Mann-Whitney U test
+  significant at ``latency_alpha``; throughput: the same on base/new (see
+  :mod:`robustbench_cnn.report.latency_gate`; p90/p99 and spreads are shown but never gated).
+  Latencies are compared only when the two environments match (same CPU/GPU, threads and torch),
+  else reported as not comparable;
 - sanity checks: a check that passed and now fails.
 """
 
@@ -174,14 +175,14 @@ def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[st
         drift = ", ".join(f"bs {bs} {rt} x{f:.2f}" for (bs, rt), f in factors.items())
         lines += [f"> machine drift per (batch size, runtime), the median new/base p50: {drift}; latency "
                   "verdicts are relative to their group's drift (--no-normalize-latency: raw ratios).", ""]  # fmt: skip
-    if (joined.metric.str.startswith("latency_ms_") | (joined.metric == "throughput")).any():
-        missing = [r.source for r in (base, new) if r.samples is None]
-        lines += [f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles only.", ""]
-        if not missing:
-            alpha = joined.attrs.get("latency_alpha", 0.01)
-            lines[-2] = (f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) "
-                         f"slowed as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).")  # fmt: skip
-    return lines
+    if not joined.metric.isin(TIMED).any():
+        return lines
+    missing = [r.source for r in (base, new) if r.samples is None]
+    if missing:
+        return [*lines, f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles.", ""]
+    alpha = joined.attrs.get("latency_alpha", 0.01)
+    return [*lines, f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
+            f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
 
 
 def render(
