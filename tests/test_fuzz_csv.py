@@ -3,7 +3,7 @@ exit 2, never in another exception. The seed is the committed baseline ``results
 mutations: a cell replaced (by a nasty value or arbitrary text), lines deleted, duplicated or
 swapped, bytes inserted (invalid UTF-8 included), flipped or deleted, the file truncated.
 
-``ROBUSTBENCH_FUZZ=1`` selects the ``fuzz-nightly`` profile (10,000 examples); the default runs 200.
+``ROBUSTBENCH_FUZZ=1`` selects the ``csv-fuzz-10k`` profile (10,000 examples); the default runs 200.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ NASTY = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "1.5", "1,5", "1e309", "-0"
          "linf", "l2", "pgd", "torch", "onnx", "int8", "-", "=1+1", "𝟙", "\x1e", "\u2028", "\x85"]  # fmt: skip
 
 settings.register_profile(
-    "fuzz-default", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+    "csv-fuzz-default", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
 )
 settings.register_profile(
-    "fuzz-nightly", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "csv-fuzz-10k", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-PROFILE = "fuzz-nightly" if os.environ.get("ROBUSTBENCH_FUZZ") == "1" else "fuzz-default"
+PROFILE = "csv-fuzz-10k" if os.environ.get("ROBUSTBENCH_FUZZ") == "1" else "csv-fuzz-default"
 
 
 @st.composite
