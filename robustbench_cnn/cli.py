@@ -131,18 +131,21 @@ def _add_tolerance_flags(p: argparse.ArgumentParser) -> None:
         help="a slowdown must also exceed this many ms to count (default 0.5)",
     )
     p.add_argument("--no-normalize-latency", action="store_true",
-                   help="judge raw latency ratios, not ratios relative to the run-wide median drift")  # fmt: skip
+                   help="judge raw latency ratios, not relative to the batch size and runtime drift")  # fmt: skip
+    p.add_argument("--latency-alpha", type=float, default=0.01,
+                   help="significance of the Mann-Whitney U test on raw latency samples (default 0.01)")  # fmt: skip
+    p.add_argument("--allow-removed", action="store_true",
+                   help="judge a NEW table that lacks some baseline rows (default: refuse, exit 2)")  # fmt: skip
 
 
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
-    from robustbench_cnn.report.compare import Tolerances, compare, load_run, render
+    from robustbench_cnn.report.compare import Tolerances, check_coverage, compare, describe, load_run, render
 
     b, n = load_run(base), load_run(new)
-    joined, added, removed, env = compare(
-        b,
-        n,
-        Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms, not args.no_normalize_latency),
-    )
+    tol = Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms, not args.no_normalize_latency,
+                     args.latency_alpha)  # fmt: skip
+    joined, added, removed, env = compare(b, n, tol)
+    check_coverage(b, n, removed, args.allow_removed)
     text = render(joined, added, removed, env, b, n)
     sys.stdout.write(text)
     if out is not None:
@@ -151,9 +154,7 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
         log.warning("environments differ (%s): latencies not compared", "; ".join(env))
     regressions = joined[joined.verdict == "REGRESSION"]
     for _, r in regressions.iterrows():
-        log.error(
-            "regression: %s %s %s %s: %.4g -> %.4g", r.model, r.metric, r.attack, r.eps, r.value_base, r.value_new
-        )
+        log.error("regression: %s: %.4g -> %.4g", describe(r), r.value_base, r.value_new)
     return 1 if len(regressions) else 0
 
 
@@ -269,14 +270,16 @@ def _cmd_export_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from robustbench_cnn.report.history import plot, query
+    from robustbench_cnn.report.history import check_names, plot, query
 
     db = (args.results or _default_out()).resolve() / "history.sqlite"
+    check_names(db, args.metric, args.model)
     df = query(db, args.metric, args.model, args.suite)
     if df.empty:
         sys.stderr.write(f"robustbench-cnn: no '{args.metric}' rows in {db}\n")
         return 1
-    cols = ["started", "run_id", "model", "defense", "runtime", "attack", "norm", "eps", "batch_size", "value"]
+    cols = ["started", "run_id", "model", "defense", "format", "runtime", "compression", "attack", "norm", "eps",
+            "batch_size", "value"]  # fmt: skip
     sys.stdout.write(df[cols].to_markdown(index=False, floatfmt=".4g") + "\n")
     if args.plot is not None:
         sys.stdout.write(f"plot: {plot(df, args.plot, args.metric)}\n")

@@ -94,7 +94,7 @@ def test_uniform_machine_slowdown_is_factored_out_but_one_slow_model_is_not():
     base = many({})
     uniform = many(dict.fromkeys("abcd", 2.5))
     joined, *_ = compare(base, uniform, Tolerances())
-    assert joined.attrs["machine_factor"] == pytest.approx(2.5) and set(joined.verdict) == {"ok"}
+    assert joined.attrs["machine_factors"] == {("64", "torch"): pytest.approx(2.5)} and set(joined.verdict) == {"ok"}
     raw, *_ = compare(base, uniform, Tolerances(normalize_latency=False))
     assert set(raw.verdict) == {"REGRESSION"}
     one_model = many({"a": 3.0})
@@ -107,11 +107,26 @@ def test_a_check_that_starts_failing_is_a_regression():
     assert joined.set_index("metric").loc["check_grad_norm", "verdict"] == "REGRESSION"
 
 
-def test_added_and_removed_rows_are_listed(tmp_path, capsys):
+def test_added_and_removed_rows_are_listed_only_with_allow_removed(tmp_path, capsys):
     base = table()
     new = base[base.eps != 0.2]
-    assert run_cli(write(tmp_path, "a", base), write(tmp_path, "b", new)) == 0
-    assert "## Removed" in capsys.readouterr().out
+    paths = write(tmp_path, "a", base), write(tmp_path, "b", new)
+    assert run_cli(*paths) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 baseline row(s) missing" in err and "robust_acc pgd linf eps 0.2" in err and "--allow-removed" in err
+    assert "\n" not in err
+    assert run_cli(*paths, "--allow-removed") == 0
+    out = capsys.readouterr().out
+    assert "## Removed" in out and "- cnn torch/torch robust_acc pgd linf eps 0.2" in out
+
+
+def test_header_only_new_is_refused(tmp_path, capsys):
+    base = write(tmp_path, "a", table())
+    empty = tmp_path / "empty.csv"
+    empty.write_text(base.read_text().splitlines()[0] + "\n")
+    assert run_cli(base, empty, "--allow-removed") == 2
+    err = capsys.readouterr().err
+    assert "empty.csv: the results table has no rows" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

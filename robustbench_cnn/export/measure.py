@@ -154,7 +154,9 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
             stats = [deployed.latency(*args)]
         else:
             stats = deployed.latency(tuple(x.shape[1:]), lat.batch_sizes, *args)
-        rows += latency_rows(row, stats, **fields)
+        from robustbench_cnn.runtime.samples import samples_dir
+
+        rows += latency_rows(row, stats, samples_dir(ctx.run_dir), **fields)
     rows += _transfer_rows(ctx, mspec, cell, arrays, deployed, y.numpy(), pred == y.numpy(), row, fields)
     return rows, {}
 

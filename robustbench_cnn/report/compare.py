@@ -6,32 +6,36 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 - accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
   points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
   at ``alpha``;
-- median latency: new/base, divided by the run-wide median of that ratio (the machine's drift,
-  see :func:`machine_factor`), above ``latency_ratio`` and slower by at least ``latency_floor_ms``;
-  throughput: base/new above the ratio, the same floor on the implied time per batch (p90/p99 are
-  shown but never gated: tails are too noisy on shared machines). Latencies are compared only when
-  the two environments match (same CPU/GPU, threads and torch), else reported as not comparable;
+- median latency: new/base, divided by the machine's drift in its (batch_size, runtime) group,
+  above ``latency_ratio``, slower by at least ``latency_floor_ms`` and, where both runs kept raw
+  samples, with the fast calls (p10) slowed as much and a one-sided Mann-Whitney U test
+  significant at ``latency_alpha``; throughput: the same on base/new (see
+  :mod:`robustbench_cnn.report.latency_gate`; p90/p99 and spreads are shown but never gated).
+  Latencies are compared only when the two environments match (same CPU/GPU, threads and torch),
+  else reported as not comparable;
 - sanity checks: a check that passed and now fails.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact
 
 from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.report.latency_gate import TIMED, Drift, group_drift, latency_verdict
+from robustbench_cnn.runtime.samples import SampleKey, read_samples, samples_dir
 from robustbench_cnn.suite.results import read_csv
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
             "attack", "norm", "eps", "batch_size"]  # fmt: skip
 ACCURACY = {"clean_acc", "robust_acc", "certified_acc"}
-LATENCY = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99"}
-GATED_LATENCY = {"latency_ms_p50", "throughput"}  # tail percentiles are reported, never gated: too noisy
 
 
 class CompareError(RobustBenchError):
@@ -44,7 +48,8 @@ class Tolerances:
     alpha: float = 0.05
     latency_ratio: float = 2.0  # one model's p50 at batch 1 moved x1.51 between two runs of one build here
     latency_floor_ms: float = 0.5  # and slower by at least this much: sub-millisecond jitter is not a regression
-    normalize_latency: bool = True  # divide latency ratios by the run-wide median ratio (machine speed)
+    normalize_latency: bool = True  # divide latency ratios by their (batch_size, runtime) group's median ratio
+    latency_alpha: float = 0.01  # significance of the Mann-Whitney U test on raw samples, where both runs have them
 
 
 @dataclass(frozen=True)
@@ -52,28 +57,32 @@ class Run:
     table: pd.DataFrame
     environment: dict[str, Any] | None
     source: str
+    samples: Path | None = None  # the run's latency_samples/ directory, if it has one
+
+    def latency_samples(self, key: SampleKey) -> np.ndarray | None:
+        return None if self.samples is None else read_samples(self.samples, key)
 
 
 def load_run(path: Path) -> Run:
-    """A run directory (results.csv + manifest.json) or a results CSV (+ optional ``<stem>.manifest.json``)."""
+    """A run directory (results.csv + manifest.json) or a results CSV (+ optional ``<stem>.manifest.json``
+    and ``<stem>.latency_samples/``)."""
     path = Path(path)
     csv, manifest = (path / "results.csv", path / "manifest.json") if path.is_dir() else (path, None)
     if manifest is None:
         manifest = path.with_name(path.stem + ".manifest.json")
     if not csv.is_file():
         raise CompareError(f"{path}: no results table found")
-    try:
-        table = read_csv(csv)
-        pd.to_numeric(table["value"], errors="raise")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CompareError(f"{csv}: malformed results table ({str(exc).splitlines()[0]})") from None
+    table = read_csv(csv)  # validated: a contract breach is a one-line ResultsError (exit 2)
     env = None
     if manifest.is_file():
         try:
-            env = json.loads(manifest.read_text()).get("environment")
-        except json.JSONDecodeError as exc:
-            raise CompareError(f"{manifest}: malformed manifest ({exc})") from None
-    return Run(table, env, str(path))
+            env = json.loads(manifest.read_text(encoding="utf-8")).get("environment")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise CompareError(f"{manifest}: malformed manifest ({str(exc).splitlines()[0]})") from None
+        if env is not None and not isinstance(env, dict):
+            raise CompareError(f"{manifest}: 'environment' is not an object; re-run to rewrite the manifest")
+    samples = samples_dir(path)
+    return Run(table, env, str(path), samples if samples.is_dir() else None)
 
 
 def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
@@ -86,19 +95,8 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def machine_factor(both: pd.DataFrame) -> float:
-    """Median new/base ratio of all median latencies: how much slower the machine as a whole ran.
-
-    A shared machine's speed drifts by tens of percent between runs and moves every model alike;
-    a regression in one model's code moves that model alone. Needs at least 3 latency rows.
-    """
-    p50 = both[both.metric == "latency_ms_p50"]
-    if len(p50) < 3:
-        return 1.0
-    return float((p50.value_new / p50.value_base).median())
-
-
-def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, speed: float = 1.0) -> tuple[str, float | None]:
+def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift,
+             runs: tuple[Run, Run]) -> tuple[str, float | None]:  # fmt: skip
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
         drop_points = (base - new) * 100
@@ -108,15 +106,10 @@ def _verdict(r: pd.Series, tol: Tolerances, latency_comparable: bool, speed: flo
         k_b, k_n = round(base * n_b), round(new * n_n)
         p = fisher_exact([[k_b, n_b - k_b], [k_n, n_n - k_n]], alternative="greater").pvalue
         return ("REGRESSION" if p < tol.alpha else "noise"), float(p)
-    if metric in LATENCY or metric == "throughput":
+    if metric in TIMED:
         if not latency_comparable:
             return "not comparable", None
-        ratio = (new / base if metric in LATENCY else base / new) / speed
-        bs = 1 if pd.isna(r["batch_size"]) or r["batch_size"] == "" else float(r["batch_size"])
-        ms_base, ms_new = (base, new) if metric in LATENCY else (1e3 * bs / base, 1e3 * bs / new)
-        if ratio <= tol.latency_ratio or ms_new / speed - ms_base < tol.latency_floor_ms:
-            return "ok", None
-        return ("REGRESSION" if metric in GATED_LATENCY else "slower (tail, not gated)"), None
+        return latency_verdict(r, tol, drift, runs[0].latency_samples, runs[1].latency_samples)
     if metric.startswith("check_"):
         return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
     return "ok", None
@@ -139,13 +132,57 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     added = merged[merged["_merge"] == "right_only"][IDENTITY]
     removed = merged[merged["_merge"] == "left_only"][IDENTITY]
     env_diffs = environment_differences(base.environment, new.environment)
-    speed = machine_factor(both) if tol.normalize_latency and not env_diffs else 1.0
-    both.attrs["machine_factor"] = speed
-    verdicts = [_verdict(r, tol, not env_diffs, speed) for _, r in both.iterrows()]
+    normalize = tol.normalize_latency and not env_diffs
+    drift = group_drift(both, base.latency_samples, new.latency_samples) if normalize else Drift({}, {})
+    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for r in both.to_dict("records")]
+    both.attrs["machine_factors"] = drift.p50
+    both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
+
+
+def describe(r: Mapping[str, Any]) -> str:
+    """One row's identity in words: model, format/runtime, compression, metric, attack, norm, eps, batch."""
+    parts = [r["model"], f"{r['format']}/{r['runtime']}"]
+    parts += [r["compression"]] if r["compression"] not in ("", "none") else []
+    parts += [r["metric"], r["attack"], r["norm"]]
+    parts += [f"eps {r['eps']}"] if r["eps"] != "" else []
+    parts += [f"bs {r['batch_size']}"] if r["batch_size"] != "" else []
+    return " ".join(str(p) if str(p).isprintable() else ascii(str(p)) for p in parts if p != "")
+
+
+def check_coverage(base: Run, new: Run, removed: pd.DataFrame, allow_removed: bool = False) -> None:
+    """Refuse to judge a NEW table that is empty, or that lacks baseline rows (unless ``allow_removed``):
+    a run that silently lost rows must not pass the gate."""
+    for run in (base, new):
+        if run.table.empty:
+            raise CompareError(f"{run.source}: the results table has no rows; point at a finished run")
+    if len(removed) and not allow_removed:
+        first = describe(removed.iloc[0])
+        raise CompareError(f"{new.source}: {len(removed)} baseline row(s) missing (first: {first}); "
+                           "pass --allow-removed if they were dropped on purpose")  # fmt: skip
+
+
+def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[str]:
+    lines = []
+    if env:
+        lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
+        return lines
+    factors = joined.attrs.get("machine_factors", {})
+    if factors:
+        drift = ", ".join(f"bs {bs} {rt} x{f:.2f}" for (bs, rt), f in factors.items())
+        lines += [f"> machine drift per (batch size, runtime), the median new/base p50: {drift}; latency "
+                  "verdicts are relative to their group's drift (--no-normalize-latency: raw ratios).", ""]  # fmt: skip
+    if not joined.metric.isin(TIMED).any():
+        return lines
+    missing = [r.source for r in (base, new) if r.samples is None]
+    if missing:
+        return [*lines, f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles.", ""]
+    alpha = joined.attrs.get("latency_alpha", 0.01)
+    return [*lines, f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
+            f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
 
 
 def render(
@@ -155,15 +192,10 @@ def render(
     lines = [f"# compare {base.source} -> {new.source}", "",
              f"**{len(regressions)} regression(s)** in {len(joined)} matched rows; "
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
-    if env:
-        lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
-    factor = joined.attrs.get("machine_factor", 1.0)
-    if factor != 1.0:
-        lines += [f"> the machine ran x{factor:.2f} the baseline's median latency across all models; latency "
-                  "verdicts are judged relative to that (--no-normalize-latency to judge raw ratios).", ""]  # fmt: skip
+    lines += _notes(joined, env, base, new)
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:
-        cols = ["model", "metric", "attack", "norm", "eps", "runtime", "batch_size"]
+        cols = ["model", "format", "runtime", "compression", "metric", "attack", "norm", "eps", "batch_size"]
         shown["change"] = [
             f"{d * 100:+.1f} pt" if m in ACCURACY else (f"x{nv / bv:.2f}" if bv else f"{d:+.4g}")
             for m, d, nv, bv in zip(shown.metric, shown.delta, shown.value_new, shown.value_base, strict=True)
@@ -172,6 +204,5 @@ def render(
         lines.append(table.to_markdown(index=False, floatfmt=".4g"))
     for title, rows in (("Added", added), ("Removed", removed)):
         if not rows.empty:
-            cells = rows[["model", "metric", "attack", "eps"]].astype(str).agg(" ".join, axis=1)
-            lines += ["", f"## {title}", "", *[f"- {c}" for c in cells]]
+            lines += ["", f"## {title}", "", *[f"- {describe(r)}" for r in rows.to_dict("records")]]
     return "\n".join(lines) + "\n"

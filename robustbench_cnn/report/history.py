@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_cnn.schema import COLUMNS
+from robustbench_cnn.errors import UnknownNameError, did_you_mean
+from robustbench_cnn.schema import COLUMNS, METRICS
 
 TABLE = "results"
+SERIES = ["model", "format", "runtime", "compression", "attack", "norm", "eps", "batch_size"]  # one line per key
 
 
 def append(db: Path, table: pd.DataFrame, started: str) -> int:
@@ -40,25 +42,71 @@ def query(db: Path, metric: str, model: str | None = None, suite: str | None = N
         return pd.read_sql_query(sql + " ORDER BY started, run_id", con, params=args)
 
 
+def known(db: Path, column: str) -> list[str]:
+    """The distinct values of ``column`` in the store (empty without a store)."""
+    if not db.is_file() or column not in COLUMNS:
+        return []
+    with sqlite3.connect(db) as con:
+        try:
+            rows = con.execute(f'SELECT DISTINCT "{column}" FROM {TABLE}').fetchall()
+        except sqlite3.OperationalError:  # an empty or foreign file
+            return []
+    return sorted(str(v) for (v,) in rows if v is not None)
+
+
+def check_names(db: Path, metric: str, model: str | None = None) -> None:
+    """A typo in ``--metric`` or ``--model`` is a one-line error that suggests the closest name."""
+    if metric not in METRICS:
+        raise UnknownNameError(f"history --metric: unknown metric '{metric}'{did_you_mean(metric, METRICS)}")
+    models = known(db, "model")
+    if model is not None and models and model not in models:
+        raise UnknownNameError(f"history --model: no model '{model}' in {db}{did_you_mean(model, models)}")
+
+
+def _label(key: tuple) -> str:
+    parts = dict(zip(SERIES, key, strict=True))
+    label = [str(parts["model"]), f"{parts['format']}/{parts['runtime']}"]
+    label += [str(parts["compression"])] if parts["compression"] not in ("", "none") else []
+    label += [str(parts[k]) for k in ("attack", "norm") if parts[k] != ""]
+    label += [f"eps {parts['eps']:g}"] if parts["eps"] != "" else []
+    label += [f"bs {int(parts['batch_size'])}"] if parts["batch_size"] != "" else []
+    return " ".join(label)
+
+
 def plot(df: pd.DataFrame, path: Path, metric: str) -> Path:
+    """Save :func:`figure` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(df, metric)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def figure(df: pd.DataFrame, metric: str):
+    """``metric`` against each run's start time, one labelled line per series (model, format, runtime,
+    compression, attack, eps, batch size); the x axis spans the runs (at least a day), never years."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    keys = ["model", "attack", "eps"]
-    for key, sub in df.fillna({"attack": "", "eps": ""}).groupby(keys, sort=False):
-        label = " ".join(str(k) for k in key if k != "")
-        ax.plot(pd.to_datetime(sub.started), sub.value, marker="o", label=label)
+    df = df.assign(started=pd.to_datetime(df.started, utc=True, format="ISO8601").dt.tz_localize(None))
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    for key, sub in df.fillna({c: "" for c in SERIES}).groupby(SERIES, sort=True):
+        ax.plot(sub.started, sub.value, marker="o", label=_label(key))
+    lo, hi = df.started.min(), df.started.max()
+    pad = max((hi - lo) * 0.05, pd.Timedelta(hours=12))
+    ax.set_xlim(lo - pad, hi + pad)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_title(f"{metric} across runs")
     ax.set_xlabel("run start (UTC)")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
-    if len(ax.get_legend_handles_labels()[0]) <= 12:
-        ax.legend(fontsize=7)
-    fig.autofmt_xdate()
+    n = len(ax.get_legend_handles_labels()[0])
+    ax.legend(fontsize=6 if n > 12 else 7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + n // 30)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

@@ -3,14 +3,15 @@
 Each call is timed on its own with ``time.perf_counter_ns``; the harness keeps running until it has
 at least ``min_repeats`` samples *and* has spent ``budget_s`` seconds (or hit ``max_repeats``).
 ``sync`` (e.g. ``torch.cuda.synchronize``) is called after every run so asynchronous devices are
-timed to completion.
+timed to completion. The raw per-call timings are kept (``LatencyStats.samples_ms``, float32 ms, in
+call order) so that a regression gate can test two runs' distributions, not just their percentiles.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class LatencyStats:
     p99_ms: float
     mean_ms: float
     repeats: int
+    iqr_ms: float = float("nan")  # p75 - p25: the spread of the timed calls
+    std_ms: float = float("nan")
+    samples_ms: np.ndarray | None = field(default=None, repr=False, compare=False)  # float32, call order
 
     @property
     def throughput(self) -> float:
@@ -52,5 +56,6 @@ def measure(
             sync()
         samples.append(time.perf_counter_ns() - t0)
     ms = np.asarray(samples, dtype=np.float64) / 1e6
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(batch_size, float(p50), float(p90), float(p99), float(ms.mean()), len(samples))
+    p25, p50, p75, p90, p99 = np.percentile(ms, [25, 50, 75, 90, 99])
+    return LatencyStats(batch_size, float(p50), float(p90), float(p99), float(ms.mean()), len(samples),
+                        iqr_ms=float(p75 - p25), std_ms=float(ms.std()), samples_ms=ms.astype(np.float32))  # fmt: skip

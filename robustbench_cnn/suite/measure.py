@@ -199,23 +199,38 @@ def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], {}
 
 
-def latency_rows(row: Callable[..., Row], stats, **fields) -> list[Row]:
-    """p50/p90/p99 latency and throughput rows, per batch size, from the latency harness's stats."""
-    return [
-        row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size, **fields)
-        for s in stats
-        for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
-                              ("latency_ms_p99", s.p99_ms), ("throughput", s.throughput))
-    ]  # fmt: skip
+def latency_rows(row: Callable[..., Row], stats, samples_dir: Path | None = None, **fields) -> list[Row]:
+    """p50/p90/p99 latency, spread (IQR, std) and throughput rows per batch size, from the latency
+    harness's stats; with ``samples_dir``, each batch size's raw per-call timings are stored there too
+    (:mod:`robustbench_cnn.runtime.samples`), keyed like its rows."""
+    from robustbench_cnn.runtime.samples import SampleKey, write_samples
+
+    rows = []
+    for s in stats:
+        cell = [
+            row(metric=metric, value=value, n=s.repeats, batch_size=s.batch_size, **fields)
+            for metric, value in (("latency_ms_p50", s.p50_ms), ("latency_ms_p90", s.p90_ms),
+                                  ("latency_ms_p99", s.p99_ms), ("latency_ms_iqr", s.iqr_ms),
+                                  ("latency_ms_std", s.std_ms), ("throughput", s.throughput))
+        ]  # fmt: skip
+        if samples_dir is not None and s.samples_ms is not None:
+            r = cell[0]
+            write_samples(samples_dir, SampleKey(r.model, r.format, r.runtime, r.compression, s.batch_size),
+                          s.samples_ms)  # fmt: skip
+        rows += cell
+    return rows
 
 
 def latency_cell(ctx, mspec, model, data, cell, arrays, surrogate):
-    """Torch eager latency percentiles and throughput per batch size."""
+    """Torch eager latency percentiles, spread and throughput per batch size (raw samples in the run's
+    ``latency_samples/``)."""
+    from robustbench_cnn.runtime.samples import samples_dir
+
     lat, shape = ctx.loaded.spec.latency, tuple(data.x_eval.shape[1:])
     stats = torch_latency(
         model, shape, lat.batch_sizes, ctx.device, lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed
     )
-    return latency_rows(row_factory(ctx, mspec, data), stats), {}
+    return latency_rows(row_factory(ctx, mspec, data), stats, samples_dir(ctx.run_dir)), {}
 
 
 def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):

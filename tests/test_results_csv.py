@@ -1,0 +1,79 @@
+"""The results-CSV boundary: every contract breach is one line naming the file, line, column and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustbench_cnn.cli import main
+from robustbench_cnn.schema import COLUMNS
+from robustbench_cnn.suite.results import ResultsError, read_csv
+
+SEED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "smoke.csv"
+HEADER = ",".join(COLUMNS)
+ROW = "r,s,digits,m,simple_cnn,none,none,torch,torch,cpu,{metric},{attack},{norm},{eps},{value},{n},{bs}"
+
+
+def row(metric="clean_acc", value="0.9", n="360", eps="", bs="", attack="", norm="") -> str:
+    return ROW.format(metric=metric, value=value, n=n, eps=eps, bs=bs, attack=attack, norm=norm)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (row(value="1.5"), "line 2, column 'value': clean_acc = 1.5 is outside [0, 1]"),
+        (row(value=""), "line 2, column 'value' is empty"),
+        (row(metric="latency_ms_p50", value="-1", bs="1"), "latency_ms_p50 = -1 is negative"),
+        (row(metric="latency_ms_p50", value="inf", bs="1"), "column 'value': 'inf' is not finite"),
+        (row(value="nan"), "column 'value': 'nan' is not finite"),
+        (row(n='"1,5"'), "column 'n': '1,5' is not an integer"),
+        (row(n="2.5"), "column 'n': '2.5' is not an integer"),
+        (row(n="-3"), "column 'n': '-3' is below 0"),
+        (row(metric="robust_acc", eps="-0.1", attack="pgd", norm="linf"), "column 'eps': '-0.1' is below 0"),
+        (row(metric="latency_ms_p50", value="1", bs="0"), "column 'batch_size': '0' is below 1"),
+        (row(metric="robust_ac"), "unknown metric 'robust_ac'; did you mean 'robust_acc'?"),
+        (row(value="high"), "column 'value': 'high' is not a number"),
+        (row() + ",extra", "line 2 has 18 fields, the header 17"),
+        (row() + "\n" + row(value="0.8"), "lines 2 and 3 measure the same row"),
+        (row().replace(",torch,torch,", ",torch,,"), "line 2, column 'runtime' is empty"),
+    ],
+)
+def test_contract_breaches_are_one_line(tmp_path, body, expected):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "\n" + body + "\n")
+    with pytest.raises(ResultsError) as info:
+        read_csv(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes((HEADER + "\n" + row()).encode() + b"\n" + row(metric="macro_f1").encode()[:-5] + b"\xff\xfe\n")
+    with pytest.raises(ResultsError, match=r"line 3: invalid UTF-8 at byte \d+; re-save the file as UTF-8"):
+        read_csv(path)
+
+
+def test_empty_and_headerless_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ResultsError, match="empty file, not a results table"):
+        read_csv(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(HEADER + "\n")
+    assert read_csv(header_only).empty
+
+
+def test_the_baselines_are_valid_and_typed():
+    df = read_csv(SEED)
+    assert len(df) == 305 and str(df.n.dtype) == "Int64" and str(df.batch_size.dtype) == "Int64"
+    assert df.value.dtype == "float64" and df.eps.dtype == "float64"
+
+
+def test_compare_exits_2_with_one_line_on_a_bad_new_table(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(SEED.read_text().replace(",clean_acc,,,,0.9972222447,", ",clean_acc,,,,1.9972222447,", 1))
+    assert main(["compare", str(SEED), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.csv: line 2, column 'value': clean_acc = 1.99722 is outside [0, 1]" in err
