@@ -68,10 +68,12 @@ def gpu(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("-c", CONSTRAINTS, "ruff")
+    """ruff check, ruff format --check, and mypy on the modules listed in pyproject's [tool.mypy]."""
+    install(session, "test")  # mypy follows imports into torch, pydantic, ...
+    session.install("-c", CONSTRAINTS, "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
 
 
 def _edge_bundle(session: nox.Session) -> Path:

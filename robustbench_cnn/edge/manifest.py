@@ -184,7 +184,7 @@ def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:
         if files.get(rel) != digest:
             raise c.fail(f"validator.{rel}", "differs from (or is missing in) files")
     src = c.obj(raw["source"], "source", ("suite", "dataset", "run_id", "images"))
-    source = {key: c.text(src[key], f"source.{key}") for key in ("suite", "dataset", "run_id")}
+    source: dict[str, Any] = {key: c.text(src[key], f"source.{key}") for key in ("suite", "dataset", "run_id")}
     if not isinstance(src["images"], int):
         raise c.fail("source.images", f"expected an integer, found {_kind(src['images'])}")
     source["images"] = int(c.number(src["images"], "source.images", 1, 10**7))

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,21 +98,23 @@ def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) ->
 
     clean_pred = p.model.predict(x).argmax(1)
     clean_ok = clean_pred == y
-    checks = [("clean_acc", None, float(clean_ok.mean()), e.clean_acc, clean_pred, p.preds["clean"])]
+    checks: list[tuple[str, str | None, float, float, Any, Any]] = [
+        ("clean_acc", None, float(clean_ok.mean()), e.clean_acc, clean_pred, p.preds["clean"])
+    ]
     row("clean_acc", clean_ok.mean(), n=len(y))
     for key, attack in sorted(e.attacks.items()):
         pred = p.model.predict(p.adv[key]).argmax(1)
         robust = float((clean_ok & (pred == y)).mean())
         row("robust_acc", robust, attack=attack.attack, norm=attack.norm, eps=attack.eps, n=len(y))
         checks.append(("robust_acc", key, robust, e.robust_acc[key], pred, p.preds[key]))
-    for metric, key, got, want, pred, ref in checks:
-        name = metric if key is None else f"{metric} {key}"
+    for metric, which, got, want, pred, ref in checks:
+        label = metric if which is None else f"{metric} {which}"
         agreement = float((pred == ref).mean())
-        need = tol.agreement if key is None else tol.adversarial_agreement
+        need = tol.agreement if which is None else tol.adversarial_agreement
         if abs(got - want) > tol.accuracy:
-            res.failures.append(f"{name} {got:.4f}, expected {want:.4f} +- {tol.accuracy}")
+            res.failures.append(f"{label} {got:.4f}, expected {want:.4f} +- {tol.accuracy}")
         if agreement < need:
-            res.failures.append(f"{name}: top-1 agreement with the reference run {agreement:.4f} < {need}")
+            res.failures.append(f"{label}: top-1 agreement with the reference run {agreement:.4f} < {need}")
     row("size_bytes", p.size)
     if opts["latency"]:
         s = p.model.latency(opts["warmup"], opts["min_repeats"], opts["budget_s"])

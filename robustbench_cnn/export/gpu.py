@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,6 @@ class AotiModel:
         for bs in batch_sizes:
             x = torch.rand((bs, *sample_shape), generator=gen).to(self.device)
             with torch.inference_mode():
-                stats.append(measure(lambda x=x: self.runner(x), bs, warmup, min_repeats, budget_s,
+                stats.append(measure(partial(self.runner, x), bs, warmup, min_repeats, budget_s,
                                      sync=torch.cuda.synchronize))  # fmt: skip
         return stats

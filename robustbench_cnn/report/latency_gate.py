@@ -75,8 +75,8 @@ def group_drift(
     for (bs, runtime), sub in p50.groupby(["batch_size", "runtime"], sort=True):
         if len(sub) >= min_rows:
             drift.p50[(str(bs), str(runtime))] = float((sub.value_new / sub.value_base).median())
-        lows = [low_ratio(r, base_samples, new_samples) for r in sub.to_dict("records")]
-        lows = [x for x in lows if x is not None and 0 < x < math.inf]
+        ratios = [low_ratio(r, base_samples, new_samples) for r in sub.to_dict("records")]
+        lows = [x for x in ratios if x is not None and 0 < x < math.inf]
         if len(lows) >= min_rows:
             drift.low[(str(bs), str(runtime))] = float(np.median(lows))
     return drift

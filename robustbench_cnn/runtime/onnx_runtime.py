@@ -8,6 +8,7 @@ to the CPU silently, so the rows of a run must read it from the session, not ass
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,5 @@ class OrtModel:
         stats = []
         for bs in batch_sizes:
             x = rng.random((bs, *sample_shape), dtype=np.float32)
-            stats.append(
-                measure(lambda x=x: self.session.run(None, {self.input: x}), bs, warmup, min_repeats, budget_s)
-            )
+            stats.append(measure(partial(self.session.run, None, {self.input: x}), bs, warmup, min_repeats, budget_s))
         return stats

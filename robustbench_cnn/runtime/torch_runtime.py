@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -27,7 +29,7 @@ def torch_latency(
     for bs in batch_sizes:
         x = torch.rand((bs, *sample_shape), generator=gen).to(device)
         with torch.inference_mode():
-            stats.append(measure(lambda x=x: model(x), bs, warmup, min_repeats, budget_s, sync=sync))
+            stats.append(measure(partial(model, x), bs, warmup, min_repeats, budget_s, sync=sync))
     return stats
 
 

@@ -55,6 +55,8 @@ def crafting_for(ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageD
     """The suite's crafting settings and the module this model's attacks craft on (built once per
     model, verified on the first eval images)."""
     perf = ctx.loaded.spec.performance
+    if perf.attack_precision == "auto" or perf.compile == "auto":
+        raise ValueError("crafting settings are resolved for the device before cells run (device_defaults)")
     crafting = Crafting(perf.fold_batchnorm, perf.attack_precision, perf.compile)
     if mspec.name not in ctx.attackers:
         probe_x, probe_y = data.x_eval[:8].to(ctx.device), data.y_eval[:8].to(ctx.device)

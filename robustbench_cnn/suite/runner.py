@@ -134,7 +134,7 @@ def _train(ctx: _Context, spec: ModelSpec, model: Normalized, data: ImageDataset
 
     def finetune(net: Normalized, loss_fn=None):
         args = (net, data.x_train, data.y_train, spec.train)
-        kwargs = {"desc": f"train {spec.name}", "progress": ctx.progress}
+        kwargs: dict[str, Any] = {"desc": f"train {spec.name}", "progress": ctx.progress}
         if spec.defense is None:
             return train(*args, ctx.seed, ctx.device, **kwargs, loss_fn=loss_fn)
         from robustbench_cnn.defenses import DEFENSES
@@ -170,7 +170,7 @@ def _prepare_model(
     info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
                             "compression": spec.compression}  # fmt: skip
     if spec.checkpoint is not None:
-        path = ctx.loaded.resolve(spec.checkpoint)
+        path = (ctx.loaded.base_dir / spec.checkpoint).resolve()  # checked at load: a file, relative to the suite
         load_weights(model, path, spec.checkpoint_format)
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
     else:
@@ -195,7 +195,8 @@ def _prepare_model(
         info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                     train_seconds=meta.get("train_seconds"))  # fmt: skip
     ctx.manifest["models"].setdefault(spec.name, {}).update(info)
-    return model.to(ctx.device, memory_format=torch.channels_last).eval()  # NHWC: faster convs, same values
+    to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
+    return model
 
 
 def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store: CellStore, surrogate) -> None:

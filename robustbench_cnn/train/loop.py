@@ -48,7 +48,7 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
 
     Call it before building anything that records the model's device (torchattacks attacks read it
     from the first parameter when they are constructed)."""
-    return model.to(device, memory_format=torch.channels_last)
+    return model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
 
 
 def make_optimizer(model: nn.Module, recipe: TrainSpec) -> torch.optim.Optimizer:
