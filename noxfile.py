@@ -35,7 +35,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def fuzz(session: nox.Session) -> None:
     """Property-based fuzzing (``pytest -m fuzz``) at >= 10,000 examples per property (nightly)."""
-    install(session, "test")
+    install(session, "test", "edge")  # the bundle fuzz runs the LiteRT interpreter
     session.run("pytest", "-m", "fuzz", "--hypothesis-show-statistics", *session.posargs,
                 env={"ROBUSTBENCH_FUZZ": "1"})  # fmt: skip
 

@@ -93,6 +93,7 @@ def _mutate(data, manifest: dict, bait: dict) -> dict:
     return manifest
 
 
+@pytest.mark.fuzz
 @given(data=st.data())
 def test_any_manifest_is_a_clean_error_or_a_run(base, data):
     bundle, manifest, bait = base

@@ -85,6 +85,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-csv")
 
 
+@pytest.mark.fuzz
 @pytest.mark.slow  # 200 examples: 7 s on an idle 2-core machine, 27 s under load
 @settings(settings.get_profile(PROFILE))
 @given(mutations=st.lists(mutation(), min_size=1, max_size=3), mutated_is_new=st.booleans(),

@@ -98,3 +98,25 @@ def test_resuming_a_finished_run_recomputes_nothing(tmp_path):
     assert again.manifest["cells"]["computed"] == 0 and again.manifest["cells"]["reused"] > 0
     assert again.run_dir == first.run_dir
     pd.testing.assert_frame_equal(table(first.run_dir), table(again.run_dir))
+
+
+def test_a_second_process_on_the_same_run_exits_2_and_loses_nothing(tmp_path):
+    """Two --resume of one run at once: the second gets one line and exit 2 (it used to crash)."""
+    from robustbench_cnn.errors import InputError
+    from robustbench_cnn.locks import file_lock
+
+    suite = tmp_path / "resume.toml"
+    suite.write_text(SUITE.replace("train = { epochs = 3 }", "train = { epochs = 1 }"))
+    run_dir = tmp_path / "out" / "resume" / "20260101T000000Z-abcdef"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": run_dir.name, "suite": "resume", "models": {}}))
+    before = (run_dir / "manifest.json").read_bytes()
+    opts = RunOptions(tmp_path / "out", tmp_path / "cache", progress=False, resume=run_dir)
+    with file_lock(run_dir / ".lock"):  # what the first process holds while it runs
+        try:
+            run_suite(load_suite(suite), opts)
+        except InputError as exc:
+            assert "another robustbench-cnn process is running this run" in str(exc) and exc.exit_code == 2
+        else:
+            raise AssertionError("the second process ran")
+    assert (run_dir / "manifest.json").read_bytes() == before

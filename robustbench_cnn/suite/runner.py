@@ -26,7 +26,8 @@ import torch
 
 from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.data import ImageDataset, load_dataset
-from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.errors import InputError, RobustBenchError
+from robustbench_cnn.locks import LockTimeout, file_lock
 from robustbench_cnn.logs import run_log
 from robustbench_cnn.models import Normalized, build_model
 from robustbench_cnn.suite import measure
@@ -263,6 +264,19 @@ def newest_run(out_root: Path, suite: str) -> Path:
     return runs[-1]
 
 
+@contextmanager
+def _run_lock(run_dir: Path):
+    """Hold ``run_dir``'s lock; another process holding it (running or resuming the run) is an error."""
+    held = ExitStack()
+    try:
+        held.enter_context(file_lock(run_dir / ".lock", timeout_s=0))
+    except LockTimeout:
+        raise InputError(f"{run_dir}: another robustbench-cnn process is running this run; wait for it to end, "
+                         "then --resume it if it did not finish") from None  # fmt: skip
+    with held:
+        yield
+
+
 def _reopen(run_dir: Path, suite: str) -> tuple[Path, dict[str, Any]]:
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -292,7 +306,9 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     seed = spec.seed if opts.seed is None else opts.seed
     device = resolve_device(opts.device or spec.device)
     suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
+    held = ExitStack()  # the run directory's lock, then its log file: released when the run ends
     if opts.resume is not None:
+        held.enter_context(_run_lock(opts.resume))  # before reading: a second --resume of one run exits 2
         run_dir, manifest = _reopen(opts.resume, spec.name)
         run_id = manifest["run_id"]
         manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
@@ -303,6 +319,7 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         run_id = opts.run_id or new_run_id()
         run_dir = suite_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
+        held.enter_context(_run_lock(run_dir))
         manifest = {
             "run_id": run_id,
             "suite": spec.name,
@@ -311,15 +328,14 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             "stage_seconds": {},
             "models": {},
         }
-    if not (run_dir / "suite.toml").is_file():  # the run keeps the suite it ran (edge bundle, report read it)
-        atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
+    atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())  # the suite it runs: bundle/report read it
     manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device))
     manifest["status"] = "running"
     ctx = _Context(loaded, run_id, seed, device, run_dir, opts.progress, manifest)
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", run_id, spec.name, device, run_dir)
     t0 = time.perf_counter()
-    logs = ExitStack()
+    logs = held
     logs.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
     try:
         with ctx.stage("data"):
