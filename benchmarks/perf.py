@@ -302,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip the crafting options and the smoke-suite run")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N]: the GPU pairs of benchmarks/gpu.py")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda"):
+        return write(gpu_rows(torch.device(args.device), args.repeats), args.out)
     data = load_dataset(DatasetSpec(name="digits", image_size=16), None)
     rows = []
     for name, fn in (("pgd", bench_pgd), ("certify", bench_certify), ("train", bench_train)):
@@ -314,14 +317,33 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_crafting(data, args.repeats)
         print("running the smoke suite ...", file=sys.stderr, flush=True)
         rows += bench_smoke()
+    return write(rows, args.out)
+
+
+def gpu_rows(device: torch.device, repeats: int) -> list[dict]:
+    """The GPU pairs (benchmarks/gpu.py) on 32x32 images."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu import bench_certify_gpu, bench_pgd_gpu
+
+    if not torch.cuda.is_available():
+        raise SystemExit("perf --device cuda: torch sees no CUDA device")
+    data = load_dataset(DatasetSpec(name="digits", image_size=32), None)
+    print(f"running GPU pairs on {torch.cuda.get_device_name(device)} ...", file=sys.stderr, flush=True)
+    return bench_pgd_gpu(data, device, paired_times, row, repeats) + bench_certify_gpu(
+        data, device, paired_times, row, repeats
+    )
+
+
+def write(rows: list[dict], out: Path) -> int:
+    """perf.csv, perf.md and environment.json in a new run folder under ``out``; ``out/latest`` points at it."""
     df = pd.DataFrame(rows)
-    run_dir = args.out / new_run_id()
+    run_dir = out / new_run_id()
     run_dir.mkdir(parents=True)
     df.to_csv(run_dir / "perf.csv", index=False, float_format="%.6g")
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2, default=str))
     table = df.to_markdown(index=False, floatfmt=".4g")
     (run_dir / "perf.md").write_text(f"# perf {run_dir.name}\n\n{table}\n")
-    latest = args.out / "latest"
+    latest = out / "latest"
     latest.unlink(missing_ok=True)
     latest.symlink_to(run_dir.name, target_is_directory=True)
     print(table)
