@@ -34,6 +34,11 @@ def test_onnx_exports_measured_with_parity_rows(tmp_path, tiny_suite, export_row
     assert int8.loc["size_bytes", "value"] < fp32.loc["size_bytes", "value"]
     assert {"latency_ms_p50", "throughput"} <= set(fp32.index)
     assert (result.run_dir / "exports" / "cnn.onnx").is_file()
+    direct = df[df.attack == "square_direct"]  # Square Attack run on ONNX Runtime itself
+    assert sorted(direct.compression) == ["int8", "none"] and set(direct.eps) == {0.1}
+    for _, r in direct.iterrows():
+        clean = df[(df.metric == "clean_acc") & (df.format == "onnx") & (df.compression == r.compression)]
+        assert r.value <= clean.value.item()
 
 
 @pytest.mark.parametrize(
@@ -117,3 +122,22 @@ def test_export_leaves_the_model_untouched(tmp_path):
     assert (tmp_path / "m.onnx").stat().st_size > 0
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_direct_black_box_attack_runs_on_the_runtime_and_respects_the_threat_model():
+    import numpy as np
+
+    from robustbench_cnn.export.blackbox import direct_robust
+
+    class Linear:  # a "deployed" model: numpy in, logits out, no gradients available
+        def predict(self, images, batch_size=256):
+            flat = images.reshape(len(images), -1)
+            return np.stack([flat.mean(1), 0.5 * np.ones(len(images))], 1).astype(np.float32)
+
+    rng = np.random.default_rng(0)
+    x = np.clip(0.55 + 0.02 * rng.standard_normal((32, 1, 4, 4)), 0, 1).astype(np.float32)  # class 0: mean > 0.5
+    y = np.zeros(32, dtype=np.int64)
+    clean = Linear().predict(x).argmax(1) == y
+    assert clean.all()
+    assert direct_robust(Linear(), x, y, clean, 0.01, 50, seed=0).all()  # 0.01 cannot move the mean below 0.5
+    assert direct_robust(Linear(), x, y, clean, 0.5, 100, seed=0).mean() < 0.2  # random search finds most

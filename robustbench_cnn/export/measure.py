@@ -158,7 +158,25 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
 
         rows += latency_rows(row, stats, samples_dir(ctx.run_dir), **fields)
     rows += _transfer_rows(ctx, mspec, cell, arrays, deployed, y.numpy(), pred == y.numpy(), row, fields)
+    rows += _direct_rows(ctx, p, deployed, x.numpy(), y.numpy(), pred == y.numpy(), row, fields)
     return rows, {}
+
+
+def _direct_rows(ctx, p: dict, deployed, x, y, clean_correct, row, fields) -> list:
+    """``robust_acc`` of the export under Square Attack run on its own runtime, at each Linf eps the
+    suite evaluates (attack column ``square_direct``); ``direct_queries = 0`` turns it off."""
+    from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
+
+    if p.get("direct_queries", 0) <= 0:
+        return []
+    eps_values = sorted({e for ev in ctx.loaded.spec.evaluations if ev.norm == "linf" for e in ev.eps if e > 0})
+    n, rows = min(p.get("direct_size") or len(y), len(y)), []
+    for eps in eps_values:
+        robust = direct_robust(deployed, x[:n], y[:n], clean_correct[:n], eps, p["direct_queries"], ctx.seed,
+                               ctx.loaded.spec.eval_batch_size)  # fmt: skip
+        rows.append(row(metric="robust_acc", value=float(robust.mean()), attack=DIRECT_ATTACK, norm="linf",
+                        eps=eps, n=n, **fields))  # fmt: skip
+    return rows
 
 
 def _transfer_rows(ctx, mspec, cell, arrays, deployed, y, clean_correct, row, fields) -> list:

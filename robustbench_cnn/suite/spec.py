@@ -339,6 +339,10 @@ class ExportSpec(_Spec):
         None, ge=0, le=1, description="parity: clean accuracy lost against torch; default 0.02 (int8), 0.01 otherwise"
     )
     tensorrt: bool = Field(False, description="onnx fp16: ask for ONNX Runtime's TensorRT provider first")
+    direct_queries: int = Field(
+        100, ge=0, le=100_000, description="Square Attack queries per image on the export's own runtime (0: off)"
+    )
+    direct_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="images it attacks; default: all")
     calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that calibrate int8")
     per_channel: bool = Field(
         False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see README)"
