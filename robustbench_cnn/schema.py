@@ -25,6 +25,8 @@ METRICS = frozenset(
         # extensions: an export's parity verdict (1 passed, 0 failed: rows kept, marked unreliable), and a
         # GPU export target skipped on a machine without a GPU (1; no other rows for that export)
         "check_parity", "export_skipped",
+        # extensions: 0 when a model's clean or training accuracy is under checks.min_clean_acc (undertrained)
+        "check_trained",
         # extensions: the spread of the timed calls behind a latency row (p75 - p25, standard deviation)
         "latency_ms_iqr", "latency_ms_std",
     }

@@ -77,10 +77,21 @@ def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
 
 
 def verdicts(df: pd.DataFrame) -> dict[str, str]:
-    """Per model: ``reliable``, ``UNRELIABLE (k checks failed)`` from its ``check_*`` rows."""
-    checks = df[df.metric.str.startswith("check_")]
+    """Per model: ``reliable``, ``UNRELIABLE (k checks failed)`` from the ``check_*`` rows of its torch
+    form (an export's own ``check_parity`` counts for that export only: :func:`variant_verdict`)."""
+    checks = df[df.metric.str.startswith("check_") & (df.format.fillna("torch") == "torch")]
     failed = checks.assign(failed=checks.value < 1).groupby("model")["failed"].sum()
     return {m: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)" for m, k in failed.items()}
+
+
+def variant_verdict(model_verdict: str, rows: pd.DataFrame) -> str:
+    """An export's verdict: its model's, plus its own failed checks (e.g. ``check_parity`` = 0)."""
+    own = rows[rows.metric.str.startswith("check_") & (rows.format.fillna("torch") != "torch")]
+    extra = int((own.value < 1).sum())
+    if extra == 0:
+        return model_verdict
+    k = extra + (int(model_verdict.split("(")[1].split()[0]) if model_verdict.startswith("UNRELIABLE") else 0)
+    return f"UNRELIABLE ({k} checks failed)"
 
 
 def _robust(rows: pd.DataFrame, tm: ThreatModel) -> tuple[float | None, str]:
@@ -120,7 +131,8 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFram
     for key, rows in keyed.groupby(VARIANT, sort=False):
         r = dict(zip(VARIANT, key, strict=True))
         robust, how = _robust(rows, tm)
-        out.append({**r, "variant": variant_label(r), "verdict": verdict.get(r["model"], "unchecked"),
+        judged = variant_verdict(verdict.get(r["model"], "unchecked"), rows)
+        out.append({**r, "variant": variant_label(r), "verdict": judged,
                     "clean": _one(rows, "clean_acc"), "robust": robust, "robust_kind": how,
                     "certified": _one(rows, "certified_acc", eps=tm.radius) if tm.radius is not None else None,
                     "size_bytes": _one(rows, "size_bytes"),

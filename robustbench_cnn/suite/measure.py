@@ -100,11 +100,27 @@ def clean_cell(ctx, mspec, model, data, cell, arrays, surrogate):
         row(metric="macs", value=count_macs(model, tuple(x.shape[1:]))),
         row(metric="size_bytes", value=weights_size_bytes(model)),
     ]
+    rows.append(_trained_row(ctx, mspec, data, row, clean_acc, n))
     if ctx.loaded.spec.performance.attack_precision == "bf16":  # the crafting precision's parity
         pred_bf16 = predict_logits(Autocast(model), x, ctx.loaded.spec.eval_batch_size, ctx.device).argmax(1)
         rows.append(row(metric="clean_acc_bf16", value=accuracy(pred_bf16, y), n=n))
         rows.append(row(metric="bf16_agreement", value=float((pred_bf16 == pred).float().mean()), n=n))
     return rows, {"mask": pred == y}
+
+
+def _trained_row(ctx: _Context, mspec: ModelSpec, data: ImageDataset, row, clean_acc: float, n: int) -> Row:
+    """``check_trained``: 0 when the clean accuracy, or the final training accuracy, is under the
+    suite's floor (default twice chance): an undertrained model's robustness numbers mean little."""
+    floor = ctx.loaded.spec.checks.min_clean_acc
+    floor = 2 / data.num_classes if floor is None else floor
+    train_acc = ctx.manifest["models"][mspec.name].get("final_train_acc")
+    low = [f"clean {clean_acc:.3f}"] if clean_acc < floor else []
+    if isinstance(train_acc, float) and train_acc < floor:
+        low.append(f"training {train_acc:.3f}")
+    if low:
+        log.warning("%s: undertrained (%s < %.3f): its robustness rows say little", mspec.name, ", ".join(low), floor)
+        ctx.manifest["models"][mspec.name]["undertrained"] = f"{', '.join(low)} accuracy < {floor:.3f}"
+    return row(metric="check_trained", value=0.0 if low else 1.0, n=n)
 
 
 def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):

@@ -194,7 +194,7 @@ def _prepare_model(
             else:
                 info["cache"] = "hit"
         info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
-                    train_seconds=meta.get("train_seconds"))  # fmt: skip
+                    train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
     ctx.manifest["models"].setdefault(spec.name, {}).update(info)
     to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
     return model

@@ -289,6 +289,10 @@ class ChecksSpec(_Spec):
     tolerance: float = Field(0.05, ge=0, le=1)
     eval_size: int = Field(200, ge=1, le=MAX_IMAGES)
     surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
+    min_clean_acc: float | None = Field(
+        None, ge=0, le=1, description="a model below this clean (or training) accuracy is flagged undertrained "
+        "(check_trained = 0); default: twice chance, 2 / classes",
+    )  # fmt: skip
 
 
 class PerformanceSpec(_Spec):
