@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,11 +15,25 @@ from robustbench_cnn.schema import COLUMNS, METRICS
 TABLE = "results"
 SERIES = ["model", "format", "runtime", "compression", "attack", "norm", "eps", "batch_size"]  # one line per key
 
+log = logging.getLogger(__name__)
+
 
 def append(db: Path, table: pd.DataFrame, started: str) -> int:
-    """Add a run's rows (replacing any earlier copy of the same run id); returns rows written."""
+    """Add a run's rows (replacing any earlier copy of the same run id); returns rows written. A
+    store SQLite cannot read is moved aside (``history.sqlite.corrupt-<time>``, with a warning) and
+    a new one started: the history never stops a run from finishing or from being compared."""
+    try:
+        return _append(db, table, started)
+    except sqlite3.DatabaseError as exc:
+        aside = db.with_name(f"{db.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        db.replace(aside)
+        log.warning("%s: unreadable history store (%s); moved to %s, starting a new one", db, exc, aside.name)
+        return _append(db, table, started)
+
+
+def _append(db: Path, table: pd.DataFrame, started: str) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
-    rows = table[list(COLUMNS)].assign(started=started)
+    rows = table[[c for c in COLUMNS if c in table.columns]].assign(started=started)
     with sqlite3.connect(db) as con:
         cols = ", ".join(f'"{c}"' for c in rows.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ import pandas as pd
 import torch
 
 from robustbench_cnn.atomic import atomic_write
+from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.suite.results import read_csv, write_csv
 from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class Cell:
 
     def cell_id(self, model_key: str, data_fingerprint: str, seed: int, surrogate_key: str = "") -> str:
         """Content hash of the cell and what it depends on (the surrogate matters to ``checks`` only)."""
-        inputs = (model_key, data_fingerprint, str(seed), surrogate_key if self.kind == "checks" else "")
+        # the model's name too: two models trained by the same recipe share weights, never results
+        inputs = (self.model, model_key, data_fingerprint, str(seed), surrogate_key if self.kind == "checks" else "")
         blob = json.dumps([self.kind, self.params, inputs], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -97,6 +102,17 @@ class CellStore:
             for path in self.dir.glob(f"{cell_id}.*.npy")
         }
         return read_csv(self.dir / f"{cell_id}.csv"), arrays
+
+    def load_if_done(self, cell_id: str) -> tuple[pd.DataFrame, dict[str, torch.Tensor]] | None:
+        """A finished cell's rows and arrays; ``None`` if it is not done, or if its files cannot be
+        read (a warning names the file; the cell is computed again)."""
+        if not self.done(cell_id):
+            return None
+        try:
+            return self.load(cell_id)
+        except (OSError, ValueError, RobustBenchError) as exc:
+            log.warning("cell %s: unreadable stored result (%s); computing it again", cell_id, exc)
+            return None
 
     def save(self, cell_id: str, rows: pd.DataFrame, arrays: dict[str, torch.Tensor]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -215,8 +215,9 @@ def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store
             _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
             failed.add(cell.label)
             continue
-        if store.done(cid):
-            table, outputs = store.load(cid)
+        reused = store.load_if_done(cid)
+        if reused is not None:
+            table, outputs = reused
             ctx.cells_reused += 1
         else:
             try:
