@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_cnn.schema import COLUMNS, METRICS, NUMERIC
+from robustbench_cnn.schema import ACCURACY_METRICS, COLUMNS, METRICS, NUMERIC
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,20 @@ class Row:
     eps: float | None = None
     n: int | None = None
     batch_size: int | None = None
+    ci_low: float | None = None  # accuracy rows: 95% Clopper-Pearson interval from value and n (filled in)
+    ci_high: float | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric '{self.metric}' is not in the results vocabulary")
         if not math.isfinite(self.value):
             raise ValueError(f"{self.model}/{self.metric}: value {self.value} is not finite")
+        if self.metric in ACCURACY_METRICS and self.n and self.ci_low is None:
+            from robustbench_cnn.metrics import clopper_pearson
+
+            low, high = clopper_pearson(self.value, self.n)
+            object.__setattr__(self, "ci_low", low)
+            object.__setattr__(self, "ci_high", high)
 
 
 def frame(rows: Iterable[Row]) -> pd.DataFrame:

@@ -229,6 +229,20 @@ class ChecksSpec(_Spec):
     tolerance: float = Field(0.05, ge=0, le=1)
     eval_size: int = Field(200, ge=1)
     surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
+    every_budget: bool = Field(True, description="more_steps for every iterative attack at every evaluated budget")
+    eot_samples: int = Field(8, ge=1, description="a randomized model is attacked through its mean of this many passes")
+
+
+class EnsembleSpec(_Spec):
+    """The strong, named ensemble behind the headline worst case, run at every evaluated (norm, eps)."""
+
+    enabled: bool = True
+    members: tuple[Literal["apgd_ce", "apgd_dlr", "apgd_t", "cw_pgd"], ...] = Field(
+        ("apgd_ce", "apgd_t", "cw_pgd"), min_length=1, description="run in order, each on the survivors"
+    )
+    steps: int = Field(50, ge=1)
+    restarts: int = Field(2, ge=1)
+    targets: int = Field(3, ge=1, description="apgd_t: the most likely wrong classes it targets")
 
 
 class PerformanceSpec(_Spec):
@@ -288,6 +302,7 @@ class SuiteSpec(_Spec):
     latency: LatencySpec = LatencySpec()
     certify: CertifySpec = CertifySpec()
     checks: ChecksSpec = ChecksSpec()
+    ensemble: EnsembleSpec = EnsembleSpec()
     exports: tuple[ExportSpec, ...] = ()
     performance: PerformanceSpec = PerformanceSpec()
 
