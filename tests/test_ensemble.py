@@ -1,14 +1,18 @@
-"""The headline worst case (the suite's attacks and the ``[ensemble]``) is converged: at every budget
-it is no weaker than a 100-step, 5-restart PGD on cross-entropy and on the CW margin (+1 point)."""
+"""The headline worst case (the smoke suite's attacks and its ``[ensemble]`` settings) is converged:
+at every budget it is no weaker than a 100-step, 5-restart PGD on cross-entropy and on the CW margin
+(+1 point)."""
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.evaluate import robust_correct
-from robustbench_cnn.suite.spec import EnsembleSpec
+from robustbench_cnn.suite.load import load_suite
+
+SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.toml"
 
 N = 32  # images: a budget takes ~10 s on one core (the 100-step, 5-restart reference dominates)
 BUDGETS = [
@@ -30,7 +34,7 @@ def test_worst_case_is_no_weaker_than_long_pgd(tiny_model, digits, norm, eps):
     x, y = digits.x_eval[:N], digits.y_eval[:N]
     with torch.no_grad():
         clean = tiny_model(x).argmax(1) == y
-    ens = EnsembleSpec()
+    ens = load_suite(SMOKE).spec.ensemble  # the smoke suite's settings
     worst = survivors(tiny_model, x, y, clean, "ensemble", norm, eps, ens.steps, members=ens.members,
                       restarts=ens.restarts, targets=ens.targets)  # fmt: skip
     for attack, steps in SUITE_ATTACKS[norm]:

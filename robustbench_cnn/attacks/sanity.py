@@ -5,10 +5,10 @@ Each check turns a symptom of gradient masking or of a weak attack into pass/fai
 - ``pgd_vs_fgsm``: an iterative attack is at least as strong as a single step
   (PGD accuracy <= FGSM accuracy + tolerance);
 - ``large_eps``: an unbounded-looking budget (Linf ``large_eps``, default 0.5) drives accuracy to ~0;
-- ``more_steps``: the REPORTED attack (its own step size) against ``more_steps_factor`` x its steps
-  with ``more_restarts`` restarts: accuracy may move by at most the tolerance (a fall means the
-  reported attack had not converged, a rise an unstable model). :func:`convergence` runs it for any
-  attack at any (norm, eps); the runner does so at every evaluated budget;
+- ``more_steps``: the REPORTED attack (its own step size) is re-run with ``more_steps_factor`` x its
+  steps and ``more_restarts`` restarts on the images it failed to flip; if that lowers robust
+  accuracy by more than the tolerance, the reported attack had not converged. :func:`convergence`
+  runs it for any attack at any (norm, eps); the runner does so at every evaluated budget;
 - ``transfer``: PGD examples crafted on a surrogate model do not beat the white-box attack;
 - ``grad_norm``: input gradients of the loss do not vanish (exactly-zero gradients on at most
   ``max_vanishing`` of the correctly classified images).
@@ -67,16 +67,18 @@ def convergence(
 ) -> CheckResult:
     """``more_steps`` for one attack at one budget: ``make(steps)`` builds the reported attack's
     factory (same step size at every step count), ``reported`` is its per-example robust mask on
-    ``x`` (computed here, with ``restarts``, when not given). The stronger run uses
-    ``more_steps_factor * steps`` steps and ``max(more_restarts, restarts)`` restarts; ``clean``:
-    ``(N,)`` clean-correct mask; ``attack_kwargs`` go to ``robust_correct``."""
+    ``x`` (computed here, with ``restarts``, when not given). The stronger run (``more_steps_factor
+    * steps`` steps, ``max(more_restarts, restarts)`` restarts) attacks the images the reported
+    attack failed on, so its accuracy is the per-example minimum of both; it fails the check when it
+    is lower by more than ``tolerance``. ``clean``: ``(N,)`` clean-correct mask; ``attack_kwargs``
+    go to ``robust_correct``."""
     if reported is None:
         reported = robust_correct(model, make(steps), x, y, clean, eps, norm, restarts=restarts, **attack_kwargs)
     more_steps, more_runs = more_steps_factor * steps, max(more_restarts, restarts)
-    stronger = robust_correct(model, make(more_steps), x, y, clean, eps, norm, restarts=more_runs, **attack_kwargs)
+    stronger = robust_correct(model, make(more_steps), x, y, reported, eps, norm, restarts=more_runs, **attack_kwargs)
     base, more = float(reported.float().mean()), float(stronger.float().mean())
     detail = f"{label}-{steps}x{restarts} {base:.3f} vs {label}-{more_steps}x{more_runs} {more:.3f} ({norm} {eps:g})"
-    return CheckResult("more_steps", abs(more - base) <= tolerance, detail, value=more, reference=base)
+    return CheckResult("more_steps", base - more <= tolerance, detail, value=more, reference=base)
 
 
 def input_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
