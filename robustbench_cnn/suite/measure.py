@@ -235,12 +235,14 @@ def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     row = row_factory(ctx, mspec, data)
     spec = ctx.loaded.spec
     cfg, eps = spec.checks, spec.check_eps
+    pgd = [ev for ev in spec.evaluations if ev.attack == "pgd" and ev.norm == "linf" and eps in ev.eps]
+    step_size = pgd[0].step_size if pgd else None  # the reported PGD's own step (default 2.5 * eps / steps)
     crafting, attacker = crafting_for(ctx, mspec, model, data)
     results = run_checks(
         model, data.x_eval[: cfg.eval_size], data.y_eval[: cfg.eval_size], eps, surrogate, steps=cfg.steps,
         more_steps_factor=cfg.more_steps_factor, more_restarts=cfg.more_restarts, large_eps=cfg.large_eps,
         large_eps_max_acc=cfg.large_eps_max_acc, tolerance=cfg.tolerance, seed=ctx.seed, device=ctx.device,
-        crafting=crafting, attacker=attacker,
+        crafting=crafting, attacker=attacker, step_size=step_size,
     )  # fmt: skip
     record_checks(ctx, mspec, {r.name: r for r in results})
     n = min(cfg.eval_size, len(data.y_eval))
