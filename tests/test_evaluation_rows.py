@@ -53,3 +53,16 @@ def test_ensemble_worst_case_convergence_and_intervals(tmp_path, tiny_suite):
     checks = manifest["models"]["cnn"]["checks"]
     assert {"logits", "num_classes", "more_steps(pgd,linf,0.1)", "more_steps(pgd,l2,0.5)", "pgd_vs_fgsm"} <= set(checks)
     assert pd.read_csv(result.run_dir / "results.csv").columns[-2:].tolist() == ["ci_low", "ci_high"]
+
+
+def test_history_store_written_before_the_interval_columns_takes_new_rows(tmp_path):
+    from robustbench_cnn.report.history import append, query
+    from robustbench_cnn.suite.results import Row, frame
+
+    row = Row(run_id="r1", suite="s", dataset="d", model="m", arch="a", metric="clean_acc", value=0.9, n=10)
+    old = frame([row]).drop(columns=["ci_low", "ci_high"])  # as written before the extension
+    db = tmp_path / "h.sqlite"
+    append(db, old, "2026-01-01T00:00:00+00:00")
+    append(db, frame([row]).assign(run_id="r2"), "2026-01-02T00:00:00+00:00")
+    got = query(db, "clean_acc").set_index("run_id")
+    assert pd.isna(got.loc["r1", "ci_low"]) and 0 < got.loc["r2", "ci_low"] < 0.9 < got.loc["r2", "ci_high"] <= 1
