@@ -30,3 +30,16 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, n_bins: int
         if mask.any():
             ece += mask.float().mean() * (conf[mask].mean() - correct[mask].mean()).abs()
     return float(ece)
+
+
+def clopper_pearson(value: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact (Clopper & Pearson 1934) ``level`` interval of a proportion ``value`` of ``n``
+    trials (``k = round(value * n)`` successes); ``(0, 1)`` when ``n`` is 0."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return 0.0, 1.0
+    k, tail = round(value * n), (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    return low, high

@@ -9,6 +9,8 @@ COLUMNS = (
     "device", "metric", "attack", "norm", "eps", "value", "n",
     # extensions (appended, never reordered): the batch size a latency row was measured at
     "batch_size",
+    # extensions: 95% Clopper-Pearson interval of an accuracy row (from value and n)
+    "ci_low", "ci_high",
 )  # fmt: skip
 
 METRICS = frozenset(
@@ -18,6 +20,8 @@ METRICS = frozenset(
         "size_bytes", "params", "macs",
         # extensions: evaluation sanity checks (1 = passed, 0 = failed)
         "check_pgd_vs_fgsm", "check_large_eps", "check_more_steps", "check_transfer", "check_grad_norm",
+        # extensions: pre-flight checks (1 = passed) and whether the model is randomized (1: attacked with EOT)
+        "check_logits", "check_num_classes", "randomized",
         # extensions: agreement of an exported model with its torch source on the eval set
         "parity_top1_agreement", "parity_max_abs_logit_diff",
         # extensions: with performance.attack_precision = "bf16", the clean forward under autocast
@@ -32,4 +36,7 @@ METRICS = frozenset(
     }
 )  # fmt: skip
 
-NUMERIC = ("eps", "value", "n", "batch_size")
+NUMERIC = ("eps", "value", "n", "batch_size", "ci_low", "ci_high")
+
+# accuracy metrics (fractions of ``n`` images) that carry a Clopper-Pearson interval
+ACCURACY_METRICS = frozenset({"clean_acc", "robust_acc", "certified_acc", "clean_acc_bf16"})

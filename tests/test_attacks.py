@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks import ATTACKS, Norm
 from robustbench_cnn.attacks.evaluate import check_perturbation, robust_correct
 from robustbench_cnn.errors import AttackContractError
 
@@ -112,3 +112,35 @@ def test_autoattack_runs_within_the_threat_model(tiny_model, digits):
     _, pgd = run(tiny_model, digits, "pgd", "linf", 0.1)
     assert not (robust & ~clean).any()
     assert robust.sum() <= pgd[:16].sum()  # the ensemble is at least as strong as PGD here
+
+
+def _registered() -> list[tuple[str, str]]:
+    return [(name, norm) for name in ATTACKS.names() for norm in ATTACKS.get(name).norms]
+
+
+@pytest.mark.parametrize(("attack", "norm"), _registered())
+def test_every_registered_attack_keeps_the_contract(tiny_model, digits, attack, norm):
+    """Each registered attack, in each norm it declares: adversarial images of the inputs' shape,
+    dtype and device, finite, in [0, 1] and in the eps ball; robust only where clean-correct; the
+    model left in eval mode."""
+    eps = 0.3 if norm == "linf" else 1.0  # large enough that AutoAttack stops after APGD (FAB, Square: minutes)
+    x, y = digits.x_eval[:8], digits.y_eval[:8]
+    factory = ATTACKS.get(attack)
+    x_adv = factory(tiny_model, eps=eps, norm=Norm(norm), steps=3, step_size=None, num_classes=10)(x, y)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    check_perturbation(x, x_adv, eps, Norm(norm))
+    assert not tiny_model.training
+    with torch.no_grad():
+        clean = tiny_model(x).argmax(1) == y
+    make = partial(factory, eps=eps, norm=norm, steps=3, step_size=None, num_classes=10)
+    robust = robust_correct(tiny_model, make, x, y, clean, eps, norm, progress=False)
+    assert not (robust & ~clean).any()
+
+
+def test_check_perturbation_takes_a_norm_enum_and_refuses_unknown_norms():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    check_perturbation(x, x + 0.05, 0.1, Norm.LINF)
+    with pytest.raises(AttackContractError, match="l2 ball"):
+        check_perturbation(x, x + 0.05, 0.1, Norm.L2)  # ||delta||_2 = 0.4
+    with pytest.raises(AttackContractError, match="unknown norm 'l1'"):
+        check_perturbation(x, x + 0.05, 10.0, "l1")  # used to be checked as L2 and pass

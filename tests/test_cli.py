@@ -60,10 +60,11 @@ def test_plan_shows_models_cells_and_work_and_writes_nothing(tmp_path, suite, ca
     assert f"suite 'plan-me' ({suite}): dataset digits, 200 train / 40 eval images, seed 1" in text
     assert f"cnn         train      {out / 'cache'}/simple_cnn-" in text
     assert "cnn-pruned  train" in text
-    assert "cnn         3 (clean, attack x2)" in text
+    assert "cnn         7 (clean, attack x2, ensemble x2, worst_case x2)" in text
     assert "attack cells: attack=pgd,norm=linf,eps=0.05, attack=pgd,norm=linf,eps=0.1" in text
-    # training: 200 images x 1 epoch, the pruned model x2 (fine-tune); attacks: 40 x 3 steps x 2 eps per model
-    assert "work (image-passes, approx.): train 600, attacks 480, checks 0, certify 0; total 1.08e+03" in text
+    # training: 200 images x 1 epoch, the pruned model x2 (fine-tune); attacks: 40 x 3 steps x 2 eps per model,
+    # plus the default ensemble at both budgets: 40 x (1 + 3 targets + 1) members x 50 steps x 2 restarts x 2 eps
+    assert "work (image-passes, approx.): train 600, attacks 8.05e+04, checks 0, certify 0; total 8.11e+04" in text
     assert _files(tmp_path) == before  # no weights, no cache folder, no run directory
 
 

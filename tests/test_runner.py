@@ -28,7 +28,7 @@ def test_run_writes_the_results_contract(tmp_path, tiny_suite):
         df.metric
     )
     clean = df.loc[df.metric == "clean_acc", "value"].item()
-    robust = df[df.metric == "robust_acc"].set_index("eps")["value"]
+    robust = df[(df.metric == "robust_acc") & (df.attack == "pgd")].set_index("eps")["value"]
     assert robust[0.0] == clean and robust[0.1] <= clean
     assert (df.run_id == result.manifest["run_id"]).all() and (df.suite == "tiny").all()
 

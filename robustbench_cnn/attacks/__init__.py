@@ -7,10 +7,20 @@ perturbations bounded by ``eps`` in the given norm on images in [0, 1].
 """
 
 from collections.abc import Callable
+from enum import StrEnum
 
 from robustbench_cnn.registry import Registry
 
-ATTACKS: Registry = Registry("attack", ("robustbench_cnn.attacks.builtin", "robustbench_cnn.attacks.margin"))
+ATTACKS: Registry = Registry(
+    "attack", ("robustbench_cnn.attacks.builtin", "robustbench_cnn.attacks.margin", "robustbench_cnn.attacks.ensemble")
+)
+
+
+class Norm(StrEnum):
+    """The threat models: an Linf or an L2 ball of radius eps around an image in [0, 1]."""
+
+    LINF = "linf"
+    L2 = "l2"
 
 
 def register_attack(name: str, norms: tuple[str, ...]) -> Callable:
@@ -23,4 +33,4 @@ def register_attack(name: str, norms: tuple[str, ...]) -> Callable:
     return decorator
 
 
-__all__ = ["ATTACKS", "register_attack"]
+__all__ = ["ATTACKS", "Norm", "register_attack"]

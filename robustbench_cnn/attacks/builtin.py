@@ -11,6 +11,7 @@ import torchattacks
 from torch import nn
 
 from robustbench_cnn.attacks import register_attack
+from robustbench_cnn.errors import AttackContractError
 
 _TA_NORM = {"linf": "Linf", "l2": "L2"}
 
@@ -43,6 +44,8 @@ def apgd_ce(model: nn.Module, eps: float, norm: str = "linf", steps: int = 10, s
 @register_attack("apgd_dlr", norms=("linf", "l2"))
 def apgd_dlr(model: nn.Module, eps: float, norm: str = "linf", steps: int = 10, step_size=None, num_classes: int = 10):
     """APGD with the scale-invariant DLR loss (Croce & Hein 2020); needs >= 3 classes."""
+    if num_classes < 3:
+        raise AttackContractError(f"apgd_dlr needs >= 3 classes (the DLR loss), the model has {num_classes}")
     return torchattacks.APGD(model, norm=_TA_NORM[norm], eps=eps, steps=steps, loss="dlr")
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_cnn.attacks import Norm
 from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting, crafting_model
 from robustbench_cnn.errors import AttackContractError
 from robustbench_cnn.models.normalize import channels_last
@@ -16,14 +17,19 @@ from robustbench_cnn.seeds import derived_seed
 TOLERANCE = 1e-5
 
 
-def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
-    """Raise :class:`AttackContractError` unless ``x_adv`` is finite, in [0, 1] and within eps of ``x``."""
+def check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: Norm | str) -> None:
+    """Raise :class:`AttackContractError` unless ``x_adv`` is finite, in [0, 1] and within eps of ``x``
+    in ``norm`` (a :class:`Norm` or its value; anything else is a contract error, never a silent L2)."""
+    try:
+        norm = Norm(norm)
+    except ValueError:
+        raise AttackContractError(f"unknown norm '{norm}'; expected one of {', '.join(Norm)}") from None
     if not torch.isfinite(x_adv).all():
         raise AttackContractError("attack returned non-finite pixels")
     if x_adv.min() < 0 or x_adv.max() > 1:
         raise AttackContractError(f"attack left [0, 1]: pixel range [{x_adv.min():.4g}, {x_adv.max():.4g}]")
     delta = (x_adv - x).detach().flatten(1)
-    size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(p=2, dim=1)
+    size = delta.abs().amax(dim=1) if norm is Norm.LINF else delta.norm(p=2, dim=1)
     worst = float(size.max()) if len(size) else 0.0
     if worst > eps * (1 + TOLERANCE) + TOLERANCE:
         raise AttackContractError(f"attack left the {norm} ball: |delta| = {worst:.6g} > eps = {eps:.6g}")

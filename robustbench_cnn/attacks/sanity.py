@@ -5,9 +5,10 @@ Each check turns a symptom of gradient masking or of a weak attack into pass/fai
 - ``pgd_vs_fgsm``: an iterative attack is at least as strong as a single step
   (PGD accuracy <= FGSM accuracy + tolerance);
 - ``large_eps``: an unbounded-looking budget (Linf ``large_eps``, default 0.5) drives accuracy to ~0;
-- ``more_steps``: ``more_steps_factor`` x the steps with ``more_restarts`` restarts, same step size,
-  changes accuracy by at most the tolerance (a rise means an unstable model, a fall means the
-  reported attack had not converged);
+- ``more_steps``: the REPORTED attack (its own step size) is re-run with ``more_steps_factor`` x its
+  steps and ``more_restarts`` restarts on the images it failed to flip; if that lowers robust
+  accuracy by more than the tolerance, the reported attack had not converged. :func:`convergence`
+  runs it for any attack at any (norm, eps); the runner does so at every evaluated budget;
 - ``transfer``: PGD examples crafted on a surrogate model do not beat the white-box attack;
 - ``grad_norm``: input gradients of the loss do not vanish (exactly-zero gradients on at most
   ``max_vanishing`` of the correctly classified images).
@@ -17,30 +18,67 @@ A model that fails any check gets an "evaluation unreliable" flag in the summary
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from robustbench_cnn.attacks.builtin import default_step_size, pgd
 from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.attacks.margin import MarginPGD
 
 CHECKS = ("pgd_vs_fgsm", "large_eps", "more_steps", "transfer", "grad_norm")
+FIXED_BUDGET = frozenset({"fgsm", "autoattack"})  # attacks whose steps setting changes nothing: no more_steps
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check; ``value`` is what it measured and ``reference`` what that was compared against."""
+
     name: str
     passed: bool
     detail: str
+    value: float | None = None
+    reference: float | None = None
 
 
-def _pgd(model, eps: float, steps: int, alpha: float):
-    return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+def convergence(
+    model: nn.Module,
+    make: Callable[[int], Callable],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean: torch.Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    reported: torch.Tensor | None = None,
+    restarts: int = 1,
+    more_steps_factor: int = 5,
+    more_restarts: int = 3,
+    tolerance: float = 0.05,
+    label: str = "PGD",
+    **attack_kwargs: Any,
+) -> CheckResult:
+    """``more_steps`` for one attack at one budget: ``make(steps)`` builds the reported attack's
+    factory (same step size at every step count), ``reported`` is its per-example robust mask on
+    ``x`` (computed here, with ``restarts``, when not given). The stronger run (``more_steps_factor
+    * steps`` steps, ``max(more_restarts, restarts)`` restarts) attacks the images the reported
+    attack failed on, so its accuracy is the per-example minimum of both; it fails the check when it
+    is lower by more than ``tolerance``. ``clean``: ``(N,)`` clean-correct mask; ``attack_kwargs``
+    go to ``robust_correct``."""
+    if reported is None:
+        reported = robust_correct(model, make(steps), x, y, clean, eps, norm, restarts=restarts, **attack_kwargs)
+    more_steps, more_runs = more_steps_factor * steps, max(more_restarts, restarts)
+    stronger = robust_correct(model, make(more_steps), x, y, reported, eps, norm, restarts=more_runs, **attack_kwargs)
+    base, more = float(reported.float().mean()), float(stronger.float().mean())
+    detail = f"{label}-{steps}x{restarts} {base:.3f} vs {label}-{more_steps}x{more_runs} {more:.3f} ({norm} {eps:g})"
+    return CheckResult("more_steps", base - more <= tolerance, detail, value=more, reference=base)
 
 
 def input_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -69,50 +107,64 @@ def run_checks(
     device: torch.device | str = "cpu",
     crafting: Crafting = DEFAULT_CRAFTING,
     attacker: nn.Module | None = None,
+    step_size: float | None = None,
 ) -> list[CheckResult]:
-    """Run every check on images ``x`` (N, C, H, W) in [0, 1] under a Linf budget ``eps``; the
-    attacks craft as the reported ones do (``crafting``/``attacker``, see ``robust_correct``)."""
+    """Run every check on images ``x`` (N, C, H, W) in [0, 1] under a Linf budget ``eps``, with the
+    reported Linf PGD: ``steps`` steps of ``step_size`` (default 2.5 * eps / steps, as reported);
+    the attacks craft as the reported ones do (``crafting``/``attacker``, see ``robust_correct``)."""
     model.eval()
     x, y = x.to(device), y.to(device)
     with torch.no_grad():
-        clean = model(x).argmax(1) == y
-    alpha = eps / 4
+        clean = (model(x).argmax(1) == y).cpu()
+    alpha = default_step_size(eps, steps, step_size)
+    kwargs: dict[str, Any] = dict(seed=seed, device=device, progress=False, crafting=crafting, attacker=attacker)
 
-    def acc(make, e=eps, restarts=1) -> float:
-        ok = robust_correct(model, make, x, y, clean.cpu(), e, "linf", restarts=restarts, seed=seed, device=device,
-                            progress=False, crafting=crafting, attacker=attacker)  # fmt: skip
-        return float(ok.float().mean())
+    def pgd_at(e: float, alpha: float | None) -> Callable[[int], Callable]:
+        return lambda n: partial(pgd, eps=e, norm="linf", steps=n, step_size=alpha)
+
+    def acc(make, e=eps) -> tuple[torch.Tensor, float]:
+        ok = robust_correct(model, make, x, y, clean, e, "linf", **kwargs)
+        return ok, float(ok.float().mean())
 
     results = []
-    pgd = acc(partial(_pgd, eps=eps, steps=steps, alpha=alpha))
-    fgsm = acc(partial(torchattacks.FGSM, eps=eps))
-    results.append(CheckResult("pgd_vs_fgsm", pgd <= fgsm + tolerance, f"PGD {pgd:.3f} vs FGSM {fgsm:.3f}"))
+    pgd_ok, pgd_acc = acc(pgd_at(eps, alpha)(steps))
+    fgsm = acc(partial(torchattacks.FGSM, eps=eps))[1]
+    results.append(CheckResult("pgd_vs_fgsm", pgd_acc <= fgsm + tolerance, f"PGD {pgd_acc:.3f} vs FGSM {fgsm:.3f}",
+                               pgd_acc, fgsm))  # fmt: skip
 
-    big = acc(partial(_pgd, eps=large_eps, steps=steps, alpha=large_eps / 4), e=large_eps)
-    results.append(CheckResult("large_eps", big <= large_eps_max_acc, f"PGD at eps {large_eps:g}: {big:.3f}"))
+    big = acc(pgd_at(large_eps, None)(steps), e=large_eps)[1]
+    results.append(CheckResult("large_eps", big <= large_eps_max_acc, f"PGD at eps {large_eps:g}: {big:.3f}", big))
 
-    more = acc(partial(_pgd, eps=eps, steps=5 * steps, alpha=alpha), restarts=3)
     results.append(
-        CheckResult(
-            "more_steps", abs(more - pgd) <= tolerance, f"PGD-{steps} {pgd:.3f} vs PGD-{5 * steps}x3 {more:.3f}"
-        )
-    )
+        convergence(model, pgd_at(eps, alpha), x, y, clean, eps, "linf", steps, reported=pgd_ok,
+                    more_steps_factor=more_steps_factor, more_restarts=more_restarts, tolerance=tolerance, **kwargs)
+    )  # fmt: skip
 
     if surrogate is not None:
         surrogate.eval()
         torch.manual_seed(seed)
         x_adv = MarginPGD(surrogate, eps=eps, alpha=alpha, steps=steps)(x, y)
         with torch.no_grad():
-            transfer = float(((model(x_adv).argmax(1) == y) & clean).float().mean())
+            transfer = float(((model(x_adv).argmax(1) == y).cpu() & clean).float().mean())
         results.append(
-            CheckResult("transfer", transfer >= pgd - tolerance, f"transfer {transfer:.3f} vs white-box {pgd:.3f}")
+            CheckResult(
+                "transfer",
+                transfer >= pgd_acc - tolerance,
+                f"transfer {transfer:.3f} vs white-box {pgd_acc:.3f}",
+                transfer,
+                pgd_acc,
+            )
         )
 
-    norms = input_gradient_norms(model, x[clean], y[clean]) if clean.any() else torch.ones(1)
+    on = clean.to(x.device)
+    norms = input_gradient_norms(model, x[on], y[on]) if clean.any() else torch.ones(1)
     vanishing = float((norms < 1e-10).float().mean())
     results.append(
         CheckResult(
-            "grad_norm", vanishing <= max_vanishing, f"{vanishing:.0%} zero gradients, median {norms.median():.3g}"
+            "grad_norm",
+            vanishing <= max_vanishing,
+            f"{vanishing:.0%} zero gradients, median {norms.median():.3g}",
+            vanishing,
         )
     )
     return results

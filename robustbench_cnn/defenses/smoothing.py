@@ -36,7 +36,9 @@ def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
 
 
 def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]):
-    """``base`` exported to ONNX (fp32) behind an ONNX Runtime session; the file is not kept."""
+    """``base`` exported to ONNX (fp32) behind an ONNX Runtime session (the file is not kept), or
+    None with a warning when the export's batch dimension is fixed (e.g. a forward that calls
+    ``len(x)`` specializes it): the caller then runs the noisy batches in torch."""
     import tempfile
     from pathlib import Path
 
@@ -44,7 +46,12 @@ def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]):
     from robustbench_cnn.runtime.onnx_runtime import OrtModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        return OrtModel(export_onnx(base, sample_shape, Path(tmp) / "base.onnx"))
+        ort_model = OrtModel(export_onnx(base, sample_shape, Path(tmp) / "base.onnx"))
+    batch = ort_model.session.get_inputs()[0].shape[0]
+    if isinstance(batch, int):
+        log.warning("smoothing: the ONNX export has a fixed batch of %d (not dynamic); certifying in torch", batch)
+        return None
+    return ort_model
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,8 @@ class Smoothed:
         key = (tuple(noisy.shape[1:]), noisy.device)
         if key not in self._fast:
             ort = self.runtime == "onnxruntime" and noisy.device.type == "cpu"
-            self._fast[key] = _ort_model(self.base, key[0]) if ort else self._torch_classifier(noisy[:8])
+            fast = _ort_model(self.base, key[0]) if ort else None
+            self._fast[key] = fast if fast is not None else self._torch_classifier(noisy[:8])
         fast = self._fast[key]
         if isinstance(fast, nn.Module):
             return fast(channels_last(noisy)).argmax(1)

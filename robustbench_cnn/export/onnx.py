@@ -36,7 +36,25 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: Path, ops
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
+    strip_source_locations(path)
     return path
+
+
+def strip_source_locations(path: Path) -> None:
+    """Drop the exporter's per-node Python stack traces (``pkg.torch.onnx.stack_trace``): they embed
+    absolute source paths, so the same model exported from two checkouts gave different bytes."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graphs = [proto.graph, *proto.functions]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if not p.key.endswith("stack_trace")]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+            graphs += [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+    onnx.save_model(proto, str(path))
 
 
 class _Calibration:

@@ -33,10 +33,13 @@ def append(db: Path, table: pd.DataFrame, started: str) -> int:
 
 def _append(db: Path, table: pd.DataFrame, started: str) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
-    rows = table[[c for c in COLUMNS if c in table.columns]].assign(started=started)
+    rows = table.reindex(columns=list(COLUMNS)).assign(started=started)  # columns a table predates: empty
     with sqlite3.connect(db) as con:
         cols = ", ".join(f'"{c}"' for c in rows.columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})")}
+        for c in rows.columns.difference(list(have), sort=False):  # a store written before a schema extension
+            con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{c}"')
         con.execute(f"CREATE INDEX IF NOT EXISTS idx_metric ON {TABLE} (metric, model)")
         for run_id in rows.run_id.unique():
             con.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", (run_id,))

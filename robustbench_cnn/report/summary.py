@@ -10,6 +10,14 @@ import pandas as pd
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
 
 
+def format_interval(value: float, low: float | None, high: float | None, scale: float = 100.0) -> str:
+    """An accuracy with its 95% interval, e.g. ``93.1 [90.0, 95.5]`` (scaled to %); the bare value
+    when the row carries no interval (``ci_low``/``ci_high`` empty)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value * scale:.4g}"
+    return f"{value * scale:.4g} [{low * scale:.4g}, {high * scale:.4g}]"
+
+
 def _attack_column(r: pd.Series) -> str:
     return f"{r['attack']}-{r['norm']} @{r['eps']:.4g}"
 

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from robustbench_cnn.atomic import atomic_write
+from robustbench_cnn.attacks.sanity import FIXED_BUDGET
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.suite.results import read_csv, write_csv
 from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Cell:
     model: str
-    kind: str  # clean | attack | worst_case | certify | checks | latency
+    kind: str  # clean | preflight | attack | converge | ensemble | worst_case | certify | checks | latency | export
     params: tuple[tuple[str, Any], ...] = ()
     deps: tuple[str, ...] = ()  # labels of this model's cells whose arrays it reads
 
@@ -61,6 +62,11 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
     clean = Cell(m, "clean", crafting if spec.performance.attack_precision != "fp32" else ())
     cells = [clean]
     groups: dict[tuple[str, float], list[str]] = {}
+    if spec.checks.enabled:  # logits, class count, randomness: before any attack
+        asked = {ev.attack for ev in spec.evaluations} | (
+            set(spec.ensemble.members) if spec.ensemble.enabled else set()
+        )
+        cells.append(Cell(m, "preflight", (("attacks", tuple(sorted(asked))),)))
     for ev in spec.evaluations:
         for eps in ev.eps:
             params = (("attack", ev.attack), ("norm", ev.norm), ("eps", eps), ("steps", ev.steps),
@@ -68,9 +74,18 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
             cell = Cell(m, "attack", params, deps=(clean.label,))
             cells.append(cell)
             groups.setdefault((ev.norm, eps), []).append(cell.label)
+    cells += convergence_cells(spec, cells, clean.label)
+    ens = spec.ensemble
     for (norm, eps), labels in groups.items():
+        params: tuple[tuple[str, Any], ...] = (("attack", "worst_case"), ("norm", norm), ("eps", eps))
+        if ens.enabled and eps > 0:  # the headline worst case: the suite's attacks and the ensemble
+            ensemble = Cell(m, "ensemble", (("attack", "ensemble"), ("norm", norm), ("eps", eps),
+                                            *sorted(ens.model_dump().items()), *crafting), (clean.label,))  # fmt: skip
+            cells.append(ensemble)
+            labels = [*labels, ensemble.label]
+            params += (("ensemble", ensemble.params[3:]),)
         if len(labels) > 1:
-            cells.append(Cell(m, "worst_case", (("attack", "worst_case"), ("norm", norm), ("eps", eps)), tuple(labels)))
+            cells.append(Cell(m, "worst_case", params, tuple(labels)))
     sigma = getattr(mspec.defense, "sigma", None)
     if sigma is not None:
         cells.append(Cell(m, "certify", (("sigma", sigma), *sorted(spec.certify.model_dump().items()))))
@@ -85,6 +100,20 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
             attacks = tuple(c.label for c in cells if c.kind == "attack")
             cells.append(Cell(m, "export", params + latency, deps=(clean.label, *attacks)))
     return cells
+
+
+def convergence_cells(spec: SuiteSpec, cells: list[Cell], clean: str) -> list[Cell]:
+    """A ``more_steps`` check of every iterative attack cell (eps > 0) against more steps and restarts."""
+    cfg = spec.checks
+    if not (cfg.enabled and cfg.every_budget):
+        return []
+    keys = ("more_steps_factor", "more_restarts", "tolerance", "eval_size")
+    settings = tuple((k, getattr(cfg, k)) for k in keys)
+    return [
+        Cell(c.model, "converge", c.params + settings, deps=(clean, c.label))
+        for c in cells
+        if c.kind == "attack" and c.param("eps") > 0 and c.param("attack") not in FIXED_BUDGET
+    ]
 
 
 class CellStore:

@@ -15,8 +15,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.builtin import default_step_size
 from robustbench_cnn.attacks.crafting import Autocast, Crafting, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.attacks.preflight import EOT, is_randomized
 from robustbench_cnn.data import ImageDataset
 from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
 from robustbench_cnn.runtime.torch_runtime import count_macs, count_params, torch_latency
@@ -60,7 +62,12 @@ def crafting_for(ctx: _Context, mspec: ModelSpec, model: nn.Module, data: ImageD
     crafting = Crafting(perf.fold_batchnorm, perf.attack_precision, perf.compile)
     if mspec.name not in ctx.attackers:
         probe_x, probe_y = data.x_eval[:8].to(ctx.device), data.y_eval[:8].to(ctx.device)
-        ctx.attackers[mspec.name] = crafting_model(model.eval(), crafting, probe_x, probe_y, ctx.device)
+        attacker = crafting_model(model.eval(), crafting, probe_x, probe_y, ctx.device)
+        if is_randomized(model, probe_x):  # attack the expectation (Athalye et al. 2018)
+            samples = ctx.loaded.spec.checks.eot_samples
+            log.warning("%s: two identical forward passes differ; attacks use EOT over %d samples", mspec.name, samples)
+            attacker = EOT(attacker, samples).eval()
+        ctx.attackers[mspec.name] = attacker
     return crafting, ctx.attackers[mspec.name]
 
 
@@ -145,6 +152,76 @@ def attack_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     return rows, {"mask": correct} if adv is None else {"mask": correct, "adv": adv}
 
 
+def ensemble_cell(ctx, mspec, model, data, cell, arrays, surrogate):
+    """``robust_acc`` of the suite's ``[ensemble]`` at one (norm, eps), as attack ``ensemble``; mask:
+    the images that survived it (the worst case takes the minimum with the suite's attacks)."""
+    spec, p = ctx.loaded.spec, dict(cell.params)
+    make = partial(ATTACKS.get("ensemble"), eps=p["eps"], norm=p["norm"], steps=p["steps"], restarts=p["restarts"],
+                   members=p["members"], targets=p["targets"], num_classes=data.num_classes)  # fmt: skip
+    crafting, attacker = crafting_for(ctx, mspec, model, data)
+    correct = robust_correct(
+        model, make, data.x_eval, data.y_eval, arrays[cell.deps[0]]["mask"], p["eps"], p["norm"],
+        batch_size=spec.eval_batch_size, seed=ctx.seed, device=ctx.device, desc=f"{mspec.name} {cell.label}",
+        progress=ctx.progress, crafting=crafting, attacker=attacker,
+    )  # fmt: skip
+    value = float(correct.float().mean())
+    log.info("%s: %s robust accuracy %.4f", mspec.name, cell.label, value)
+    row = row_factory(ctx, mspec, data)
+    return [row(metric="robust_acc", value=value, attack="ensemble", norm=p["norm"], eps=p["eps"], n=len(correct))], {
+        "mask": correct
+    }
+
+
+def record_checks(ctx: _Context, mspec: ModelSpec, results: dict) -> None:
+    """Add check results (``{name: CheckResult}``) to the model's manifest entry; warn on failures."""
+    entry = ctx.manifest["models"][mspec.name].setdefault("checks", {})
+    for name, r in results.items():
+        entry[name] = {"passed": r.passed, "detail": r.detail}
+        if not r.passed:
+            log.warning("%s: sanity check %s failed (%s): evaluation unreliable", mspec.name, name, r.detail)
+
+
+def preflight_cell(ctx, mspec, model, data, cell, arrays, surrogate):
+    """``check_logits``, ``check_num_classes`` and ``randomized`` (1: two identical passes differ, so
+    attacks use EOT) on the first 64 eval images."""
+    from robustbench_cnn.attacks.preflight import preflight
+
+    probe = data.x_eval[:64].to(ctx.device)
+    results, randomized = preflight(model, probe, cell.param("attacks"))
+    record_checks(ctx, mspec, {r.name: r for r in results})
+    ctx.manifest["models"][mspec.name]["randomized"] = randomized
+    row = row_factory(ctx, mspec, data)
+    rows = [row(metric=f"check_{r.name}", value=float(r.passed), n=len(probe)) for r in results]
+    return [*rows, row(metric="randomized", value=float(randomized), n=len(probe))], {}
+
+
+def converge_cell(ctx, mspec, model, data, cell, arrays, surrogate):
+    """``check_more_steps`` at one attack's budget: the reported attack (its own step size) against
+    ``more_steps_factor`` x its steps with ``more_restarts`` restarts, on the first ``eval_size`` images."""
+    from robustbench_cnn.attacks.sanity import convergence
+
+    p, k = dict(cell.params), cell.param("eval_size")
+    step = default_step_size(p["eps"], p["steps"], p["step_size"])  # fixed: more steps, same step
+
+    def make(steps: int):
+        return partial(ATTACKS.get(p["attack"]), eps=p["eps"], norm=p["norm"], steps=steps, step_size=step,
+                       num_classes=data.num_classes)  # fmt: skip
+
+    crafting, attacker = crafting_for(ctx, mspec, model, data)
+    result = convergence(
+        model, make, data.x_eval[:k], data.y_eval[:k], arrays[cell.deps[0]]["mask"][:k], p["eps"], p["norm"],
+        p["steps"], reported=arrays[cell.deps[1]]["mask"][:k], restarts=p["restarts"],
+        more_steps_factor=p["more_steps_factor"], more_restarts=p["more_restarts"], tolerance=p["tolerance"],
+        label=p["attack"], batch_size=ctx.loaded.spec.eval_batch_size, seed=ctx.seed, device=ctx.device,
+        progress=False, crafting=crafting, attacker=attacker,
+    )  # fmt: skip
+    record_checks(ctx, mspec, {f"more_steps({p['attack']},{p['norm']},{p['eps']:g})": result})
+    row = row_factory(ctx, mspec, data)
+    n = len(data.y_eval[:k])
+    return [row(metric="check_more_steps", value=float(result.passed), attack=p["attack"], norm=p["norm"],
+                eps=p["eps"], n=n)], {}  # fmt: skip
+
+
 def worst_case_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
     survived = torch.stack([arrays[label]["mask"] for label in cell.deps]).all(0)
@@ -202,17 +279,16 @@ def checks_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     row = row_factory(ctx, mspec, data)
     spec = ctx.loaded.spec
     cfg, eps = spec.checks, spec.check_eps
+    pgd = [ev for ev in spec.evaluations if ev.attack == "pgd" and ev.norm == "linf" and eps in ev.eps]
+    step_size = pgd[0].step_size if pgd else None  # the reported PGD's own step (default 2.5 * eps / steps)
     crafting, attacker = crafting_for(ctx, mspec, model, data)
     results = run_checks(
         model, data.x_eval[: cfg.eval_size], data.y_eval[: cfg.eval_size], eps, surrogate, steps=cfg.steps,
         more_steps_factor=cfg.more_steps_factor, more_restarts=cfg.more_restarts, large_eps=cfg.large_eps,
         large_eps_max_acc=cfg.large_eps_max_acc, tolerance=cfg.tolerance, seed=ctx.seed, device=ctx.device,
-        crafting=crafting, attacker=attacker,
+        crafting=crafting, attacker=attacker, step_size=step_size,
     )  # fmt: skip
-    ctx.manifest["models"][mspec.name]["checks"] = {r.name: {"passed": r.passed, "detail": r.detail} for r in results}
-    for r in results:
-        if not r.passed:
-            log.warning("%s: sanity check %s failed (%s): evaluation unreliable", mspec.name, r.name, r.detail)
+    record_checks(ctx, mspec, {r.name: r for r in results})
     n = min(cfg.eval_size, len(data.y_eval))
     return [row(metric=f"check_{r.name}", value=float(r.passed), norm="linf", eps=eps, n=n) for r in results], {}
 
@@ -261,6 +337,9 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
 EXECUTORS: dict[str, Executor] = {
     "clean": clean_cell,
     "attack": attack_cell,
+    "preflight": preflight_cell,
+    "converge": converge_cell,
+    "ensemble": ensemble_cell,
     "worst_case": worst_case_cell,
     "certify": certify_cell,
     "checks": checks_cell,

@@ -79,6 +79,10 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
         inner += getattr(c, "steps", 0)
     train = 0 if m.checkpoint is not None else n_train * m.train.epochs * (1 + inner + (c is not None))
     attacks = sum(n_eval * ev.steps * ev.restarts for ev in suite.evaluations for _ in ev.eps)
+    e = suite.ensemble  # at every (norm, eps > 0) evaluated; apgd_t once per target class
+    budgets = {(ev.norm, eps) for ev in suite.evaluations for eps in ev.eps if eps > 0}
+    runs = sum(e.targets if member == "apgd_t" else 1 for member in e.members) * e.steps * e.restarts
+    attacks += len(budgets) * n_eval * runs if e.enabled else 0
     k = suite.checks
     checks = min(k.eval_size, n_eval) * k.steps * (3 + k.more_steps_factor * k.more_restarts) if k.enabled else 0
     sigma = getattr(d, "sigma", None)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from robustbench_cnn.atomic import atomic_write
 from robustbench_cnn.errors import RobustBenchError, did_you_mean
-from robustbench_cnn.schema import COLUMNS, METRICS, NUMERIC
+from robustbench_cnn.schema import ACCURACY_METRICS, COLUMNS, METRICS, NUMERIC
 
 REQUIRED = COLUMNS[:16]  # batch_size is an extension older tables lack
 TEXT_REQUIRED = ("run_id", "suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime",
@@ -26,7 +26,7 @@ TEXT_REQUIRED = ("run_id", "suite", "dataset", "model", "arch", "defense", "comp
 UNIT_INTERVAL = {"clean_acc", "robust_acc", "certified_acc", "macro_f1", "ece", "parity_top1_agreement",
                  "clean_acc_bf16", "bf16_agreement"}  # fmt: skip  # and every check_*: 1 passed, 0 failed
 NON_NEGATIVE = {"throughput", "size_bytes", "params", "macs", "parity_max_abs_logit_diff"}  # and every latency_ms_*
-ROW_KEY = [c for c in COLUMNS if c not in ("value", "n")]
+ROW_KEY = [c for c in COLUMNS if c not in ("value", "n", "ci_low", "ci_high")]
 INTEGER = ("n", "batch_size")
 
 
@@ -57,12 +57,20 @@ class Row:
     eps: float | None = None
     n: int | None = None
     batch_size: int | None = None
+    ci_low: float | None = None  # accuracy rows: 95% Clopper-Pearson interval from value and n (filled in)
+    ci_high: float | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric '{self.metric}' is not in the results vocabulary")
         if not math.isfinite(self.value):
             raise ValueError(f"{self.model}/{self.metric}: value {self.value} is not finite")
+        if self.metric in ACCURACY_METRICS and self.n and self.ci_low is None:
+            from robustbench_cnn.metrics import clopper_pearson
+
+            low, high = clopper_pearson(self.value, self.n)
+            object.__setattr__(self, "ci_low", low)
+            object.__setattr__(self, "ci_high", high)
 
 
 def frame(rows: Iterable[Row]) -> pd.DataFrame:

@@ -19,70 +19,39 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from robustbench_cnn.errors import RobustBenchError, shown
-from robustbench_cnn.suite.paths import check_name, check_path_text, name_key
+from robustbench_cnn.suite.paths import name_key
 from robustbench_cnn.suite.problems import nested, problems, toml_type
-
-MAX_MODELS = 256
-MAX_ITEMS = 64  # eps, radii, evaluations, exports, ratios, params, ...
-MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
-MAX_STEPS = 100_000
-MAX_IMAGES = 10_000_000
-MAX_BATCH = 65_536
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, str_max_length=4096)
-
-
-def _number(value: Any) -> Any:
-    """Accept numbers and exact fractions written as strings ("8/255"); never ``eval``."""
-    if not isinstance(value, str):
-        return value
-    try:
-        if len(value) > 64:
-            raise ValueError
-        fraction = Fraction(value.strip())
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{shown(value, 64)} is not a number or a fraction like '8/255'") from None
-    try:
-        return float(fraction)
-    except OverflowError:
-        raise ValueError(f"{shown(value, 64)} is too large to be a finite number; write a value like 0.5") from None
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-
-Name = Annotated[str, AfterValidator(check_name)]
-PathText = Annotated[str, AfterValidator(check_path_text)]
-
-
-def _registered(module: str, registry: str) -> AfterValidator:
-    """A name that must be registered in ``module.registry`` (imported on first use)."""
-
-    def check(name: str) -> str:
-        getattr(importlib.import_module(module), registry).get(name)
-        return name
-
-    return AfterValidator(check)
-
-
-def _arch(name: str) -> str:
-    """A registered name or a source form (``torchvision:NAME``, ``timm:NAME``, ``pkg.module:factory``)."""
-    from robustbench_cnn.models.sources import resolve
-
-    resolve(name)
-    return name
-
-
-DatasetName = Annotated[str, _registered("robustbench_cnn.data", "DATASETS")]
-ArchName = Annotated[str, AfterValidator(_arch)]
-AttackName = Annotated[str, _registered("robustbench_cnn.attacks", "ATTACKS")]
+from robustbench_cnn.suite.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
+    CertifySpec,
+    ChecksSpec,
+    EnsembleSpec,
+    EvalSpec,
+    ExportSpec,
+    LatencySpec,
+    PerformanceSpec,
+)
+from robustbench_cnn.suite.spec_types import (  # noqa: F401
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_ITEMS,
+    MAX_MODELS,
+    MAX_SEED,
+    MAX_STEPS,
+    ArchName,
+    AttackName,
+    DatasetName,
+    Name,
+    Number,
+    PathText,
+)
+from robustbench_cnn.suite.spec_types import (
+    SpecBase as _Spec,
+)
 
 
 class DatasetSpec(_Spec):
@@ -211,167 +180,6 @@ class ModelSpec(_Spec):
         return self
 
 
-class EvalSpec(_Spec):
-    """One attack swept over a list of eps; threat model ``norm`` on [0, 1] images."""
-
-    attack: AttackName
-    norm: Literal["linf", "l2"] = "linf"
-    eps: tuple[Number, ...] = Field(min_length=1, max_length=MAX_ITEMS)
-    steps: int = Field(10, ge=1, le=MAX_STEPS)
-    step_size: Number | None = Field(None, gt=0, le=10, description="default 2.5 * eps / steps (Madry et al.)")
-    restarts: int = Field(1, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _eps_in_range(self) -> EvalSpec:
-        from robustbench_cnn.attacks import ATTACKS
-
-        norms = ATTACKS.get(self.attack).norms
-        found = []
-        if self.norm not in norms:
-            found.append(("norm", f"attack '{self.attack}' supports norm {' or '.join(norms)}, not '{self.norm}'"))
-        for i, eps in enumerate(self.eps):
-            if not math.isfinite(eps) or eps < 0:
-                found.append(("", f"eps[{i}] = {eps} must be a finite number >= 0"))
-            elif self.norm == "linf" and eps > 1:
-                fix = f"did you mean '{eps:g}/255'?"
-                found.append(("", f"eps[{i}] = {eps} is out of range for linf on [0, 1] images (0..1); {fix}"))
-            elif eps > 1e4:
-                found.append(("", f"eps[{i}] = {eps} is out of range for l2 (an image has at most ~1e3 norm)"))
-        problems(found)
-        return self
-
-
-class LatencySpec(_Spec):
-    """Latency of the model's forward pass on the run's device (torch eager)."""
-
-    enabled: bool = True
-    batch_sizes: tuple[Annotated[int, Field(ge=1, le=MAX_BATCH)], ...] = Field((1, 64), max_length=16)
-    warmup: int = Field(5, ge=0, le=10_000)
-    min_repeats: int = Field(20, ge=3, le=100_000)
-    budget_s: float = Field(1.0, gt=0, le=3600, description="time budget per batch size, after warm-up")
-
-
-class CertifySpec(_Spec):
-    """Randomized-smoothing certification (Cohen et al. 2019) of every model with a ``sigma`` defense."""
-
-    n0: int = Field(100, ge=1, le=10_000_000, description="noise samples to select the top class")
-    n: int = Field(1000, ge=1, le=10_000_000, description="noise samples to estimate its probability")
-    alpha: float = Field(0.001, gt=0, lt=0.5, description="failure probability of each certificate")
-    radii: tuple[Annotated[Number, Field(ge=0, le=1e4)], ...] = Field(
-        (0.0, 0.25, 0.5, 0.75, 1.0), min_length=1, max_length=MAX_ITEMS
-    )
-    eval_size: int = Field(100, ge=1, le=MAX_IMAGES, description="first images of the eval split to certify")
-    batch_size: int | None = Field(
-        None, ge=1, le=MAX_BATCH, description="noisy copies per forward pass (a multiple of 16 draws the same noise "
-        "as any other); default: 1024 on CPU, 16384 on CUDA",
-    )  # fmt: skip
-    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto", description="runs the noisy batches; auto: onnxruntime on CPU (same counts, ~2x faster), torch on GPU"
-    )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: the noisy batches run under autocast (torch runtime) once a probe image's class "
-        "counts match fp32's within count_tolerance; else fp32 with a warning",
-    )  # fmt: skip
-    compile: bool = Field(False, description="torch.compile the torch sampler's classifier (checked like bf16)")
-    count_tolerance: float = Field(0.01, ge=0, le=1, description="max |count difference| / n on the probe image")
-
-
-class ChecksSpec(_Spec):
-    """Gradient-masking sanity checks (Carlini et al. 2019), run on every model."""
-
-    enabled: bool = True
-    eps: Number | None = Field(None, gt=0, le=1, description="Linf budget; default: largest linf eps evaluated")
-    steps: int = Field(10, ge=1, le=MAX_STEPS)
-    more_steps_factor: int = Field(5, ge=2, le=100, description="the more_steps check runs factor x steps ...")
-    more_restarts: int = Field(3, ge=1, le=100, description="... with this many restarts")
-    large_eps: Number = Field(0.5, gt=0, le=1)
-    large_eps_max_acc: float = Field(0.05, ge=0, le=1)
-    tolerance: float = Field(0.05, ge=0, le=1)
-    eval_size: int = Field(200, ge=1, le=MAX_IMAGES)
-    surrogate: str | None = Field(None, description="model name for the transfer check; default: first undefended")
-    min_clean_acc: float | None = Field(
-        None, ge=0, le=1, description="a model below this clean (or training) accuracy is flagged undertrained "
-        "(check_trained = 0); default: twice chance, 2 / classes",
-    )  # fmt: skip
-
-
-class PerformanceSpec(_Spec):
-    """How the hot paths run. Attacks only *craft* on the fast path; the model itself, in fp32,
-    decides every robust-accuracy verdict (see ``robustbench_cnn.attacks.crafting``)."""
-
-    threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: torch's (all cores)")
-    fold_batchnorm: bool = Field(True, description="attacks differentiate a verified BatchNorm-folded copy")
-    attack_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto",
-        description="auto: bf16 on a GPU with native bfloat16, else fp32; bf16: attacks craft under autocast, "
-        "and clean_acc_bf16 / bf16_agreement rows report parity",
-    )
-    compile: bool | Literal["auto"] = Field(
-        "auto",
-        description="torch.compile the module attacks differentiate (once per model); auto: on CUDA when a model's "
-        "attack work reaches compile_min_work image-steps",
-    )
-    compile_min_work: float = Field(2e7, ge=0, description="image-steps per model from which compile = auto compiles")
-    attack_batch_size: int | None = Field(
-        None, ge=1, description="images per attack batch; default: eval_batch_size on CPU, on CUDA the largest power "
-        "of two up to 4096 whose forward + input gradient fits in a quarter of the GPU's memory",
-    )  # fmt: skip
-    cudnn_benchmark: bool = Field(True, description="on CUDA, let cuDNN pick the fastest convolution algorithms")
-
-    def crafting_params(self) -> tuple[tuple[str, Any], ...]:
-        """The crafting settings that differ from the CPU baseline (BatchNorm fold, fp32, eager), as
-        cell parameters: baseline settings keep cell ids. Call on a device-resolved spec."""
-        baseline = {"fold_batchnorm": True, "attack_precision": "fp32", "compile": False}
-        return tuple((k, getattr(self, k)) for k, v in baseline.items() if getattr(self, k) != v)
-
-
-class ExportSpec(_Spec):
-    """Export models to a deployable format and measure them on its runtime, with parity checks.
-
-    ``onnx`` runs on ONNX Runtime (dynamic batch; ``fp16`` on its CUDA/TensorRT provider); ``tflite``
-    on the LiteRT interpreter (batch 1); ``aoti`` is an AOTInductor fp16/bf16 build run by torch on CUDA.
-    """
-
-    format: Literal["onnx", "tflite", "aoti"] = "onnx"
-    precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32"
-    models: tuple[str, ...] | None = Field(None, max_length=MAX_MODELS, description="model names; default: every model")
-    min_agreement: float | None = Field(
-        None, ge=0, le=1, description="parity: top-1 agreement with torch; default 0.995 fp32, 0.99 fp16/bf16, 0.97 "
-        "int8",
-    )  # fmt: skip
-    max_accuracy_loss: float | None = Field(
-        None, ge=0, le=1, description="parity: clean accuracy lost against torch; default 0.02 (int8), 0.01 otherwise"
-    )
-    tensorrt: bool = Field(False, description="onnx fp16: ask for ONNX Runtime's TensorRT provider first")
-    direct_queries: int = Field(
-        100, ge=0, le=100_000, description="Square Attack queries per image on the export's own runtime (0: off)"
-    )
-    direct_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="images it attacks; default: all")
-    calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that calibrate int8")
-    per_channel: bool = Field(
-        False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see README)"
-    )
-    opset: int = Field(18, ge=17, le=99, description="ONNX opset")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _per_channel_default(cls, data: Any) -> Any:
-        """TFLite's int8 spec quantizes conv weights per channel (per-tensor: 8% top-1 agreement on the
-        smoke MobileNetV2, whose depthwise filters differ in range); ONNX Runtime's per-tensor QDQ
-        agreed better on simple_cnn (100% vs 92.8%)."""
-        if isinstance(data, dict) and "per_channel" not in data:
-            return {**data, "per_channel": data.get("format") == "tflite"}
-        return data
-
-    @model_validator(mode="after")
-    def _precision_fits_format(self) -> ExportSpec:
-        allowed = {"onnx": ("fp32", "int8", "fp16"), "tflite": ("fp32", "int8"), "aoti": ("fp16", "bf16")}
-        if self.precision not in allowed[self.format]:
-            raise ValueError(f"format '{self.format}' takes precision {' | '.join(allowed[self.format])}, "
-                             f"not '{self.precision}'")  # fmt: skip
-        return self
-
-
 class SuiteSpec(_Spec):
     """The whole suite: data, models, evaluations, and how to run them."""
 
@@ -386,6 +194,7 @@ class SuiteSpec(_Spec):
     latency: LatencySpec = LatencySpec()
     certify: CertifySpec = CertifySpec()
     checks: ChecksSpec = ChecksSpec()
+    ensemble: EnsembleSpec = EnsembleSpec()
     exports: tuple[ExportSpec, ...] = Field((), max_length=MAX_ITEMS)
     performance: PerformanceSpec = PerformanceSpec()
 

@@ -1,0 +1,68 @@
+"""Pre-flight checks before attacking a model, and EOT for randomized ones.
+
+Three properties every gradient attack here assumes (cf. AutoAttack's ``checks.py``, Croce & Hein
+2020) are verified on a few images before any attack runs:
+
+- ``logits``: the model returns logits, not probabilities (rows in [0, 1] summing to 1); a
+  softmax output saturates cross-entropy's gradient and overstates robustness;
+- ``num_classes``: DLR-based attacks (``apgd_dlr``, ``apgd_t`` and the ensemble's DLR members,
+  ``autoattack``) need >= 3 classes;
+- randomness: two identical forward passes agree. A randomized model is attacked with EOT
+  (Athalye et al. 2018, "Obfuscated Gradients Give a False Sense of Security"): the attack
+  differentiates :class:`EOT`, the mean logits of ``samples`` forward passes, whose input gradient
+  is the average of the samples' logit gradients.
+
+Tensor contract: probe images ``(N, C, H, W)`` in [0, 1] on the model's device; logits ``(N, K)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from robustbench_cnn.attacks.sanity import CheckResult
+
+DLR_ATTACKS = frozenset({"apgd_dlr", "apgd_t", "autoattack", "ensemble"})
+RANDOM_ATOL = 1e-5  # logits of two identical passes may differ by float noise only
+
+
+class EOT(nn.Module):
+    """Expectation over transformation: ``model``'s mean logits over ``samples`` forward passes."""
+
+    def __init__(self, model: nn.Module, samples: int = 8) -> None:
+        super().__init__()
+        self.model, self.samples = model, samples
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+
+@torch.no_grad()
+def is_randomized(model: nn.Module, probe: torch.Tensor) -> bool:
+    """Whether two identical eval-mode forward passes on ``probe`` give different logits."""
+    model.eval()
+    first, second = model(probe), model(probe)
+    return not torch.allclose(first, second, rtol=0.0, atol=RANDOM_ATOL)
+
+
+@torch.no_grad()
+def preflight(model: nn.Module, probe: torch.Tensor, attacks: Iterable[str]) -> tuple[list[CheckResult], bool]:
+    """``(check results, randomized)`` for ``model`` on ``probe``; ``attacks`` names those the suite
+    runs (DLR-based ones need >= 3 classes)."""
+    model.eval()
+    logits = model(probe).float()
+    in_unit = bool(((logits >= 0) & (logits <= 1)).all())
+    sums_to_one = bool(torch.allclose(logits.sum(1), torch.ones(len(logits), device=logits.device), atol=1e-4))
+    probabilities = in_unit and sums_to_one
+    classes = logits.shape[1]
+    dlr = sorted(set(attacks) & DLR_ATTACKS)
+    results = [
+        CheckResult("logits", not probabilities,
+                    "outputs are probabilities (rows in [0, 1] sum to 1): return logits" if probabilities
+                    else "outputs are logits"),
+        CheckResult("num_classes", classes >= 3 or not dlr,
+                    f"{classes} classes; {', '.join(dlr) or 'no DLR attack'} asked (DLR needs >= 3)", float(classes)),
+    ]  # fmt: skip
+    return results, is_randomized(model, probe)
