@@ -97,10 +97,10 @@ def test_plan_reports_cache_hits_with_the_runners_keys(tmp_path, suite, capsys):
 def test_run_refuses_work_beyond_max_work(tmp_path, suite, capsys):
     out = tmp_path / "out"
     assert main(["plan", str(suite), "--out", str(out), "--max-work", "100"]) == 0
-    assert "WARNING: 1.08e+03 image-passes exceeds --max-work 100; `run` refuses it" in capsys.readouterr().out
+    assert "WARNING: 8.11e+04 image-passes exceeds --max-work 100; `run` refuses it" in capsys.readouterr().out
     assert main(["run", str(suite), "--out", str(out), "--max-work", "100"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"robustbench-cnn: error: {suite}: about 1.08e+03 image-passes of work exceeds --max-work 100; "
+    assert err == (f"robustbench-cnn: error: {suite}: about 8.11e+04 image-passes of work exceeds --max-work 100; "
                    "shrink the suite (see `robustbench-cnn plan`) or raise --max-work\n")  # fmt: skip
     assert not out.exists()
 

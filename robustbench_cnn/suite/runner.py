@@ -329,7 +329,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             "stage_seconds": {},
             "models": {},
         }
-    atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())  # the suite it runs: bundle/report read it
+    if loaded.path.is_file():  # the suite it runs, for edge bundle and report (a dict suite has no file)
+        atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
     manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device))
     manifest["status"] = "running"
     ctx = _Context(loaded, run_id, seed, device, run_dir, opts.progress, manifest)

@@ -173,7 +173,8 @@ class ModelSpec(_Spec):
         try:
             check_params(self.arch, self.params)
         except (RobustBenchError, ValueError, TypeError) as exc:  # the models code's own one-line message
-            found.append(("params", str(exc)))
+            message = str(exc)  # names the parameter itself ("params.width = 1.5: ...") or not
+            found.append(("" if message.startswith("params") else "params", message))
         if self.compress is not None and self.defense is not None and not self.compress.accepts_defense:
             found.append(("", f"compress '{self.compress.name}' trains the model itself; remove its defense table"))
         problems(found)
