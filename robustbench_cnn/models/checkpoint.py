@@ -92,6 +92,9 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} holds Python objects beyond tensors and was refused (never unpickled); "
             "save torch.save(model.state_dict(), path) or a .safetensors file"
         ) from None
+    except Exception as exc:  # a damaged archive: torch's weights-only reader raises many kinds (found by fuzzing)
+        raise UnusableCheckpoint(f"checkpoint {path} is damaged and cannot be read ({type(exc).__name__}); "
+                                 "re-export or re-download it") from None  # fmt: skip
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
