@@ -31,7 +31,10 @@ def test_onnx_exports_measured_with_parity_rows(tmp_path, tiny_suite, export_row
     assert fp32.loc["parity_max_abs_logit_diff", "value"] < 1e-3
     assert fp32.loc["clean_acc", "value"] == pytest.approx(torch_clean, abs=1 / 60)
     assert int8.loc["parity_top1_agreement", "value"] >= 0.97
-    assert int8.loc["size_bytes", "value"] < fp32.loc["size_bytes", "value"]
+    # weights: int8 initializers take a quarter of fp32's (the whole file of this 4-channel model is
+    # dominated by the QDQ graph, so its size_bytes need not shrink)
+    weights = {p: _initializer_bytes(result.run_dir / "exports" / p) for p in ("cnn.onnx", "cnn.int8.onnx")}
+    assert weights["cnn.int8.onnx"] < 0.5 * weights["cnn.onnx"]
     assert {"latency_ms_p50", "throughput"} <= set(fp32.index)
     assert (result.run_dir / "exports" / "cnn.onnx").is_file()
     direct = df[df.attack == "square_direct"]  # Square Attack run on ONNX Runtime itself
@@ -39,6 +42,13 @@ def test_onnx_exports_measured_with_parity_rows(tmp_path, tiny_suite, export_row
     for _, r in direct.iterrows():
         clean = df[(df.metric == "clean_acc") & (df.format == "onnx") & (df.compression == r.compression)]
         assert r.value <= clean.value.item()
+
+
+def _initializer_bytes(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
 
 
 @pytest.mark.parametrize(
