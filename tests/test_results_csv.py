@@ -67,7 +67,8 @@ def test_empty_and_headerless_files(tmp_path):
 
 def test_the_baselines_are_valid_and_typed():
     df = read_csv(SEED)
-    assert len(df) == 305 and str(df.n.dtype) == "Int64" and str(df.batch_size.dtype) == "Int64"
+    assert len(df) == SEED.read_text().count("\n") - 1 > 300  # every row read, none dropped
+    assert str(df.n.dtype) == "Int64" and str(df.batch_size.dtype) == "Int64"
     assert df.value.dtype == "float64" and df.eps.dtype == "float64"
 
 
