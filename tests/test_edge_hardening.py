@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import robustbench_cnn
 from robustbench_cnn.edge.__main__ import main
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, SUMS, file_stem, sha256, sums_text
 from robustbench_cnn.edge.manifest import PART
@@ -128,8 +129,11 @@ def _audit(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only inside opened_files()
+# the running validator's own package (it hashes its files to verify itself; an editable install
+# does not put the checkout on sys.path) is code, not data read from outside the bundle
+CODE = os.path.realpath(os.path.dirname(robustbench_cnn.__file__)) + os.sep
 ALLOWED = tuple(os.path.realpath(p) for p in {*sys.path, sys.prefix, sys.base_prefix, sys.exec_prefix} if p and
-                os.path.isdir(p)) + ("/dev/", "/proc/", "/sys/")  # fmt: skip
+                os.path.isdir(p)) + (CODE, "/dev/", "/proc/", "/sys/")  # fmt: skip
 
 
 @contextmanager

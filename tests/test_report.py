@@ -123,8 +123,9 @@ def test_compact_summary_names_the_unreliable_model_on_the_left():
     df, manifest = _baseline("smoke")
     row = next(ln for ln in compact(df, manifest).splitlines() if " simple_cnn_distilled " in ln)
     assert row.startswith("UNRELIABLE ")
-    assert "warning: simple_cnn_distilled: evaluation unreliable, failed large_eps, transfer, grad_norm" in compact(
-        df, manifest
+    assert (
+        "warning: simple_cnn_distilled: evaluation unreliable, failed more_steps(pgd,linf,0.2), large_eps, transfer"
+        in compact(df, manifest)
     )
 
 

@@ -226,13 +226,14 @@ def accuracy_vs_cost(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | Non
                 label="Pareto front (robust: reliable variants only)",
             )
         )
-        fig.legend(handles=key, loc="upper right", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False,
-                   title="key (hollow: evaluation unreliable)", title_fontsize=7)  # fmt: skip
-        fig.tight_layout(rect=(0, 0, 1 - key_in / (5.0 * len(panels) + key_in), 1))
+        data_share = 1 - key_in / (5.0 * len(panels) + key_in)  # the key starts right of the panels, grows right
+        fig.legend(handles=key, loc="upper left", bbox_to_anchor=(data_share + 0.005, 0.98), fontsize=7,
+                   frameon=False, title="key (hollow: evaluation unreliable)", title_fontsize=7)  # fmt: skip
+        fig.tight_layout(rect=(0, 0, data_share, 1))
         for i, (ax, (y, _)) in enumerate(zip(axes[0], panels, strict=True)):  # after the layout: placed in pixels
             sub = pts.dropna(subset=[y])
             place_labels(ax, list(sub[cost]), list(sub[y]), [str(n) for n in sub.num], draw=i == 0)
-        fig.savefig(out / f"accuracy_vs_{name}.png")
+        fig.savefig(out / f"accuracy_vs_{name}.png", bbox_inches="tight")  # a long key widens the canvas
         plt.close(fig)
         files.append(f"accuracy_vs_{name}.png")
     return files
