@@ -35,15 +35,13 @@ from robustbench_cnn.suite.spec_measure import (  # noqa: F401  (re-exported: th
     LatencySpec,
     PerformanceSpec,
 )
-from robustbench_cnn.suite.spec_types import (  # noqa: F401
+from robustbench_cnn.suite.spec_types import (  # noqa: F401  (Number: re-exported for defenses and compressors)
     MAX_BATCH,
     MAX_IMAGES,
     MAX_ITEMS,
     MAX_MODELS,
     MAX_SEED,
-    MAX_STEPS,
     ArchName,
-    AttackName,
     DatasetName,
     Name,
     Number,

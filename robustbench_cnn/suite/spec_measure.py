@@ -9,12 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from robustbench_cnn.suite.problems import problems
-from robustbench_cnn.suite.spec_types import (  # noqa: F401
+from robustbench_cnn.suite.spec_types import (
     MAX_BATCH,
     MAX_IMAGES,
     MAX_ITEMS,
     MAX_MODELS,
-    MAX_SEED,
     MAX_STEPS,
     AttackName,
     Number,
