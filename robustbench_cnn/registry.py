@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 
 from robustbench_cnn.errors import RobustBenchError, UnknownNameError, did_you_mean
 
-T = TypeVar("T", bound=Callable)
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "robustbench_cnn.plugins"
 _entry_points_loaded = False

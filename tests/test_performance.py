@@ -46,7 +46,10 @@ def test_crafting_settings_change_attack_cell_ids_and_the_default_does_not(tiny_
     attack_labels = [label for label in ids["default"] if label.startswith("attack")]
     assert attack_labels and all(ids["default"][a] != ids["bf16"][a] for a in attack_labels)
     assert ids["default"]["latency"] == ids["bf16"]["latency"]  # latency does not depend on crafting
-    assert default.performance.crafting_params() == ()
+    from robustbench_cnn.attacks.crafting import Crafting
+    from robustbench_cnn.suite.cells import crafting
+
+    assert crafting(default) == Crafting()  # the CPU baseline: fold BatchNorm, fp32, eager
 
 
 def test_auto_settings_resolve_to_the_cpu_baseline_on_cpu_and_to_fast_ones_on_cuda(tiny_suite, monkeypatch):

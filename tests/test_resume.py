@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 
-from robustbench_cnn.suite.cells import CellStore
+from robustbench_cnn.suite.cell_store import CellStore
 from robustbench_cnn.suite.load import load_suite
 from robustbench_cnn.suite.results import read_csv
 from robustbench_cnn.suite.runner import RunOptions, run_suite

@@ -14,6 +14,15 @@ from robustbench_cnn.suite.results import COLUMNS, METRICS, read_csv
 from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 
+
+def replace_kind(monkeypatch, kind: str, run) -> None:
+    """Swap a registered cell kind's executor for this test."""
+    import dataclasses
+
+    from robustbench_cnn.suite.cell_kinds import CELL_KINDS
+
+    monkeypatch.setitem(CELL_KINDS._entries, kind, dataclasses.replace(CELL_KINDS.get(kind), run=run))
+
 def options(tmp_path, **kw):
     return RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, **kw)
 
@@ -66,12 +75,10 @@ def test_a_broken_checkpoint_fails_fast_and_keeps_trained_models(tmp_path, tiny_
 
 
 def test_a_failing_cell_is_recorded_and_the_rest_runs(tmp_path, tiny_suite, monkeypatch, capsys):
-    from robustbench_cnn.suite import measure
-
     def broken(*args):
         raise FloatingPointError("loss is nan")
 
-    monkeypatch.setitem(measure.EXECUTORS, "latency", broken)
+    replace_kind(monkeypatch, "latency", broken)
     code = main(["run", str(tiny_suite()), "--out", str(tmp_path / "o"), "--no-progress"])
     assert code == 1 and "1 cell(s) failed" in capsys.readouterr().err
     run_dir = max((tmp_path / "o" / "tiny").glob("*T*Z-*"))
@@ -83,12 +90,10 @@ def test_a_failing_cell_is_recorded_and_the_rest_runs(tmp_path, tiny_suite, monk
 
 
 def test_dependents_of_a_failed_cell_are_skipped(tmp_path, tiny_suite, monkeypatch):
-    from robustbench_cnn.suite import measure
-
     def broken(*args):
         raise MemoryError("out of memory")
 
-    monkeypatch.setitem(measure.EXECUTORS, "clean", broken)
+    replace_kind(monkeypatch, "clean", broken)
     result = run_suite(load_suite(tiny_suite()), options(tmp_path))
     failed = {f["cell"]: f["error"] for f in result.manifest["failed_cells"]}
     assert failed["clean"] == "MemoryError: out of memory"

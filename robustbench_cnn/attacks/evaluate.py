@@ -65,6 +65,7 @@ def robust_correct(
     adv_out: torch.Tensor | None = None,
     crafting: Crafting = DEFAULT_CRAFTING,
     attacker: nn.Module | None = None,
+    index_offset: int = 0,
 ) -> torch.Tensor:
     """Boolean ``(N,)``: example i is clean-correct and the attack did not flip its prediction.
 
@@ -72,7 +73,8 @@ def robust_correct(
     never exceed clean accuracy. With ``restarts > 1`` an example counts as robust only if every
     restart fails (per-example worst case, as torchattacks' MultiAttack). Each batch reseeds torch
     from (``seed``, its first image's index), so a batch's random starts do not depend on the batches
-    before it (a resumed or sharded run draws the same ones). ``eps = 0`` admits no
+    before it (a resumed or sharded run draws the same ones; ``index_offset``: the index of ``x[0]``
+    in the whole eval split, for a shard). ``eps = 0`` admits no
     perturbation, so the clean prediction stands. The model is evaluated in eval mode and left so.
     ``adv_out`` (same shape as ``x``), if given, receives the adversarial images: the one that fooled
     the model, else the last restart's; images not attacked keep their contents.
@@ -94,7 +96,7 @@ def robust_correct(
         attacker = crafting_model(model, crafting, x[probe].to(device), y[probe].to(device), device)
     with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
-            torch.manual_seed(derived_seed(seed, int(batch[0])))
+            torch.manual_seed(derived_seed(seed, index_offset + int(batch[0])))
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
             still = torch.ones(len(batch), dtype=torch.bool, device=device)
             for _ in range(restarts):

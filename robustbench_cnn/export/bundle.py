@@ -89,20 +89,18 @@ def _run_context(run_dir: Path):
     return manifest, loaded.spec, data
 
 
-def _adversarial(run_dir: Path, spec, mspec, manifest, data, n: int) -> dict[str, tuple[dict, np.ndarray]]:
-    """``{attack key: (attack params, adversarial images[:n])}`` stored by the run's attack cells."""
-    from robustbench_cnn.suite.cells import plan
+def _adversarial(run_dir: Path, mspec, n: int) -> dict[str, tuple[dict, np.ndarray]]:
+    """``{attack key: (attack params, adversarial images[:n])}`` stored by the run's attack cells, found
+    through the run's cell index (``cells/index.json``), never by planning the suite again."""
+    from robustbench_cnn.suite.cell_store import CellStore
 
-    info = manifest["models"][mspec.name]
-    if isinstance(info.get("cells"), dict):  # the run's own cell index (settings resolved for its device)
-        cells = [(c.get("id"), c.get("kind"), c.get("params") or {}) for c in info["cells"].values()]
-    else:  # runs from before the index: re-plan (same ids for the settings of that time)
-        key, seed = info["key"], manifest["seed"]
-        cells = [(c.cell_id(key, data.fingerprint, seed), c.kind, dict(c.params)) for c in plan(spec, mspec)]
     out = {}
-    for cid, kind, p in cells:
+    for entry in CellStore(run_dir).read_index()["cells"]:
+        if not isinstance(entry, dict) or entry.get("model") != mspec.name or entry.get("kind") != "attack":
+            continue
+        cid, p = entry.get("id"), entry.get("params")
         path = run_dir / "cells" / f"{cid}.adv.npy"
-        if kind == "attack" and isinstance(cid, str) and cid.isalnum() and path.is_file():
+        if isinstance(cid, str) and cid.isalnum() and isinstance(p, dict) and path.is_file():
             params = {"attack": p["attack"], "norm": p["norm"], "eps": p["eps"]}
             out[attack_key(p["attack"], p["norm"], p["eps"])] = (params, np.load(path, allow_pickle=False)[:n])
     return out
@@ -243,7 +241,7 @@ def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y,
     clean_pred = model.predict(x).argmax(1)
     clean_ok = clean_pred == y
     preds, attacks, expected_robust, adv_arrays = {"clean": clean_pred.astype(np.int64)}, {}, {}, {}
-    for key, (params, adv) in _adversarial(run_dir, spec, mspec, manifest, data, n).items():
+    for key, (params, adv) in _adversarial(run_dir, mspec, n).items():
         pred = model.predict(adv.astype(np.float32)).argmax(1)
         preds[key], attacks[key], adv_arrays[key] = pred.astype(np.int64), params, adv.astype(np.float32)
         expected_robust[key] = float((clean_ok & (pred == y)).mean())

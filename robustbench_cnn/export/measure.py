@@ -24,6 +24,9 @@ from robustbench_cnn.export.gpu import AotiModel, TargetUnavailable, aoti_build,
 from robustbench_cnn.export.onnx import export_onnx, quantize_int8
 from robustbench_cnn.runtime.onnx_runtime import OrtModel
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
+from robustbench_cnn.suite.cell_kinds import CellKind
+from robustbench_cnn.suite.cell_types import Cell, CellResult, ExportParams, Inputs, Shard
+from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,11 @@ DEFAULT_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
 DEFAULT_MAX_LOSS = {"int8": 0.02}
 
 
-def parity_problems(p: dict, agreement: float, max_diff: float, scale: float, acc_loss: float) -> list[str]:
+def parity_problems(p, agreement: float, max_diff: float, scale: float, acc_loss: float) -> list[str]:
     """What an export misses of its parity thresholds (``p``: the export's settings); empty: it passes."""
-    precision = p["precision"]
-    need = p.get("min_agreement") or DEFAULT_AGREEMENT[precision]
-    max_loss = p.get("max_accuracy_loss") or DEFAULT_MAX_LOSS.get(precision, 0.01)
+    precision = p.precision
+    need = p.min_agreement or DEFAULT_AGREEMENT[precision]
+    max_loss = p.max_accuracy_loss or DEFAULT_MAX_LOSS.get(precision, 0.01)
     problems = []
     if agreement < need:
         problems.append(f"top-1 agreement {agreement:.4f} (>= {need} needed)")
@@ -47,38 +50,38 @@ def parity_problems(p: dict, agreement: float, max_diff: float, scale: float, ac
     return problems
 
 
-def _export(ctx, mspec, model, data, p: dict) -> Path:
+def _export(ctx: RunContext, mspec, model, p) -> Path:
     """The exported file for this cell (fp32 ONNX files are shared by the int8/fp16 cells that convert them)."""
-    out_dir = ctx.run_dir / "exports"
+    out_dir, data = ctx.run_dir / "exports", ctx.data
     shape = tuple(data.x_eval.shape[1:])
     gen = torch.Generator().manual_seed(ctx.seed)
-    idx = torch.randperm(len(data.y_train), generator=gen)[: p["calibration_size"]]
+    idx = torch.randperm(len(data.y_train), generator=gen)[: p.calibration_size]
     calibration = data.x_train[idx]
-    precision = p["precision"]
+    precision = p.precision
     suffix = "" if precision == "fp32" else f".{precision}"
-    if p["format"] == "aoti":
+    if p.format == "aoti":
         require_cuda(ctx.device, f"aoti {precision}")
         write = partial(aoti_build, model, shape, precision, device=ctx.device)
         return _atomic_export(ctx, out_dir / f"{mspec.name}{suffix}.pt2", write)
-    if p["format"] == "tflite":
+    if p.format == "tflite":
         from robustbench_cnn.export.tflite import export_tflite
 
         path = out_dir / f"{mspec.name}{suffix}.tflite"
         write = partial(export_tflite, model, shape, precision=precision, calibration=calibration,
-                        per_channel=p["per_channel"])  # fmt: skip
+                        per_channel=p.per_channel)  # fmt: skip
         return _atomic_export(ctx, path, write)
     if precision == "fp16":
         require_cuda(ctx.device, "onnx fp16")
-    write = partial(export_onnx, model, shape, opset=p["opset"])
+    write = partial(export_onnx, model, shape, opset=p.opset)
     fp32_path = _atomic_export(ctx, out_dir / f"{mspec.name}.onnx", write)
     if precision == "fp16":
         return _atomic_export(ctx, out_dir / f"{mspec.name}.fp16.onnx", partial(onnx_fp16, fp32_path))
     if precision == "int8":
-        return quantize_int8(fp32_path, out_dir / f"{mspec.name}.int8.onnx", calibration.numpy(), p["per_channel"])
+        return quantize_int8(fp32_path, out_dir / f"{mspec.name}.int8.onnx", calibration.numpy(), p.per_channel)
     return fp32_path
 
 
-def _atomic_export(ctx, path: Path, write) -> Path:
+def _atomic_export(ctx: RunContext, path: Path, write) -> Path:
     """``write(tmp_path)`` into a temporary folder, then move the file in place (reused if present)."""
     if not path.is_file():
         with tempfile.TemporaryDirectory(dir=ctx.run_dir) as tmp:
@@ -88,14 +91,14 @@ def _atomic_export(ctx, path: Path, write) -> Path:
     return path
 
 
-def _deployed(ctx, p: dict, path: Path):
+def _deployed(ctx: RunContext, p, path: Path):
     """(runtime model, runtime name, device it runs on) for an exported file."""
-    if p["format"] == "tflite":  # LiteRT runs on the CPU
+    if p.format == "tflite":  # LiteRT runs on the CPU
         return TfliteModel(path), "tflite", "cpu"
-    if p["format"] == "aoti":
+    if p.format == "aoti":
         return AotiModel(path, ctx.device), "torch_aoti", "cuda"
-    deployed = OrtModel(path, str(ctx.device), tensorrt=p.get("tensorrt", False))
-    if p["precision"] == "fp16" and deployed.device != "cuda":
+    deployed = OrtModel(path, str(ctx.device), tensorrt=p.tensorrt)
+    if p.precision == "fp16" and deployed.device != "cuda":
         raise TargetUnavailable("onnx fp16 is a GPU target and ONNX Runtime has no CUDA provider here "
                                 "(pip install onnxruntime-gpu)")  # fmt: skip
     runtime = "onnxruntime_trt" if deployed.provider == "TensorrtExecutionProvider" else "onnxruntime"
@@ -108,26 +111,26 @@ def _compression(mspec, precision: str) -> str:
     return precision if mspec.compression == "none" else f"{mspec.compression}+{precision}"
 
 
-def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
+def export_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None) -> CellResult:
     """Rows for the exported model: clean accuracy, parity (``check_parity`` 1/0), size, latency and
     transfer robustness, with the format/runtime/compression/device columns set."""
-    from robustbench_cnn.suite.measure import latency_rows, predict_logits, row_factory
+    from robustbench_cnn.suite.measure import predict_logits
 
-    p = dict(cell.params)
-    spec = ctx.loaded.spec
-    row = row_factory(ctx, mspec, data)
-    fields = {"format": p["format"], "compression": _compression(mspec, p["precision"])}
+    params: ExportParams = cell.params
+    p, spec, mspec = params.settings, ctx.spec, target.spec
+    row = ctx.row(mspec)
+    fields = {"format": p.format, "compression": _compression(mspec, p.precision)}
     try:
-        path = _export(ctx, mspec, model, data, p)
+        path = _export(ctx, mspec, target.model, p)
         deployed, runtime, device = _deployed(ctx, p, path)
     except TargetUnavailable as exc:
         log.warning("%s %s skipped: %s", mspec.name, cell.label, exc)
-        ctx.manifest["models"][mspec.name].setdefault("skipped_exports", {})[cell.label] = str(exc)
-        return [row(metric="export_skipped", value=1.0, runtime="none", **fields)], {}
+        meta = {"skipped_exports": {cell.label: str(exc)}}
+        return CellResult([row(metric="export_skipped", value=1.0, runtime="none", **fields)], {}, meta)
     fields.update(runtime=runtime, device=device)
 
-    x, y = data.x_eval, data.y_eval
-    torch_logits = predict_logits(model, x, spec.eval_batch_size, ctx.device).numpy()
+    x, y = ctx.data.x_eval, ctx.data.y_eval
+    torch_logits = predict_logits(target.model, x, spec.eval_batch_size, ctx.device).numpy()
     logits = deployed.predict(x.numpy(), spec.eval_batch_size)
     pred, torch_pred = logits.argmax(1), torch_logits.argmax(1)
     agreement = float((pred == torch_pred).mean())
@@ -136,9 +139,10 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
     log.info("%s %s: accuracy %.4f (torch %.4f), top-1 agreement %.4f, max |dlogit| %.3g",
              mspec.name, cell.label, acc, torch_acc, agreement, max_diff)  # fmt: skip
     problems = parity_problems(p, agreement, max_diff, float(np.abs(torch_logits).max()), torch_acc - acc)
+    meta = {}
     if problems:
         log.warning("%s %s: parity failed: %s", mspec.name, cell.label, "; ".join(problems))
-        ctx.manifest["models"][mspec.name].setdefault("parity_failed", {})[cell.label] = "; ".join(problems)
+        meta["parity_failed"] = {cell.label: "; ".join(problems)}
     n = len(y)
     rows = [
         row(metric="clean_acc", value=acc, n=n, **fields),
@@ -147,52 +151,59 @@ def export_cell(ctx, mspec, model, data, cell, arrays, surrogate):
         row(metric="check_parity", value=0.0 if problems else 1.0, n=n, **fields),
         row(metric="size_bytes", value=path.stat().st_size, **fields),
     ]
-    lat = spec.latency
-    if lat.enabled:
-        args = (lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed)
-        if runtime == "tflite":  # batch-1 models: the edge case
-            stats = [deployed.latency(*args)]
-        else:
-            stats = deployed.latency(tuple(x.shape[1:]), lat.batch_sizes, *args)
-        from robustbench_cnn.runtime.samples import samples_dir
-
-        rows += latency_rows(row, stats, samples_dir(ctx.run_dir), **fields)
-    rows += _transfer_rows(ctx, mspec, cell, arrays, deployed, y.numpy(), pred == y.numpy(), row, fields)
-    rows += _direct_rows(ctx, p, deployed, x.numpy(), y.numpy(), pred == y.numpy(), row, fields)
-    return rows, {}
+    rows += _latency_rows(ctx, params, deployed, runtime, row, fields)
+    clean_correct = pred == y.numpy()
+    rows += _transfer_rows(ctx, inputs, deployed, y.numpy(), clean_correct, row, fields)
+    rows += _direct_rows(ctx, params, deployed, x.numpy(), y.numpy(), clean_correct, row, fields)
+    return CellResult(rows, {}, meta)
 
 
-def _direct_rows(ctx, p: dict, deployed, x, y, clean_correct, row, fields) -> list:
+def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str, row, fields) -> list:
+    from robustbench_cnn.runtime.samples import samples_dir
+    from robustbench_cnn.suite.measure import latency_rows
+
+    lat = params.latency
+    if not lat.enabled:
+        return []
+    args = (lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed)
+    if runtime == "tflite":  # batch-1 models: the edge case
+        stats = [deployed.latency(*args)]
+    else:
+        stats = deployed.latency(tuple(ctx.data.x_eval.shape[1:]), lat.batch_sizes, *args)
+    return latency_rows(row, stats, samples_dir(ctx.run_dir), **fields)
+
+
+def _direct_rows(ctx: RunContext, params: ExportParams, deployed, x, y, clean_correct, row, fields) -> list:
     """``robust_acc`` of the export under Square Attack run on its own runtime, at each Linf eps the
     suite evaluates (attack column ``square_direct``); ``direct_queries = 0`` turns it off."""
     from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
 
-    if p.get("direct_queries", 0) <= 0:
+    p = params.settings
+    if p.direct_queries <= 0:
         return []
-    eps_values = sorted({e for ev in ctx.loaded.spec.evaluations if ev.norm == "linf" for e in ev.eps if e > 0})
-    n, rows = min(p.get("direct_size") or len(y), len(y)), []
-    for eps in eps_values:
-        robust = direct_robust(deployed, x[:n], y[:n], clean_correct[:n], eps, p["direct_queries"], ctx.seed,
-                               ctx.loaded.spec.eval_batch_size)  # fmt: skip
+    n, rows = min(p.direct_size or len(y), len(y)), []
+    for eps in params.direct_eps:
+        robust = direct_robust(deployed, x[:n], y[:n], clean_correct[:n], eps, p.direct_queries, ctx.seed,
+                               ctx.spec.eval_batch_size)  # fmt: skip
         rows.append(row(metric="robust_acc", value=float(robust.mean()), attack=DIRECT_ATTACK, norm="linf",
                         eps=eps, n=n, **fields))  # fmt: skip
     return rows
 
 
-def _transfer_rows(ctx, mspec, cell, arrays, deployed, y, clean_correct, row, fields) -> list:
+def _transfer_rows(ctx: RunContext, inputs: Inputs, deployed, y, clean_correct, row, fields) -> list:
     """``robust_acc`` of the deployed model on the adversarial examples crafted on its float source:
     one row per attack and eps; an image counts if the export classifies it right clean and attacked."""
-    from robustbench_cnn.suite.cells import plan
-
-    attacks = {c.label: dict(c.params) for c in plan(ctx.loaded.spec, mspec) if c.kind == "attack"}
     rows = []
-    for label in cell.deps[1:]:
-        adv = arrays[label].get("adv")
+    for stored in inputs.many("attack"):
+        adv = stored.arrays.get("adv")
         if adv is None:
             continue
-        p = attacks[label]
-        pred = deployed.predict(adv.numpy(), ctx.loaded.spec.eval_batch_size).argmax(1)
+        a = stored.cell.params
+        pred = deployed.predict(adv.numpy(), ctx.spec.eval_batch_size).argmax(1)
         robust = float((clean_correct & (pred == y)).mean())
-        rows.append(row(metric="robust_acc", value=robust, attack=p["attack"], norm=p["norm"], eps=p["eps"],
+        rows.append(row(metric="robust_acc", value=robust, attack=a.attack, norm=a.norm, eps=a.eps,
                         n=len(y), **fields))  # fmt: skip
     return rows
+
+
+EXPORT = CellKind("export", ExportParams, export_cell, resources="cpu")

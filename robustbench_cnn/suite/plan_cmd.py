@@ -92,7 +92,10 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
 
 def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, data_dir: Path | None = None) -> SuitePlan:
     """The plan of ``loaded`` against the model cache in ``cache_dir``; reads, never writes."""
+    import torch
+
     from robustbench_cnn.data import load_dataset
+    from robustbench_cnn.suite.device_defaults import resolve_for_device
     from robustbench_cnn.train.cache import META, WEIGHTS, ModelCache, cache_key, code_fingerprint
 
     spec = loaded.spec
@@ -105,6 +108,7 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
         data, n_train, n_eval, why = None, spec.dataset.train_size, spec.dataset.eval_size, str(exc)
     cache = ModelCache(cache_dir)
     keys: dict[str, str] = {}
+    labels_spec = resolve_for_device(spec, torch.device("cpu"), n_eval or 1)  # cell labels: the same on any device
     models = []
     for m in spec.models:
         if m.checkpoint is not None:
@@ -120,7 +124,7 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
             entry = cache.entry(m.arch, keys[m.name])
             hit = (entry / META).is_file() and (entry / WEIGHTS).is_file()
             source, where = ("cache hit" if hit else "train"), str(entry)
-        cells = tuple(c.label for c in cell_plan(spec, m))
+        cells = tuple(c.label for c in cell_plan(labels_spec, m))
         models.append(ModelPlan(m.name, source, where, keys.get(m.name, ""), cells,
                                 estimate(spec, m, n_train or 0, n_eval or 0)))  # fmt: skip
     return SuitePlan(spec.name, loaded.path, spec.dataset.name, n_train, n_eval, seed, tuple(models), why)

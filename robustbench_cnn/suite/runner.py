@@ -9,14 +9,13 @@ points at the newest finished run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import secrets
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,21 @@ import pandas as pd
 import torch
 
 from robustbench_cnn.atomic import atomic_write_bytes
-from robustbench_cnn.data import ImageDataset, load_dataset
+from robustbench_cnn.data import load_dataset
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.locks import LockTimeout, file_lock
 from robustbench_cnn.logs import run_log
-from robustbench_cnn.models import Normalized, build_model
-from robustbench_cnn.suite import measure
-from robustbench_cnn.suite.cells import Cell, CellStore, plan
+from robustbench_cnn.models import Normalized
+from robustbench_cnn.suite.cell_store import CellStore
+from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.device_defaults import resolve_for_device
+from robustbench_cnn.suite.execute import PlannedCell, compute, load_inputs, plan_run, surrogate_name, write_index
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
 from robustbench_cnn.suite.paths import run_root
-from robustbench_cnn.suite.plan_cmd import model_identity
-from robustbench_cnn.suite.results import frame, write_csv
-from robustbench_cnn.suite.spec import ModelSpec
-from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights
-from robustbench_cnn.train.loop import to_device, train
+from robustbench_cnn.suite.prepare import prepare_model
+from robustbench_cnn.suite.run_record import MANIFEST_FORMAT, RunRecord
+from robustbench_cnn.train.cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,9 @@ class RunOptions:
     progress: bool = True
     run_id: str | None = None
     resume: Path | None = None  # an earlier run directory of the same suite to continue
+    executor: str = "local"  # local (in this process) | ray
+    ray_address: str | None = None  # ray: an existing cluster ("auto"); default: start a local one
+    gpus_per_cell: float = 1.0  # ray on a GPU cluster: the GPU share of each training/attack/certify task
 
 
 @dataclass
@@ -64,40 +65,6 @@ class RunResult:
     run_dir: Path
     table: pd.DataFrame
     manifest: dict[str, Any]
-
-
-@dataclass
-class _Context:
-    loaded: LoadedSuite
-    run_id: str
-    seed: int
-    device: torch.device
-    run_dir: Path
-    progress: bool
-    manifest: dict[str, Any]
-    frames: list[pd.DataFrame] = field(default_factory=list)
-    cells_computed: int = 0
-    cells_reused: int = 0
-    attackers: dict[str, torch.nn.Module] = field(default_factory=dict)  # model name -> module attacks craft on
-    attack_batches: dict[str, int] = field(default_factory=dict)  # model name -> images per attack batch
-
-    @contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            stages = self.manifest["stage_seconds"]
-            stages[name] = round(stages.get(name, 0.0) + time.perf_counter() - start, 3)
-
-    def save(self) -> pd.DataFrame:
-        self.manifest["cells"] = {"computed": self.cells_computed, "reused": self.cells_reused,
-                                  "failed": len(self.manifest.get("failed_cells", []))}  # fmt: skip
-        frames = [f for f in self.frames if not f.empty]
-        table = pd.concat(frames, ignore_index=True) if frames else frame([])
-        write_csv(table, self.run_dir / "results.csv")
-        write_json(self.manifest, self.run_dir / "manifest.json")
-        return table
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -130,130 +97,54 @@ def _update_latest(suite_dir: Path, run_id: str) -> None:
         (suite_dir / "LATEST").write_text(run_id + "\n")
 
 
-def _train(ctx: _Context, spec: ModelSpec, model: Normalized, data: ImageDataset, models: dict[str, Normalized]):
-    """Train ``model`` by the entry's recipe and defense, or derive it by its compression step."""
-
-    def finetune(net: Normalized, loss_fn=None):
-        args = (net, data.x_train, data.y_train, spec.train)
-        kwargs: dict[str, Any] = {"desc": f"train {spec.name}", "progress": ctx.progress}
-        if spec.defense is None:
-            return train(*args, ctx.seed, ctx.device, **kwargs, loss_fn=loss_fn)
-        from robustbench_cnn.defenses import DEFENSES
-
-        return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
-
-    if spec.compress is None:
-        return finetune(model)
-    from robustbench_cnn.compress import COMPRESSORS, CompressJob
-
-    job = CompressJob({u: models[u] for u in spec.compress.upstream}, data, finetune, ctx.seed, ctx.device,
-                      ctx.progress)  # fmt: skip
-    return COMPRESSORS.get(spec.compress.name)(model, spec.compress, job)
-
-
-def _prepare_model(
-    ctx: _Context, spec: ModelSpec, data: ImageDataset, cache: ModelCache, models: dict[str, Normalized]
-) -> Normalized:
-    """Build the model and fill it from its checkpoint, the cache, or by training (``models``: the
-    entries prepared so far, which a compression step may start from)."""
-    torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
-    model = build_model(
-        spec.arch,
-        data.num_classes,
-        data.in_channels,
-        data.mean,
-        data.std,
-        spec.params,
-        base_dir=ctx.loaded.base_dir,
-        image_size=data.image_size,
-    )
-    to_device(model, ctx.device)  # before a defense or compression step builds anything on it
-    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
-                            "compression": spec.compression}  # fmt: skip
-    if spec.checkpoint is not None:
-        path = (ctx.loaded.base_dir / spec.checkpoint).resolve()  # checked at load: a file, relative to the suite
-        load_weights(model, path, spec.checkpoint_format)
-        info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
-    else:
-        defense = spec.defense.model_dump() if spec.defense is not None else None
-        upstream = [ctx.manifest["models"][u]["key"] for u in spec.compress.upstream] if spec.compress else []
-        code = code_fingerprint(spec.arch, ctx.loaded.spec.plugins, ctx.loaded.base_dir)
-        identity = model_identity(spec, ctx.seed, data.fingerprint, data.num_classes, upstream, code)
-        key = cache_key(identity)
-        with cache.lock(spec.arch, key):  # one run or worker trains a key; the others wait, then hit
-            meta = cache.load(model, spec.arch, key)
-            if meta is None:
-                with ctx.stage("train"):
-                    tlog = _train(ctx, spec, model, data, models)
-                meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
-                        "compress": identity.get("compress"), "upstream": identity.get("upstream"),
-                        "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
-                        "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
-                cache.store(model.cpu(), spec.arch, key, meta)
-                info["cache"] = "miss"
-            else:
-                info["cache"] = "hit"
-        info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
-                    train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
-    ctx.manifest["models"].setdefault(spec.name, {}).update(info)
-    to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
-    return model
+def run_local(ctx: RunContext, cache: ModelCache, record: RunRecord) -> None:
+    """The in-process driver: prepare every model, then run (or reuse) each model's cells in order.
+    A failing cell is recorded and skipped with its dependants; the others still run."""
+    models: dict[str, Normalized] = {}
+    keys: dict[str, str] = {}
+    for m in ctx.spec.models:  # each cached as it finishes; derived models come after their sources
+        models[m.name], info = prepare_model(ctx, m, cache, models, keys)
+        keys[m.name] = info["key"]
+        record.model_prepared(m.name, info)
+    planned = plan_run(ctx, record.manifest["models"])
+    store = CellStore(ctx.run_dir)
+    write_index(store, planned, record.manifest["suite_sha256"])
+    order = 0
+    for mspec in ctx.spec.models:
+        surrogate = surrogate_name(ctx.spec, mspec)
+        target = ModelUnderTest(mspec, models[mspec.name], dict(record.manifest["models"][mspec.name]),
+                                models[surrogate] if surrogate else None)  # fmt: skip
+        by_id = {pc.id: pc for pc in planned[mspec.name]}
+        failed: set[str] = set()
+        for pc in planned[mspec.name]:
+            run_cell(ctx, target, pc, by_id, store, record, failed, order)
+            order += 1
 
 
-def _run_cells(ctx: _Context, mspec: ModelSpec, model, data: ImageDataset, store: CellStore, surrogate) -> None:
-    """Run (or reuse) every cell of one model. A failing cell is recorded and skipped with its
-    dependents; the others still run. Each finished cell is stored at once."""
-    key = ctx.manifest["models"][mspec.name]["key"]
-    surrogate_key = "" if surrogate is None else ctx.manifest["models"][surrogate[0]]["key"]
-    arrays: dict[str, dict[str, torch.Tensor]] = {}  # cell label -> its stored arrays
-    failed: set[str] = set()
-    index = ctx.manifest["models"][mspec.name].setdefault("cells", {})  # what edge bundle and report read
-    for cell in plan(ctx.loaded.spec, mspec):
-        cid = cell.cell_id(key, data.fingerprint, ctx.seed, surrogate_key)
-        index[cell.label] = {"id": cid, "kind": cell.kind, "params": dict(cell.params)}
-        if any(d in failed for d in cell.deps):
-            _record_failure(ctx, mspec, cell, cid, "skipped: a cell it depends on failed")
-            failed.add(cell.label)
-            continue
-        reused = store.load_if_done(cid)
-        if reused is not None:
-            table, outputs = reused
-            ctx.cells_reused += 1
-        else:
-            try:
-                start = time.perf_counter()
-                with ctx.stage(cell.kind):
-                    rows, outputs = measure.EXECUTORS[cell.kind](
-                        ctx, mspec, model, data, cell, arrays, surrogate[1] if surrogate else None
-                    )
-                table = frame(rows)
-                seconds = ctx.manifest["models"][mspec.name].setdefault("cell_seconds", {})
-                seconds[cell.label] = round(time.perf_counter() - start, 3)
-            except Exception as exc:  # recorded; the rest of the run goes on
-                log.error("%s %s failed: %s: %s", mspec.name, cell.label, type(exc).__name__, exc)
-                _record_failure(ctx, mspec, cell, cid, f"{type(exc).__name__}: {exc}")
-                failed.add(cell.label)
-                continue
-            store.save(cid, table, outputs)
-            ctx.cells_computed += 1
-        arrays[cell.label] = outputs
-        ctx.frames.append(table)
-        ctx.save()
-    ctx.attackers.pop(mspec.name, None)
-
-
-def _record_failure(ctx: _Context, mspec: ModelSpec, cell: Cell, cid: str, message: str) -> None:
-    ctx.manifest.setdefault("failed_cells", []).append(
-        {"model": mspec.name, "cell": cell.label, "id": cid, "status": "error", "error": message}
-    )
-
-
-def _surrogate(spec, mspec: ModelSpec, models: dict[str, Normalized]) -> tuple[str, Normalized] | None:
-    """The transfer-check surrogate (name, model): the suite's choice, else the first other undefended model."""
-    name = spec.checks.surrogate
-    if name is None:
-        name = next((o.name for o in spec.models if o.name != mspec.name and o.defense is None), None)
-    return None if name is None or name == mspec.name else (name, models[name])
+def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: dict[str, PlannedCell],
+             store: CellStore, record: RunRecord, failed: set[str], order: int) -> None:  # fmt: skip
+    """Reuse or compute one cell and record it (a failure skips its dependants, recorded in ``failed``)."""
+    label = pc.cell.label
+    if any(cid in failed for _, cid in pc.inputs):
+        record.cell_failed(pc.model, label, pc.id, "skipped: a cell it depends on failed")
+        failed.add(pc.id)
+        return
+    reused = store.load_if_done(pc.id)
+    if reused is None:
+        try:
+            with record.stage(pc.cell.kind):
+                compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
+            reused = store.load(pc.id)
+        except Exception as exc:  # recorded; the rest of the run goes on
+            log.error("%s %s failed: %s: %s", pc.model, label, type(exc).__name__, exc)
+            record.cell_failed(pc.model, label, pc.id, f"{type(exc).__name__}: {exc}")
+            failed.add(pc.id)
+            return
+        rows, _, stored = reused
+        record.cell_done(order, pc.model, label, rows, stored, reused=False)
+        return
+    rows, _, stored = reused
+    record.cell_done(order, pc.model, label, rows, stored, reused=True)
 
 
 def newest_run(out_root: Path, suite: str) -> Path:
@@ -278,14 +169,18 @@ def _run_lock(run_dir: Path):
         yield
 
 
-def _reopen(run_dir: Path, suite: str) -> tuple[Path, dict[str, Any]]:
+def _reopen(run_dir: Path, suite: str) -> dict[str, Any]:
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise RobustBenchError(f"--resume: {run_dir} has no readable manifest.json ({exc})") from None
-    if manifest.get("suite") != suite:
-        raise RobustBenchError(f"--resume: {run_dir} is a run of suite '{manifest.get('suite')}', not '{suite}'")
-    return run_dir, manifest
+    if not isinstance(manifest, dict) or manifest.get("suite") != suite:
+        found = manifest.get("suite") if isinstance(manifest, dict) else None
+        raise RobustBenchError(f"--resume: {run_dir} is a run of suite '{found}', not '{suite}'")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"--resume: {run_dir}/manifest.json is format {manifest.get('format', 1)}, this version "
+                         f"writes {MANIFEST_FORMAT}; start a new run (without --resume)")  # fmt: skip
+    return manifest
 
 
 def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
@@ -302,60 +197,60 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         torch.backends.cudnn.benchmark = benchmark
 
 
+def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[Path, dict[str, Any]]:
+    """The run directory (new, or reopened by ``--resume``) with its lock held, and its manifest."""
+    spec = loaded.spec
+    suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
+    if opts.resume is not None:
+        held.enter_context(_run_lock(opts.resume))  # before reading: a second --resume of one run exits 2
+        run_dir, manifest = opts.resume, _reopen(opts.resume, spec.name)
+        manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
+        manifest.update(status="running", failed_cells=[], environment=environment())
+        if manifest.get("suite_sha256") != loaded.sha256:
+            log.warning("suite file changed since %s started; changed cells will be recomputed", manifest["run_id"])
+        return run_dir, manifest
+    run_id = opts.run_id or new_run_id()
+    run_dir = suite_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    held.enter_context(_run_lock(run_dir))
+    manifest = {"format": MANIFEST_FORMAT, "run_id": run_id, "suite": spec.name,
+                "started": datetime.now(UTC).isoformat(timespec="seconds"), "environment": environment(),
+                "stage_seconds": {}, "models": {}}  # fmt: skip
+    return run_dir, manifest
+
+
 def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     spec = loaded.spec
     seed = spec.seed if opts.seed is None else opts.seed
     device = resolve_device(opts.device or spec.device)
-    suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
     held = ExitStack()  # the run directory's lock, then its log file: released when the run ends
-    if opts.resume is not None:
-        held.enter_context(_run_lock(opts.resume))  # before reading: a second --resume of one run exits 2
-        run_dir, manifest = _reopen(opts.resume, spec.name)
-        run_id = manifest["run_id"]
-        manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
-        manifest.update(status="running", failed_cells=[], environment=environment())
-        if manifest.get("suite_sha256") != loaded.sha256:
-            log.warning("suite file changed since %s started; changed cells will be recomputed", run_id)
-    else:
-        run_id = opts.run_id or new_run_id()
-        run_dir = suite_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        held.enter_context(_run_lock(run_dir))
-        manifest = {
-            "run_id": run_id,
-            "suite": spec.name,
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "environment": environment(),
-            "stage_seconds": {},
-            "models": {},
-        }
+    run_dir, manifest = _open_run(loaded, opts, held)
     if loaded.path.is_file():  # the suite it runs, for edge bundle and report (a dict suite has no file)
         atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
-    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device))
-    manifest["status"] = "running"
-    ctx = _Context(loaded, run_id, seed, device, run_dir, opts.progress, manifest)
+    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device),
+                    status="running", executor=opts.executor)  # fmt: skip
+    manifest["models"] = {}  # rebuilt from the models and cells of this run
+    record = RunRecord(run_dir, manifest)
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
-    log.info("run %s of suite '%s' on %s -> %s", run_id, spec.name, device, run_dir)
+    log.info("run %s of suite '%s' on %s -> %s", manifest["run_id"], spec.name, device, run_dir)
     t0 = time.perf_counter()
-    logs = held
-    logs.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
+    held.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
     try:
-        with ctx.stage("data"):
-            data_dir = opts.data_dir or loaded.resolve(spec.dataset.data_dir)
-            data = load_dataset(spec.dataset, data_dir)
+        with record.stage("data"):
+            data = load_dataset(spec.dataset, opts.data_dir or loaded.resolve(spec.dataset.data_dir))
         manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
                                "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
-        ctx.loaded = loaded = dataclasses.replace(loaded, spec=resolve_for_device(spec, device, len(data.y_eval)))
-        spec = loaded.spec
-        manifest["performance"] = {**spec.performance.model_dump(), "certify_runtime": spec.certify.runtime,
-                                   "certify_batch_size": spec.certify.batch_size}  # fmt: skip
-        cache = ModelCache(opts.cache_dir)
-        models: dict[str, Normalized] = {}
-        for m in spec.models:  # each cached as it finishes; derived models come after their sources
-            models[m.name] = _prepare_model(ctx, m, data, cache, models)
-        store = CellStore(run_dir)
-        for mspec in spec.models:
-            _run_cells(ctx, mspec, models[mspec.name], data, store, _surrogate(spec, mspec, models))
+        loaded = dataclasses.replace(loaded, spec=resolve_for_device(spec, device, len(data.y_eval)))
+        resolved = loaded.spec
+        manifest["performance"] = {**resolved.performance.model_dump(), "certify_runtime": resolved.certify.runtime,
+                                   "certify_batch_size": resolved.certify.batch_size}  # fmt: skip
+        ctx = RunContext(loaded.spec, loaded.base_dir, manifest["run_id"], seed, device, run_dir, data, opts.progress)
+        if opts.executor == "ray":
+            from robustbench_cnn.suite.ray_executor import run_ray
+
+            run_ray(ctx, ModelCache(opts.cache_dir), record, opts)
+        else:
+            run_local(ctx, ModelCache(opts.cache_dir), record)
         manifest["status"] = "complete_with_errors" if manifest.get("failed_cells") else "complete"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
@@ -365,12 +260,12 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         manifest["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        with logs:  # closed last: the summary's own warnings go to run.log too
+        with held:  # closed last: the summary's own warnings go to run.log too
             manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
             manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-            table = ctx.save()
+            table = record.save()
             from robustbench_cnn.report.summary import write_summary
 
             write_summary(table, manifest, run_dir / "summary.md")
-    _update_latest(run_dir.parent, run_id)
+    _update_latest(run_dir.parent, manifest["run_id"])
     return RunResult(run_dir, table, manifest)

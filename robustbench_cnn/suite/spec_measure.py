@@ -145,12 +145,14 @@ class PerformanceSpec(_Spec):
         "of two up to 4096 whose forward + input gradient fits in a quarter of the GPU's memory",
     )  # fmt: skip
     cudnn_benchmark: bool = Field(True, description="on CUDA, let cuDNN pick the fastest convolution algorithms")
-
-    def crafting_params(self) -> tuple[tuple[str, Any], ...]:
-        """The crafting settings that differ from the CPU baseline (BatchNorm fold, fp32, eager), as
-        cell parameters: baseline settings keep cell ids. Call on a device-resolved spec."""
-        baseline = {"fold_batchnorm": True, "attack_precision": "fp32", "compile": False}
-        return tuple((k, getattr(self, k)) for k, v in baseline.items() if getattr(self, k) != v)
+    attack_shard_size: int = Field(
+        500, ge=1, le=MAX_IMAGES, description="images per attack shard: the unit a worker runs and a resumed run "
+        "skips; batches never cross a shard, so it is part of an attack cell's identity (never the worker count)",
+    )  # fmt: skip
+    certify_shard_size: int = Field(
+        50, ge=1, le=MAX_IMAGES, description="images per certification shard (each image has its own noise "
+        "generator, so certificates do not depend on it)",
+    )  # fmt: skip
 
 
 class ExportSpec(_Spec):

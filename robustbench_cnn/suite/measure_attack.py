@@ -1,0 +1,119 @@
+"""Attack cells: one attack at one budget, the strong ensemble, and the per-example worst case.
+
+Attack and ensemble cells are sharded by image range (:func:`~robustbench_cnn.suite.cell_types.shard_plan`):
+each shard attacks its clean-correct images in batches that never cross the shard, reseeding per
+batch from (seed, cell, first image index), so a shard's result does not depend on which worker
+ran it or what ran before. The merge concatenates the shards' per-image masks (and adversarial
+images) and computes the rows from them.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import torch
+
+from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.seeds import derived_seed
+from robustbench_cnn.suite.cell_kinds import cell_kind
+from robustbench_cnn.suite.cell_types import (
+    AttackParams,
+    Cell,
+    CellResult,
+    EnsembleParams,
+    Inputs,
+    Shard,
+    WorstCaseParams,
+)
+from robustbench_cnn.suite.cells import crafting
+from robustbench_cnn.suite.context import ModelUnderTest, RunContext
+from robustbench_cnn.suite.measure import attack_batch, crafting_for
+from robustbench_cnn.suite.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def _eval_images(ctx: RunContext, cell: Cell) -> int:
+    return len(ctx.data.y_eval)
+
+
+def _exported(ctx: RunContext, model: str) -> bool:
+    """Whether the model is exported: its adversarial images are kept to evaluate the deployed artefacts."""
+    return any(ex.models is None or model in ex.models for ex in ctx.spec.exports)
+
+
+def _concat(parts: list[CellResult], name: str) -> torch.Tensor:
+    return torch.cat([part.arrays[name] for part in parts])
+
+
+def _merge_robust(ctx: RunContext, mspec: ModelSpec, cell: Cell, inputs: Inputs, parts: list[CellResult]) -> CellResult:
+    """``robust_acc`` from the shards' masks (and their adversarial images, if kept)."""
+    p = cell.params
+    mask = _concat(parts, "mask")
+    value = float(mask.float().mean())
+    log.info("%s: %s robust accuracy %.4f", mspec.name, cell.label, value)
+    arrays = {"mask": mask}
+    if parts and all("adv" in part.arrays for part in parts):
+        arrays["adv"] = _concat(parts, "adv")
+    row = ctx.row(mspec)(metric="robust_acc", value=value, attack=p.attack, norm=p.norm, eps=p.eps, n=len(mask))
+    return CellResult([row], arrays)
+
+
+def _shard_size(cell: Cell) -> int:
+    return cell.params.shard_size
+
+
+def _attack_shard(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard, make,
+                  batch_size: int, restarts: int, keep_adv: bool) -> CellResult:  # fmt: skip
+    """Survivors of images ``[shard.start, shard.stop)`` (and their adversarial images, if kept)."""
+    p, data = cell.params, ctx.data
+    x, y = data.x_eval[shard.start : shard.stop], data.y_eval[shard.start : shard.stop]
+    clean = inputs.one("clean").arrays["mask"][shard.start : shard.stop]
+    adv = x.clone() if keep_adv else None
+    correct = robust_correct(
+        target.model, make, x, y, clean, p.eps, p.norm, batch_size=batch_size, restarts=restarts,
+        seed=derived_seed(ctx.seed, cell.label), device=ctx.device, desc=f"{target.name} {cell.label}",
+        progress=ctx.progress, adv_out=adv, crafting=crafting(ctx.spec), attacker=crafting_for(ctx, target),
+        index_offset=shard.start,
+    )  # fmt: skip
+    return CellResult([], {"mask": correct} if adv is None else {"mask": correct, "adv": adv})
+
+
+@cell_kind("attack", AttackParams, merge=_merge_robust, images=_eval_images, shard_size=_shard_size)
+def attack_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None) -> CellResult:
+    """One shard of ``robust_acc`` of one attack at one eps; mask: images that survived it."""
+    p: AttackParams = cell.params
+    assert shard is not None, "attack cells run by shard"
+    make = partial(ATTACKS.get(p.attack), eps=p.eps, norm=p.norm, steps=p.steps, step_size=p.step_size,
+                   num_classes=ctx.data.num_classes)  # fmt: skip
+    return _attack_shard(ctx, target, cell, inputs, shard, make, attack_batch(ctx, target), p.restarts,
+                         _exported(ctx, target.name))  # fmt: skip
+
+
+@cell_kind("ensemble", EnsembleParams, merge=_merge_robust, images=_eval_images, shard_size=_shard_size)
+def ensemble_cell(
+    ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None
+) -> CellResult:
+    """One shard of the suite's ``[ensemble]`` at one (norm, eps), reported as attack ``ensemble``;
+    mask: the images that survived it (the worst case takes the minimum with the suite's attacks)."""
+    p: EnsembleParams = cell.params
+    assert shard is not None, "ensemble cells run by shard"
+    s = p.settings
+    make = partial(ATTACKS.get("ensemble"), eps=p.eps, norm=p.norm, steps=s.steps, restarts=s.restarts,
+                   members=s.members, targets=s.targets, num_classes=ctx.data.num_classes)  # fmt: skip
+    return _attack_shard(ctx, target, cell, inputs, shard, make, ctx.spec.eval_batch_size, 1, False)
+
+
+@cell_kind("worst_case", WorstCaseParams, needs_model=False, resources="cpu")
+def worst_case_cell(
+    ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None
+) -> CellResult:
+    """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
+    p: WorstCaseParams = cell.params
+    survived = torch.stack([stored.arrays["mask"] for stored in inputs.many("attack")]).all(0)
+    value = float(survived.float().mean())
+    row = ctx.row(target.spec)(metric="robust_acc", value=value, attack="worst_case", norm=p.norm, eps=p.eps,
+                               n=len(survived))  # fmt: skip
+    return CellResult([row], {"mask": survived})

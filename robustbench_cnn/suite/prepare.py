@@ -1,0 +1,101 @@
+"""Prepare a suite's models: build each one and fill it from its checkpoint, the model cache, or by
+training (its recipe, defense or compression step); and, on a worker, load a prepared model again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.models import Normalized, build_model
+from robustbench_cnn.suite.context import RunContext
+from robustbench_cnn.suite.plan_cmd import model_identity
+from robustbench_cnn.suite.spec import ModelSpec
+from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights
+from robustbench_cnn.train.loop import to_device, train
+
+log = logging.getLogger(__name__)
+
+
+def build(ctx: RunContext, spec: ModelSpec) -> Normalized:
+    """The model's architecture with its seeded initial weights, on the run's device."""
+    torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
+    data = ctx.data
+    model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params,
+                        base_dir=ctx.base_dir, image_size=data.image_size)  # fmt: skip
+    return to_device(model, ctx.device)  # before a defense or compression step builds anything on it
+
+
+def _train(ctx: RunContext, spec: ModelSpec, model: Normalized, models: Mapping[str, Normalized]):
+    """Train ``model`` by the entry's recipe and defense, or derive it by its compression step."""
+    data = ctx.data
+
+    def finetune(net: Normalized, loss_fn=None):
+        args = (net, data.x_train, data.y_train, spec.train)
+        kwargs: dict[str, Any] = {"desc": f"train {spec.name}", "progress": ctx.progress}
+        if spec.defense is None:
+            return train(*args, ctx.seed, ctx.device, **kwargs, loss_fn=loss_fn)
+        from robustbench_cnn.defenses import DEFENSES
+
+        return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
+
+    if spec.compress is None:
+        return finetune(model)
+    from robustbench_cnn.compress import COMPRESSORS, CompressJob
+
+    job = CompressJob({u: models[u] for u in spec.compress.upstream}, data, finetune, ctx.seed, ctx.device,
+                      ctx.progress)  # fmt: skip
+    return COMPRESSORS.get(spec.compress.name)(model, spec.compress, job)
+
+
+def prepare_model(
+    ctx: RunContext, spec: ModelSpec, cache: ModelCache, models: Mapping[str, Normalized], keys: Mapping[str, str]
+) -> tuple[Normalized, dict[str, Any]]:
+    """The model, filled from its checkpoint, the cache or by training, and its manifest entry
+    (``source``, ``key``, ``weights``, ``cache`` hit/miss, ``trained_seconds`` when trained here).
+    ``models``/``keys``: the entries prepared so far, which a compression step may start from."""
+    model = build(ctx, spec)
+    info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
+                            "compression": spec.compression}  # fmt: skip
+    if spec.checkpoint is not None:
+        path = (ctx.base_dir / spec.checkpoint).resolve()  # checked at load: a file, relative to the suite
+        load_weights(model, path, spec.checkpoint_format)
+        info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
+        return to_device(model, ctx.device).eval(), info
+    defense = spec.defense.model_dump() if spec.defense is not None else None
+    upstream = [keys[u] for u in spec.compress.upstream] if spec.compress else []
+    code = code_fingerprint(spec.arch, ctx.spec.plugins, ctx.base_dir)
+    identity = model_identity(spec, ctx.seed, ctx.data.fingerprint, ctx.data.num_classes, upstream, code)
+    key = cache_key(identity)
+    with cache.lock(spec.arch, key):  # one run or worker trains a key; the others wait, then hit
+        meta = cache.load(model, spec.arch, key)
+        if meta is None:
+            tlog = _train(ctx, spec, model, models)
+            meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
+                    "compress": identity.get("compress"), "upstream": identity.get("upstream"),
+                    "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
+                    "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
+            cache.store(model.cpu(), spec.arch, key, meta)
+            info.update(cache="miss", trained_seconds=round(tlog.seconds, 3))
+        else:
+            info["cache"] = "hit"
+    info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
+                train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
+    return to_device(model, ctx.device).eval(), info  # NHWC: faster convs, same values
+
+
+def load_prepared(ctx: RunContext, spec: ModelSpec, info: Mapping[str, Any], cache: ModelCache) -> Normalized:
+    """A model prepared earlier (by this run's driver or another worker), from its checkpoint or
+    cache entry (verified against its key); never trains."""
+    model = build(ctx, spec)
+    if info.get("source") == "checkpoint":
+        load_weights(model, Path(info["weights"]), spec.checkpoint_format)
+    elif cache.load(model, spec.arch, str(info["key"])) is None:
+        raise RobustBenchError(f"model '{spec.name}': cache entry {info['key']} is missing or unusable on this "
+                               "worker; the cache directory must be shared by every worker")  # fmt: skip
+    return to_device(model, ctx.device).eval()
