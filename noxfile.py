@@ -41,6 +41,13 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_ray(session: nox.Session) -> None:
+    """``--executor ray`` on a local 2-CPU Ray cluster bound to 127.0.0.1 (nightly; a few minutes)."""
+    install(session, "test", "ray")
+    session.run("pytest", "tests/test_ray.py", "-v", *session.posargs, env={"ROBUSTBENCH_RAY": "1"})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run a suite: ``nox -s bench`` (suites/smoke.toml) or ``nox -s bench -- SUITE [options]``."""
     install(session, "edge")

@@ -46,7 +46,7 @@ def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]):
     from robustbench_cnn.runtime.onnx_runtime import OrtModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        ort_model = OrtModel(export_onnx(base, sample_shape, Path(tmp) / "base.onnx"))
+        ort_model = OrtModel(export_onnx(base, sample_shape, Path(tmp) / "base.onnx"), threads=torch.get_num_threads())
     batch = ort_model.session.get_inputs()[0].shape[0]
     if isinstance(batch, int):
         log.warning("smoothing: the ONNX export has a fixed batch of %d (not dynamic); certifying in torch", batch)

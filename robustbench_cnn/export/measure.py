@@ -97,7 +97,7 @@ def _deployed(ctx: RunContext, p, path: Path):
         return TfliteModel(path), "tflite", "cpu"
     if p.format == "aoti":
         return AotiModel(path, ctx.device), "torch_aoti", "cuda"
-    deployed = OrtModel(path, str(ctx.device), tensorrt=p.tensorrt)
+    deployed = OrtModel(path, str(ctx.device), threads=torch.get_num_threads(), tensorrt=p.tensorrt)
     if p.precision == "fp16" and deployed.device != "cuda":
         raise TargetUnavailable("onnx fp16 is a GPU target and ONNX Runtime has no CUDA provider here "
                                 "(pip install onnxruntime-gpu)")  # fmt: skip

@@ -97,7 +97,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     numbers = [_check_record(path, line, dict(zip(header, rec, strict=True))) for line, rec in records]
     df = pd.DataFrame([rec for _, rec in records], columns=header, dtype=object)
     df = df.mask(df == "")
-    for col in ("eps", "value", "n", "batch_size"):
+    for col in NUMERIC:
         if col in df.columns:
             df[col] = pd.array([num[col] for num in numbers], dtype="Int64" if col in INTEGER else "float64")
     key = [c for c in ROW_KEY if c in df.columns]
@@ -191,4 +191,10 @@ def _check_record(path: Path, line: int, rec: dict[str, str]) -> dict[str, float
         if text and numbers[col] < low:  # type: ignore[operator]
             raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is below {low:g}; "
                                f"{col} must be >= {low:g}")  # fmt: skip
+    for col in ("ci_low", "ci_high"):  # a 95% interval of an accuracy: a fraction, or empty
+        text = rec.get(col, "").strip()
+        numbers[col] = _number(path, line, col, text) if text else None
+        if text and not 0 <= numbers[col] <= 1:  # type: ignore[operator]
+            raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is outside [0, 1]; "
+                               "an interval of a fraction lies in [0, 1] (or leave it empty)")  # fmt: skip
     return numbers
