@@ -49,10 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local: in this process (default); ray: cells and shards as Ray tasks (pip install "
                      "'robustbench-cnn[ray]'; results and cache on a filesystem every worker sees)")  # fmt: skip
-    run.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                     help="with --executor ray: an existing cluster ('auto', or host:port); default: start a local one")
-    run.add_argument("--gpus-per-cell", type=float, default=1.0, metavar="G",
-                     help="with --executor ray on CUDA: GPU share per training/attack/certify task (e.g. 0.25)")
+    run.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="with --executor ray: an existing cluster ('auto', or host:port); default: start a local one",
+    )
+    run.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="with --executor ray on CUDA: GPU share per training/attack/certify task (e.g. 0.25)",
+    )
     run.add_argument("--no-report", action="store_true", help="skip report.md, its plots and the history store")
     run.add_argument("--baseline", type=Path, default=None, metavar="CSV|RUN_DIR",
                      help="after the run, compare against this baseline and exit 1 on a regression")  # fmt: skip

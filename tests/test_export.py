@@ -64,6 +64,10 @@ def _initializer_bytes(path) -> int:
     ],
 )
 def test_parity_thresholds(settings, agreement, diff, loss, message):
+    from robustbench_cnn.suite.spec import ExportSpec
+
+    fmt = "onnx" if settings["precision"] != "int8" else "tflite"
+    settings = ExportSpec(format=fmt, **settings)
     problems = parity_problems(settings, agreement, diff, 10.0, loss)
     assert (message is None and problems == []) or (message is not None and message in problems[0])
     assert parity_problems(settings, 1.0, 0.0, 10.0, 0.0) == []  # within tolerance: passes

@@ -14,7 +14,6 @@ from robustbench_cnn.suite.results import COLUMNS, METRICS, read_csv
 from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 
-
 def replace_kind(monkeypatch, kind: str, run) -> None:
     """Swap a registered cell kind's executor for this test."""
     import dataclasses
@@ -22,6 +21,7 @@ def replace_kind(monkeypatch, kind: str, run) -> None:
     from robustbench_cnn.suite.cell_kinds import CELL_KINDS
 
     monkeypatch.setitem(CELL_KINDS._entries, kind, dataclasses.replace(CELL_KINDS.get(kind), run=run))
+
 
 def options(tmp_path, **kw):
     return RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, **kw)

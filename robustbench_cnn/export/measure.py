@@ -27,6 +27,7 @@ from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 from robustbench_cnn.suite.cell_kinds import CellKind
 from robustbench_cnn.suite.cell_types import Cell, CellResult, ExportParams, Inputs, Shard
 from robustbench_cnn.suite.context import ModelUnderTest, RunContext
+from robustbench_cnn.suite.spec_measure import ExportSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ DEFAULT_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
 DEFAULT_MAX_LOSS = {"int8": 0.02}
 
 
-def parity_problems(p, agreement: float, max_diff: float, scale: float, acc_loss: float) -> list[str]:
+def parity_problems(p: ExportSpec, agreement: float, max_diff: float, scale: float, acc_loss: float) -> list[str]:
     """What an export misses of its parity thresholds (``p``: the export's settings); empty: it passes."""
     precision = p.precision
     need = p.min_agreement or DEFAULT_AGREEMENT[precision]

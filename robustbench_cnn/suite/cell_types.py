@@ -50,6 +50,7 @@ class AttackParams:
     restarts: int = 1
     shard_size: int = 500
     crafting: Crafting = Crafting()
+    keep_adv: bool = False  # store the adversarial images (the model is exported: they test the artefact)
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,10 @@ class Cell:
     @property
     def label(self) -> str:
         plain = as_plain(self.params)
-        flat = {**plain.get("attack", {}), **plain} if isinstance(plain.get("attack"), dict) else plain
-        flat = {**flat, **flat.get("settings", {})} if isinstance(flat.get("settings"), dict) else flat
+        for nested in ("attack", "settings"):  # a converge cell's attack, an export's settings
+            if isinstance(plain.get(nested), dict):
+                plain = {**plain, **plain[nested]}
+        flat = plain
         args = ",".join(f"{k}={flat[k]}" for k in LABEL_KEYS if k in flat and not isinstance(flat[k], dict))
         return f"{self.kind}({args})" if args else self.kind
 

@@ -41,10 +41,11 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         )
         cells.append(Cell(m, "preflight", PreflightParams(tuple(sorted(asked)))))
     groups: dict[tuple[str, float], list[str]] = {}
+    exported = any(ex.models is None or m in ex.models for ex in spec.exports)
     for ev in spec.evaluations:
         for eps in ev.eps:
             params = AttackParams(ev.attack, ev.norm, float(eps), ev.steps, ev.step_size, ev.restarts,
-                                  perf.attack_shard_size, craft)  # fmt: skip
+                                  perf.attack_shard_size, craft, keep_adv=exported)  # fmt: skip
             cell = Cell(m, "attack", params, needs_clean)
             cells.append(cell)
             groups.setdefault((ev.norm, float(eps)), []).append(cell.label)

@@ -39,11 +39,6 @@ def _eval_images(ctx: RunContext, cell: Cell) -> int:
     return len(ctx.data.y_eval)
 
 
-def _exported(ctx: RunContext, model: str) -> bool:
-    """Whether the model is exported: its adversarial images are kept to evaluate the deployed artefacts."""
-    return any(ex.models is None or model in ex.models for ex in ctx.spec.exports)
-
-
 def _concat(parts: list[CellResult], name: str) -> torch.Tensor:
     return torch.cat([part.arrays[name] for part in parts])
 
@@ -88,8 +83,7 @@ def attack_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inp
     assert shard is not None, "attack cells run by shard"
     make = partial(ATTACKS.get(p.attack), eps=p.eps, norm=p.norm, steps=p.steps, step_size=p.step_size,
                    num_classes=ctx.data.num_classes)  # fmt: skip
-    return _attack_shard(ctx, target, cell, inputs, shard, make, attack_batch(ctx, target), p.restarts,
-                         _exported(ctx, target.name))  # fmt: skip
+    return _attack_shard(ctx, target, cell, inputs, shard, make, attack_batch(ctx, target), p.restarts, p.keep_adv)
 
 
 @cell_kind("ensemble", EnsembleParams, merge=_merge_robust, images=_eval_images, shard_size=_shard_size)

@@ -153,7 +153,9 @@ class _Scheduler:
         task = self.ray.remote(cell_task).options(**options)
         info = self.record.manifest["models"]
         for shard in pending:
-            ref = task.remote(self.context, info, pc.model, pc, self._inputs(pc), shard, str(self.cache.root), cpus, gpus)
+            ref = task.remote(
+                self.context, info, pc.model, pc, self._inputs(pc), shard, str(self.cache.root), cpus, gpus
+            )
             self.running[ref] = (pc, shard)
 
     def _inputs(self, pc: PlannedCell) -> dict[str, PlannedCell]:
