@@ -8,8 +8,8 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
   at ``alpha``;
 - median latency: new/base, divided by the machine's drift in its (batch_size, runtime) group,
   above ``latency_ratio``, slower by at least ``latency_floor_ms`` and, where both runs kept raw
-  samples, with the fast calls (p10) slowed as much and a one-sided Mann-Whitney U test
-  significant at ``latency_alpha``; throughput: the same on base/new (see
+  samples, judged on the calls no other process delayed, with the fast calls (p10) slowed as much and
+  a one-sided Mann-Whitney U test significant at ``latency_alpha``; throughput: the same on base/new (see
   :mod:`robustbench_cnn.report.latency_gate`; p90/p99 and spreads are shown but never gated).
   Latencies are compared only when the two environments match (same CPU/GPU, threads and torch),
   else reported as not comparable;
@@ -29,8 +29,16 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.report.latency_gate import TIMED, Drift, group_drift, latency_verdict
-from robustbench_cnn.runtime.samples import SampleKey, read_samples, samples_dir
+from robustbench_cnn.report.latency_gate import (
+    CONTENDED,
+    CONTENDED_SHARE,
+    MIN_GROUP_ROWS,
+    TIMED,
+    Drift,
+    group_drift,
+    latency_verdict,
+)
+from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
 from robustbench_cnn.suite.results import read_csv
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
@@ -59,8 +67,12 @@ class Run:
     source: str
     samples: Path | None = None  # the run's latency_samples/ directory, if it has one
 
-    def latency_samples(self, key: SampleKey) -> np.ndarray | None:
-        return None if self.samples is None else read_samples(self.samples, key)
+    def latency_samples(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """A latency row's per-call timings and, where recorded, per-call CPU waits (ms)."""
+        found = None if self.samples is None else read_samples(self.samples, key)
+        if found is None or self.samples is None:
+            return None
+        return found, read_waited(self.samples, key, len(found))
 
 
 def load_run(path: Path) -> Run:
@@ -95,8 +107,7 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift,
-             runs: tuple[Run, Run]) -> tuple[str, float | None]:  # fmt: skip
+def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift) -> tuple[str, float | None]:
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
         drop_points = (base - new) * 100
@@ -109,7 +120,7 @@ def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, dr
     if metric in TIMED:
         if not latency_comparable:
             return "not comparable", None
-        return latency_verdict(r, tol, drift, runs[0].latency_samples, runs[1].latency_samples)
+        return latency_verdict(r, tol, drift)
     if metric.startswith("check_"):
         return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
     return "ok", None
@@ -133,8 +144,9 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     removed = merged[merged["_merge"] == "left_only"][IDENTITY]
     env_diffs = environment_differences(base.environment, new.environment)
     normalize = tol.normalize_latency and not env_diffs
-    drift = group_drift(both, base.latency_samples, new.latency_samples) if normalize else Drift({}, {})
-    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for r in both.to_dict("records")]
+    min_rows = MIN_GROUP_ROWS if normalize else len(both) + 1  # unnormalized: samples still read, no drift
+    drift = group_drift(both, base.latency_samples, new.latency_samples, min_rows) if not env_diffs else Drift({}, {})
+    verdicts = [_verdict(r, tol, not env_diffs, drift) for r in both.to_dict("records")]
     both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
@@ -181,8 +193,12 @@ def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[st
     if missing:
         return [*lines, f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles.", ""]
     alpha = joined.attrs.get("latency_alpha", 0.01)
-    return [*lines, f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
-            f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
+    lines += [f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
+              f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
+    contended = int((joined.verdict == CONTENDED).sum())
+    return [*lines, f"> calls whose threads waited for a CPU over {CONTENDED_SHARE:.0%} of their time (another "
+            f"process ran; where a run recorded it) are left out: {contended} row(s) had too few calls left "
+            "and are not judged.", ""]  # fmt: skip
 
 
 def render(
