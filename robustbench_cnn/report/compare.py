@@ -4,8 +4,11 @@ Rows are joined on their identity (everything but ``run_id`` and ``value``). A c
 regression only when it is beyond a tolerance *and* meaningful for the sample size:
 
 - accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
-  points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
-  at ``alpha``;
+  points that the rows' 95% Clopper-Pearson intervals (``ci_low``/``ci_high``) say is real: the new
+  interval lies wholly below the baseline's (new ``ci_high`` < baseline ``ci_low``; two disjoint 95%
+  intervals are a two-sided test at about 0.6% for similar n). Where either row has no interval (tables
+  from before the extension), a one-sided Fisher exact test on the two (correct, wrong) counts decides
+  at ``alpha``, as before;
 - median latency: new/base, divided by the machine's drift in its (batch_size, runtime) group,
   above ``latency_ratio``, slower by at least ``latency_floor_ms`` and, where both runs kept raw
   samples, judged on the calls no other process delayed, with the fast calls (p10) slowed as much and
@@ -44,6 +47,7 @@ from robustbench_cnn.suite.results import read_csv
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
             "attack", "norm", "eps", "batch_size"]  # fmt: skip
 ACCURACY = {"clean_acc", "robust_acc", "certified_acc"}
+INTERVAL = ["ci_low", "ci_high"]
 
 
 class CompareError(RobustBenchError):
@@ -107,12 +111,30 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
+def _has_intervals(r: Mapping[str, Any]) -> bool:
+    return not any(pd.isna(r.get(f"{c}_{side}")) for c in INTERVAL for side in ("base", "new"))
+
+
+def _change(r: Mapping[str, Any]) -> str:
+    """A row's change in words: points (with both intervals where known) for accuracies, else a ratio."""
+    d, nv, bv = r["delta"], r["value_new"], r["value_base"]
+    if r["metric"] in ACCURACY:
+        text = f"{d * 100:+.1f} pt"
+        if _has_intervals(r):
+            b, n = (f"[{r[f'ci_low_{s}'] * 100:.1f}, {r[f'ci_high_{s}'] * 100:.1f}]" for s in ("base", "new"))
+            text += f" (95%: {b} -> {n})"
+        return text
+    return f"x{nv / bv:.2f}" if bv else f"{d:+.4g}"
+
+
 def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift) -> tuple[str, float | None]:
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
         drop_points = (base - new) * 100
         if drop_points <= tol.acc_points or pd.isna(r["n_base"]) or pd.isna(r["n_new"]):
             return "ok", None
+        if _has_intervals(r):
+            return ("REGRESSION" if r["ci_high_new"] < r["ci_low_base"] else "noise"), None
         n_b, n_n = int(r["n_base"]), int(r["n_new"])
         k_b, k_n = round(base * n_b), round(new * n_n)
         p = fisher_exact([[k_b, n_b - k_b], [k_n, n_n - k_n]], alternative="greater").pvalue
@@ -135,7 +157,10 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
             if col not in df.columns:
                 df[col] = pd.NA
         df[IDENTITY] = df[IDENTITY].astype("string").fillna("")
-        return df[[*IDENTITY, "value", "n"]].drop_duplicates(IDENTITY)
+        for col in INTERVAL:
+            if col not in df.columns:
+                df[col] = np.nan
+        return df[[*IDENTITY, "value", "n", *INTERVAL]].drop_duplicates(IDENTITY)
 
     merged = keyed(base.table).merge(keyed(new.table), on=IDENTITY, how="outer", suffixes=("_base", "_new"),
                                      indicator=True)  # fmt: skip
@@ -179,6 +204,9 @@ def check_coverage(base: Run, new: Run, removed: pd.DataFrame, allow_removed: bo
 
 def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[str]:
     lines = []
+    if joined.metric.isin(ACCURACY).any():
+        lines += ["> an accuracy drop is a regression only beyond the tolerance and when the new 95% interval "
+                  "lies wholly below the baseline's (no intervals: one-sided Fisher exact test).", ""]  # fmt: skip
     if env:
         lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
         return lines
@@ -212,10 +240,7 @@ def render(
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:
         cols = ["model", "format", "runtime", "compression", "metric", "attack", "norm", "eps", "batch_size"]
-        shown["change"] = [
-            f"{d * 100:+.1f} pt" if m in ACCURACY else (f"x{nv / bv:.2f}" if bv else f"{d:+.4g}")
-            for m, d, nv, bv in zip(shown.metric, shown.delta, shown.value_new, shown.value_base, strict=True)
-        ]
+        shown["change"] = [_change(r) for r in shown.to_dict("records")]
         table = shown[[*cols, "value_base", "value_new", "change", "p_value", "verdict"]]
         lines.append(table.to_markdown(index=False, floatfmt=".4g"))
     for title, rows in (("Added", added), ("Removed", removed)):
