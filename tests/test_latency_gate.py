@@ -228,3 +228,47 @@ def test_a_corrupt_samples_file_is_one_line_exit_2(base_runs, tmp_path, capsys):
     assert main(["compare", str(base_run), str(copy)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and victim.name in err and "re-run the latency cell" in err
+
+
+def _synthetic_run(run_dir, times: dict[str, np.ndarray], waits: dict[str, np.ndarray] | None) -> None:
+    """A run directory whose latency rows and samples are the given per-call timings (batch 1)."""
+    run_dir.mkdir()
+    rows = []
+    for model, t in times.items():
+        rows.append(Row(run_id=run_dir.name, suite="gate", dataset="digits", model=model, arch="x",
+                        metric="latency_ms_p50", value=float(np.median(t)), n=len(t), batch_size=1))  # fmt: skip
+        key = SampleKey(model, "torch", "torch", "none", 1)
+        write_samples(samples_dir(run_dir), key, t, None if waits is None else waits[model])
+    write_csv(frame(rows), run_dir / "results.csv")
+    write_json({"environment": {"cpu": "x", "torch_threads": 2}}, run_dir / "manifest.json")
+
+
+def test_stalled_calls_are_left_out_and_a_row_without_calm_calls_is_not_judged(tmp_path, capsys):
+    """The bimodal timings of a hogged 2-thread run, as measured here: calls either run at their quiet
+    time or wait ~4 ms for a descheduled pool thread. Model "b" stalled on 110 of its 120 calls, so even
+    its p10 is a stalled call: judged on all calls it is a x4.6 regression (what the gate reported
+    before); on its 10 calm calls it is not. Model "d" stalled on every call: not judged, and said so.
+    A baseline without recorded waits still compares (all its calls judged)."""
+    rng = np.random.default_rng(0)
+    calls = 120
+    quiet = {m: rng.normal(ms, 0.01 * ms, calls).astype(np.float32)
+             for m, ms in zip("abcd", (0.3, 1.1, 1.7, 4.0), strict=True)}  # fmt: skip
+    hogged, waited = {}, {}
+    for m, calm in zip("abcd", (108, 10, 84, 0), strict=True):
+        stalled = np.ones(calls, bool)
+        stalled[rng.choice(calls, calm, replace=False)] = False
+        waited[m] = np.where(stalled, rng.uniform(3.9, 4.1, calls), 0.0).astype(np.float32)
+        hogged[m] = quiet[m] * rng.uniform(0.98, 1.05, calls).astype(np.float32) + waited[m]
+    _synthetic_run(tmp_path / "base", quiet, {m: np.zeros(calls, np.float32) for m in quiet})
+    _synthetic_run(tmp_path / "hog", hogged, waited)
+    _synthetic_run(tmp_path / "old", quiet, None)  # a baseline from before waits were recorded
+    tol = Tolerances(latency_ratio=1.4, latency_floor_ms=0.05)
+    assert p50_verdicts(tmp_path / "base", tmp_path / "hog", tol) == {
+        ("a", "1"): "ok", ("b", "1"): "ok", ("c", "1"): "ok", ("d", "1"): CONTENDED}  # fmt: skip
+    for base in ("base", "old"):
+        assert main(["compare", str(tmp_path / base), str(tmp_path / "hog"), "--latency-ratio", "1.4"]) == 0
+        out = capsys.readouterr().out
+        assert "**0 regression(s)**" in out and "1 row(s) had too few calls left and are not judged" in out
+    no_waits = tmp_path / "hog_no_waits"
+    _synthetic_run(no_waits, hogged, None)  # the same timings judged on every call: b is flagged
+    assert p50_verdicts(tmp_path / "base", no_waits, tol)[("b", "1")] == "REGRESSION"
