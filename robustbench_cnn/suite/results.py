@@ -28,7 +28,6 @@ UNIT_INTERVAL = {"clean_acc", "robust_acc", "certified_acc", "macro_f1", "ece", 
 NON_NEGATIVE = {"throughput", "size_bytes", "params", "macs", "parity_max_abs_logit_diff"}  # and every latency_ms_*
 ROW_KEY = [c for c in COLUMNS if c not in ("value", "n", "ci_low", "ci_high")]
 INTEGER = ("n", "batch_size")
-INTERVAL = ("ci_low", "ci_high")  # extension columns: a fraction each, ci_low <= ci_high
 
 
 class ResultsError(RobustBenchError, ValueError):
@@ -98,7 +97,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     numbers = [_check_record(path, line, dict(zip(header, rec, strict=True))) for line, rec in records]
     df = pd.DataFrame([rec for _, rec in records], columns=header, dtype=object)
     df = df.mask(df == "")
-    for col in ("eps", "value", "n", "batch_size", *INTERVAL):
+    for col in NUMERIC:
         if col in df.columns:
             df[col] = pd.array([num[col] for num in numbers], dtype="Int64" if col in INTEGER else "float64")
     key = [c for c in ROW_KEY if c in df.columns]
@@ -192,27 +191,23 @@ def _check_record(path: Path, line: int, rec: dict[str, str]) -> dict[str, float
         if text and numbers[col] < low:  # type: ignore[operator]
             raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is below {low:g}; "
                                f"{col} must be >= {low:g}")  # fmt: skip
-    numbers.update(_interval(path, line, rec))
-    ci_low, ci_high = numbers["ci_low"], numbers["ci_high"]
-    if ci_low is not None and ci_high is not None and not ci_low - 1e-9 <= value <= ci_high + 1e-9:
-        raise ResultsError(f"{path}: line {line}, column 'value': {value:g} is outside its interval "
-                           f"[{ci_low:g}, {ci_high:g}]; recompute the interval from value and n")  # fmt: skip
+    for col in ("ci_low", "ci_high"):  # a 95% interval of an accuracy: a fraction, or empty
+        text = rec.get(col, "").strip()
+        numbers[col] = _number(path, line, col, text) if text else None
+        if text and not 0 <= numbers[col] <= 1:  # type: ignore[operator]
+            raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is outside [0, 1]; "
+                               "an interval of a fraction lies in [0, 1] (or leave it empty)")  # fmt: skip
+    _check_interval(path, line, rec, numbers)
     return numbers
 
 
-def _interval(path: Path, line: int, rec: dict[str, str]) -> dict[str, float | None]:
-    """The row's 95% interval (``ci_low``, ``ci_high``; absent columns or empty cells: None), checked to
-    be fractions in order."""
-    got: dict[str, float | None] = {}
-    for col in INTERVAL:
-        text = rec.get(col, "").strip()
-        got[col] = _number(path, line, col, text) if text else None
-        if got[col] is not None and not 0 <= got[col] <= 1:  # type: ignore[operator]
-            raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is outside [0, 1]; "
-                               "an interval bounds a fraction")  # fmt: skip
-    low, high = got["ci_low"], got["ci_high"]
+def _check_interval(path: Path, line: int, rec: dict[str, str], numbers: dict[str, float | int | None]) -> None:
+    """Both interval bounds or neither, in order, around the row's value (``compare`` relies on them)."""
+    low, high, value = numbers["ci_low"], numbers["ci_high"], numbers["value"]
     if (low is None) != (high is None) or (low is not None and high is not None and low > high):
         pair = f"{_short(rec.get('ci_low', ''))} and {_short(rec.get('ci_high', ''))}"
         raise ResultsError(f"{path}: line {line}, columns 'ci_low'/'ci_high': {pair} are not an interval; "
                            "give both, low <= high, or neither")  # fmt: skip
-    return got
+    if low is not None and high is not None and value is not None and not low - 1e-9 <= value <= high + 1e-9:
+        raise ResultsError(f"{path}: line {line}, column 'value': {value:g} is outside its interval "
+                           f"[{low:g}, {high:g}]; recompute the interval from value and n")  # fmt: skip
