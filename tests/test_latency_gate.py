@@ -161,14 +161,24 @@ def p50_verdicts(base, new, tol: Tolerances) -> dict[tuple[str, str], str]:
 @pytest.mark.parametrize("threads", THREADS)
 def test_busy_machine_is_not_a_regression(base_runs, models, env, tmp_path, capsys, threads):
     """(a) the same models, timed again while a CPU hog spins on the other core: 0 regressions, and
-    rows are judged (on their calm calls), not waved through."""
-    with cpu_hog():
-        measure_run(tmp_path, models, env, threads)
-    assert main(["compare", str(base_runs[threads]), str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "**0 regression(s)**" in out and "Mann-Whitney" in out
-    verdicts = p50_verdicts(base_runs[threads], tmp_path, Tolerances())
-    assert sum(v != CONTENDED for v in verdicts.values()) >= 2, verdicts
+    rows are judged (on their calm calls), not waved through. When other work saturates both cores,
+    even the baseline's calls all wait (0.5 ms calls took 200 ms here): every attempt must show 0
+    regressions, and the pair is re-measured, up to 3 times, until at least 2 rows can be judged."""
+    base = base_runs[threads]
+    for attempt in range(3):
+        new = tmp_path / f"hog{attempt}"
+        with cpu_hog():
+            measure_run(new, models, env, threads)
+        assert main(["compare", str(base), str(new)]) == 0
+        out = capsys.readouterr().out
+        assert "**0 regression(s)**" in out and "Mann-Whitney" in out
+        verdicts = p50_verdicts(base, new, Tolerances())
+        if sum(v != CONTENDED for v in verdicts.values()) >= 2:
+            break
+        base = tmp_path / f"base{attempt}"  # the baseline may have been the saturated one
+        measure_run(base, models, env, threads)
+    else:
+        pytest.skip(f"fewer than 2 rows with calm calls in 3 attempts: the machine is saturated ({verdicts})")
 
 
 @pytest.mark.parametrize("threads", THREADS)
@@ -176,19 +186,22 @@ def test_a_model_twice_as_slow_is_reported(base_runs, models, env, tmp_path, cap
     """(b) one model's forward runs twice (a real 2x): reported, and only that model. The default
     --latency-ratio tolerates 2.0x, so the test asks for 1.4x (the margin covers the group drift's own
     noise, up to x1.25 at batch 1 here); these models take < 0.5 ms at batch 1, hence the lower floor.
-    A row none of whose calls ran calm (a machine saturated by other work) cannot be judged: the slow
-    run is re-measured, up to 3 times, until one of cnn_w16's rows can be."""
+    A row none of whose calls ran calm (a machine saturated by other work) cannot be judged: both runs
+    are re-measured, up to 3 times, until one of cnn_w16's rows can be."""
     slow = {**models, "cnn_w16": Twice(models["cnn_w16"])}
     tol = Tolerances(latency_ratio=1.4, latency_floor_ms=0.05)
+    base = base_runs[threads]
     for attempt in range(3):
         run = tmp_path / f"slow{attempt}"
         measure_run(run, slow, env, threads)
-        verdicts = p50_verdicts(base_runs[threads], run, tol)
+        verdicts = p50_verdicts(base, run, tol)
         if any(v != CONTENDED for (m, _), v in verdicts.items() if m == "cnn_w16"):
             break
+        base = tmp_path / f"base{attempt}"  # the baseline may have been the saturated one
+        measure_run(base, models, env, threads)
     else:
         pytest.skip(f"no calm calls of cnn_w16 in 3 runs: the machine is saturated ({verdicts})")
-    code = main(["compare", str(base_runs[threads]), str(run), "--latency-ratio", "1.4", "--latency-floor-ms", "0.05"])
+    code = main(["compare", str(base), str(run), "--latency-ratio", "1.4", "--latency-floor-ms", "0.05"])
     out = capsys.readouterr().out
     assert code == 1, out
     flagged = [ln for ln in out.splitlines() if "REGRESSION" in ln]
