@@ -60,7 +60,10 @@ def test_large_drop_on_tiny_sample_is_noise_not_regression():
     base, new = load_run_df(table(robust=0.6, n=10)), load_run_df(table(robust=0.5, n=10))
     joined, *_ = compare(base, new, Tolerances())
     row = joined[(joined.metric == "robust_acc") & (joined.eps == "0.1")].iloc[0]
-    assert row.verdict == "noise" and row.p_value > 0.05
+    assert row.verdict == "noise" and row.ci_high_new > row.ci_low_base  # the 95% intervals overlap
+    no_ci = [load_run_df(r.table.drop(columns=["ci_low", "ci_high"])) for r in (base, new)]
+    row = compare(*no_ci, Tolerances())[0].query("metric == 'robust_acc' and eps == '0.1'").iloc[0]
+    assert row.verdict == "noise" and row.p_value > 0.05  # without intervals: Fisher's exact test
 
 
 def load_run_df(df):

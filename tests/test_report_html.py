@@ -14,6 +14,7 @@ import pytest
 from cdp import Browser, find_chromium
 
 from robustbench_cnn.cli import main
+from robustbench_cnn.metrics import clopper_pearson
 from robustbench_cnn.report.html import render_html, write_html
 from robustbench_cnn.suite.results import Row, frame, read_csv, write_csv
 
@@ -102,6 +103,8 @@ def _baseline_run(root: Path, run_id: str, started: str, robust_drop: float = 0.
     df = read_csv(BASELINES / "smoke.csv").assign(run_id=run_id)
     hit = (df.model == "simple_cnn_pgd_at") & (df.attack == "worst_case") & (df.eps == 0.1) & (df.format == "torch")
     df.loc[hit, "value"] -= robust_drop
+    for i in df.index[hit]:  # the interval follows the value, as a run writes it
+        df.loc[i, ["ci_low", "ci_high"]] = clopper_pearson(df.loc[i, "value"], int(df.loc[i, "n"]))
     manifest = json.loads((BASELINES / "smoke.manifest.json").read_text()) | {"run_id": run_id, "started": started}
     run_dir = root / "smoke" / run_id
     write_csv(df, run_dir / "results.csv")

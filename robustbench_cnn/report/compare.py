@@ -4,12 +4,15 @@ Rows are joined on their identity (everything but ``run_id`` and ``value``). A c
 regression only when it is beyond a tolerance *and* meaningful for the sample size:
 
 - accuracies (``clean_acc``, ``robust_acc``, ``certified_acc``): a drop of more than ``acc_points``
-  points that a one-sided Fisher exact test on the two (correct, wrong) counts finds significant
-  at ``alpha``;
+  points that the rows' 95% Clopper-Pearson intervals (``ci_low``/``ci_high``) say is real: the new
+  interval lies wholly below the baseline's (new ``ci_high`` < baseline ``ci_low``; two disjoint 95%
+  intervals are a two-sided test at about 0.6% for similar n). Where either row has no interval (tables
+  from before the extension), a one-sided Fisher exact test on the two (correct, wrong) counts decides
+  at ``alpha``, as before;
 - median latency: new/base, divided by the machine's drift in its (batch_size, runtime) group,
   above ``latency_ratio``, slower by at least ``latency_floor_ms`` and, where both runs kept raw
-  samples, with the fast calls (p10) slowed as much and a one-sided Mann-Whitney U test
-  significant at ``latency_alpha``; throughput: the same on base/new (see
+  samples, judged on the calls no other process delayed, with the fast calls (p10) slowed as much and
+  a one-sided Mann-Whitney U test significant at ``latency_alpha``; throughput: the same on base/new (see
   :mod:`robustbench_cnn.report.latency_gate`; p90/p99 and spreads are shown but never gated).
   Latencies are compared only when the two environments match (same CPU/GPU, threads and torch),
   else reported as not comparable;
@@ -29,13 +32,22 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.report.latency_gate import TIMED, Drift, group_drift, latency_verdict
-from robustbench_cnn.runtime.samples import SampleKey, read_samples, samples_dir
+from robustbench_cnn.report.latency_gate import (
+    CONTENDED,
+    CONTENDED_SHARE,
+    MIN_GROUP_ROWS,
+    TIMED,
+    Drift,
+    group_drift,
+    latency_verdict,
+)
+from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
 from robustbench_cnn.suite.results import read_csv
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
             "attack", "norm", "eps", "batch_size"]  # fmt: skip
 ACCURACY = {"clean_acc", "robust_acc", "certified_acc"}
+INTERVAL = ["ci_low", "ci_high"]
 
 
 class CompareError(RobustBenchError):
@@ -59,8 +71,12 @@ class Run:
     source: str
     samples: Path | None = None  # the run's latency_samples/ directory, if it has one
 
-    def latency_samples(self, key: SampleKey) -> np.ndarray | None:
-        return None if self.samples is None else read_samples(self.samples, key)
+    def latency_samples(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """A latency row's per-call timings and, where recorded, per-call CPU waits (ms)."""
+        found = None if self.samples is None else read_samples(self.samples, key)
+        if found is None or self.samples is None:
+            return None
+        return found, read_waited(self.samples, key, len(found))
 
 
 def load_run(path: Path) -> Run:
@@ -95,13 +111,30 @@ def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) 
     return diffs
 
 
-def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift,
-             runs: tuple[Run, Run]) -> tuple[str, float | None]:  # fmt: skip
+def _has_intervals(r: Mapping[str, Any]) -> bool:
+    return not any(pd.isna(r.get(f"{c}_{side}")) for c in INTERVAL for side in ("base", "new"))
+
+
+def _change(r: Mapping[str, Any]) -> str:
+    """A row's change in words: points (with both intervals where known) for accuracies, else a ratio."""
+    d, nv, bv = r["delta"], r["value_new"], r["value_base"]
+    if r["metric"] in ACCURACY:
+        text = f"{d * 100:+.1f} pt"
+        if _has_intervals(r):
+            b, n = (f"[{r[f'ci_low_{s}'] * 100:.1f}, {r[f'ci_high_{s}'] * 100:.1f}]" for s in ("base", "new"))
+            text += f" (95%: {b} -> {n})"
+        return text
+    return f"x{nv / bv:.2f}" if bv else f"{d:+.4g}"
+
+
+def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, drift: Drift) -> tuple[str, float | None]:
     metric, base, new = r["metric"], r["value_base"], r["value_new"]
     if metric in ACCURACY:
         drop_points = (base - new) * 100
         if drop_points <= tol.acc_points or pd.isna(r["n_base"]) or pd.isna(r["n_new"]):
             return "ok", None
+        if _has_intervals(r):
+            return ("REGRESSION" if r["ci_high_new"] < r["ci_low_base"] else "noise"), None
         n_b, n_n = int(r["n_base"]), int(r["n_new"])
         k_b, k_n = round(base * n_b), round(new * n_n)
         p = fisher_exact([[k_b, n_b - k_b], [k_n, n_n - k_n]], alternative="greater").pvalue
@@ -109,7 +142,7 @@ def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, dr
     if metric in TIMED:
         if not latency_comparable:
             return "not comparable", None
-        return latency_verdict(r, tol, drift, runs[0].latency_samples, runs[1].latency_samples)
+        return latency_verdict(r, tol, drift)
     if metric.startswith("check_"):
         return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
     return "ok", None
@@ -124,7 +157,10 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
             if col not in df.columns:
                 df[col] = pd.NA
         df[IDENTITY] = df[IDENTITY].astype("string").fillna("")
-        return df[[*IDENTITY, "value", "n"]].drop_duplicates(IDENTITY)
+        for col in INTERVAL:
+            if col not in df.columns:
+                df[col] = np.nan
+        return df[[*IDENTITY, "value", "n", *INTERVAL]].drop_duplicates(IDENTITY)
 
     merged = keyed(base.table).merge(keyed(new.table), on=IDENTITY, how="outer", suffixes=("_base", "_new"),
                                      indicator=True)  # fmt: skip
@@ -133,8 +169,9 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     removed = merged[merged["_merge"] == "left_only"][IDENTITY]
     env_diffs = environment_differences(base.environment, new.environment)
     normalize = tol.normalize_latency and not env_diffs
-    drift = group_drift(both, base.latency_samples, new.latency_samples) if normalize else Drift({}, {})
-    verdicts = [_verdict(r, tol, not env_diffs, drift, (base, new)) for r in both.to_dict("records")]
+    min_rows = MIN_GROUP_ROWS if normalize else len(both) + 1  # unnormalized: samples still read, no drift
+    drift = group_drift(both, base.latency_samples, new.latency_samples, min_rows) if not env_diffs else Drift({}, {})
+    verdicts = [_verdict(r, tol, not env_diffs, drift) for r in both.to_dict("records")]
     both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
@@ -167,6 +204,9 @@ def check_coverage(base: Run, new: Run, removed: pd.DataFrame, allow_removed: bo
 
 def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[str]:
     lines = []
+    if joined.metric.isin(ACCURACY).any():
+        lines += ["> an accuracy drop is a regression only beyond the tolerance and when the new 95% interval "
+                  "lies wholly below the baseline's (no intervals: one-sided Fisher exact test).", ""]  # fmt: skip
     if env:
         lines += ["> environments differ (" + "; ".join(env) + "): latencies are not comparable.", ""]
         return lines
@@ -181,8 +221,12 @@ def _notes(joined: pd.DataFrame, env: list[str], base: Run, new: Run) -> list[st
     if missing:
         return [*lines, f"> no raw latency samples in {' and '.join(missing)}: latency judged on percentiles.", ""]
     alpha = joined.attrs.get("latency_alpha", 0.01)
-    return [*lines, f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
-            f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
+    lines += [f"> raw latency samples on both sides: a slowdown counts only if the fast calls (p10) slowed "
+              f"as much and a one-sided Mann-Whitney U test finds it (p < {alpha:g}).", ""]  # fmt: skip
+    contended = int((joined.verdict == CONTENDED).sum())
+    return [*lines, f"> calls whose threads waited for a CPU over {CONTENDED_SHARE:.0%} of their time (another "
+            f"process ran; where a run recorded it) are left out: {contended} row(s) had too few calls left "
+            "and are not judged.", ""]  # fmt: skip
 
 
 def render(
@@ -196,10 +240,7 @@ def render(
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:
         cols = ["model", "format", "runtime", "compression", "metric", "attack", "norm", "eps", "batch_size"]
-        shown["change"] = [
-            f"{d * 100:+.1f} pt" if m in ACCURACY else (f"x{nv / bv:.2f}" if bv else f"{d:+.4g}")
-            for m, d, nv, bv in zip(shown.metric, shown.delta, shown.value_new, shown.value_base, strict=True)
-        ]
+        shown["change"] = [_change(r) for r in shown.to_dict("records")]
         table = shown[[*cols, "value_base", "value_new", "change", "p_value", "verdict"]]
         lines.append(table.to_markdown(index=False, floatfmt=".4g"))
     for title, rows in (("Added", added), ("Removed", removed)):

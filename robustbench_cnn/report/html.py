@@ -18,9 +18,12 @@ import pandas as pd
 
 from robustbench_cnn.report import page_assets, svg
 from robustbench_cnn.report.leaderboard import (
+    NO_INTERVAL,
     VARIANT,
+    Interval,
     ThreatModel,
     certify_limits,
+    interval_of,
     leaderboard,
     ranked,
     variant_label,
@@ -67,9 +70,12 @@ def _fmt(v: float | None, scale: float = 100, digits: int = 1) -> str:
     return "" if v is None or pd.isna(v) else f"{v * scale:.{digits}f}"
 
 
-def _num(v: float | None, text: str, href: str) -> str:
+def _num(v: float | None, text: str, href: str, ci: Interval = NO_INTERVAL) -> str:
+    """A sortable number cell; an accuracy's 95% interval ``ci`` follows it, small (``41.7 [36.6, 47.0]``)."""
     data = "" if v is None or pd.isna(v) else f"{float(v):.10g}"
     inner = f'<a href="{escape(href)}">{escape(text)}</a>' if text and href else escape(text)
+    if text and ci[0] is not None and ci[1] is not None:
+        inner += f' <span class="ci">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
     return f'<td class="num" data-v="{data}">{inner}</td>'
 
 
@@ -105,9 +111,11 @@ def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel) ->
         cells = [f'<td class="num" data-v="{i}">{i}</td>',
                  f'<td class="{"bad" if r.verdict.startswith("UNRELIABLE") else "ok"}">{escape(r.verdict)}</td>',
                  f'<td><a href="#v-{anchor}">{escape(r.variant)}</a></td>', f"<td>{escape(str(r.defense))}</td>",
-                 _num(r.clean, _fmt(r.clean), link(_source(rows, "clean_acc"))),
-                 _num(r.robust, _fmt(r.robust) + ("*" if r.robust_kind == "min" else ""), link(robust_idx)),
-                 _num(r.certified, _fmt(r.certified), link(_source(rows, "certified_acc", eps=tm.radius))),
+                 _num(r.clean, _fmt(r.clean), link(_source(rows, "clean_acc")), r.clean_ci),
+                 _num(r.robust, _fmt(r.robust) + ("*" if r.robust_kind == "min" else ""), link(robust_idx),
+                      r.robust_ci),
+                 _num(r.certified, _fmt(r.certified), link(_source(rows, "certified_acc", eps=tm.radius)),
+                      r.certified_ci),
                  _num(r.size_bytes, _fmt(r.size_bytes, 1 / 1024), link(_source(rows, "size_bytes"))),
                  _num(r.p50_ms, "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}",
                       link(_source(rows, "latency_ms_p50", batch_size=r.latency_batch)))]  # fmt: skip
@@ -129,6 +137,7 @@ def _threat_note(tm: ThreatModel) -> str:
         parts.append(f"certified = randomized-smoothing certified accuracy at L2 radius {tm.radius:g} (the largest "
                      f"evaluated radius within the certifiable limit{limit})")  # fmt: skip
     parts.append("verdict = the model's gradient-masking sanity checks (Carlini et al. 2019), run on its torch form")
+    parts.append("[low, high] = the accuracy's 95% Clopper-Pearson interval from the number of images evaluated")
     return "<ul class='note'>" + "".join(f"<li>{escape(p)}</li>" for p in parts) + "</ul>"
 
 
@@ -215,11 +224,13 @@ def _details(df: pd.DataFrame, cells: dict[tuple[str, ...], str]) -> str:
     cols = ["metric", "attack", "norm", "eps", "value", "n", "batch_size"]
     for _, rows in keyed.groupby(VARIANT, sort=False):
         name = variant_label(rows.iloc[0])
-        heads = "".join(f"<th>{c}</th>" for c in [*cols, "cell"])
+        heads = "".join(f"<th>{c}</th>" for c in [*cols, "95% interval", "cell"])
         out.append(f'<section class="variant" id="v-{slug(name)}"><h3>{escape(name)}</h3>'
                    f'<table class="detail"><thead><tr>{heads}</tr></thead><tbody>')  # fmt: skip
         for idx, r in rows.sort_values(["metric", "attack", "norm", "eps"], na_position="first").iterrows():
             vals = ["" if pd.isna(r[c]) else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+            low, high = interval_of(r)
+            vals.append("" if low is None else f"[{low:.4g}, {high:.4g}]")
             cell = cells.get(_key(r))
             link = f'<a href="cells/{cell}.csv">{cell[:10]}</a>' if cell else ""
             out.append(f'<tr id="r{idx}">' + "".join(f"<td>{escape(v)}</td>" for v in vals) + f"<td>{link}</td></tr>")

@@ -94,21 +94,39 @@ def variant_verdict(model_verdict: str, rows: pd.DataFrame) -> str:
     return f"UNRELIABLE ({k} checks failed)"
 
 
-def _robust(rows: pd.DataFrame, tm: ThreatModel) -> tuple[float | None, str]:
+Interval = tuple[float | None, float | None]  # a row's 95% interval (ci_low, ci_high), None where it has none
+NO_INTERVAL: Interval = (None, None)
+
+
+def interval_of(row: pd.Series) -> Interval:
+    """A results row's (ci_low, ci_high), (None, None) where it carries none."""
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high) or low == "" or high == "":
+        return NO_INTERVAL
+    return float(low), float(high)
+
+
+def _robust(rows: pd.DataFrame, tm: ThreatModel) -> tuple[float | None, str, Interval]:
+    """The headline robust accuracy, how it was read, and the interval of the row it was read from."""
     at = rows[(rows.metric == "robust_acc") & (rows.norm == tm.norm) & (rows.eps == tm.eps)]
     worst = at[at.attack == "worst_case"]
     if not worst.empty:
-        return float(worst.value.iloc[0]), "worst_case"
+        return float(worst.value.iloc[0]), "worst_case", interval_of(worst.iloc[0])
     if not at.empty:
-        return float(at.value.min()), "min"
-    return None, ""
+        low = at.loc[at.value.idxmin()]
+        return float(low.value), "min", interval_of(low)
+    return None, "", NO_INTERVAL
 
 
-def _one(rows: pd.DataFrame, metric: str, **where: Any) -> float | None:
+def _one_ci(rows: pd.DataFrame, metric: str, **where: Any) -> tuple[float | None, Interval]:
     sub = rows[rows.metric == metric]
     for col, val in where.items():
         sub = sub[sub[col] == val]
-    return float(sub.value.iloc[0]) if not sub.empty else None
+    return (float(sub.value.iloc[0]), interval_of(sub.iloc[0])) if not sub.empty else (None, NO_INTERVAL)
+
+
+def _one(rows: pd.DataFrame, metric: str, **where: Any) -> float | None:
+    return _one_ci(rows, metric, **where)[0]
 
 
 def ranked(board: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +139,8 @@ def ranked(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFrame, ThreatModel]:
-    """One row per variant: verdict, clean, robust (and how), certified, size (bytes), p50 latency (ms)."""
+    """One row per variant: verdict, clean, robust (and how), certified, size (bytes), p50 latency (ms);
+    the accuracies' 95% intervals as ``<name>_ci`` (``(low, high)``, ``(None, None)`` without)."""
     tm = threat_model(df, manifest)
     verdict = verdicts(df)
     keyed = df.fillna({c: "" for c in VARIANT})
@@ -130,14 +149,17 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFram
     out = []
     for key, rows in keyed.groupby(VARIANT, sort=False):
         r = dict(zip(VARIANT, key, strict=True))
-        robust, how = _robust(rows, tm)
+        robust, how, robust_ci = _robust(rows, tm)
         judged = variant_verdict(verdict.get(r["model"], "unchecked"), rows)
+        clean, clean_ci = _one_ci(rows, "clean_acc")
+        certified, certified_ci = _one_ci(rows, "certified_acc", eps=tm.radius) if tm.radius is not None else (
+            None, NO_INTERVAL)  # fmt: skip
         out.append({**r, "variant": variant_label(r), "verdict": judged,
-                    "clean": _one(rows, "clean_acc"), "robust": robust, "robust_kind": how,
-                    "certified": _one(rows, "certified_acc", eps=tm.radius) if tm.radius is not None else None,
+                    "clean": clean, "robust": robust, "robust_kind": how, "certified": certified,
+                    "clean_ci": clean_ci, "robust_ci": robust_ci, "certified_ci": certified_ci,
                     "size_bytes": _one(rows, "size_bytes"),
                     "p50_ms": _one(rows, "latency_ms_p50", batch_size=batch) if batch is not None else None,
                     "latency_batch": batch})  # fmt: skip
     cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "certified", "size_bytes", "p50_ms",
-            "latency_batch"]  # fmt: skip
+            "latency_batch", "clean_ci", "robust_ci", "certified_ci"]  # fmt: skip
     return pd.DataFrame(out, columns=cols), tm

@@ -16,6 +16,7 @@ table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th[data-dir="asc"]::after { content: " \\25B2"; font-size: 10px; }
 table.sortable th[data-dir="desc"]::after { content: " \\25BC"; font-size: 10px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num .ci { color: #777; font-size: 11px; }
 td.bad { color: #b00; font-weight: 600; } td.ok { color: #070; }
 tr:target, section:target h3 { background: #fff3b0; }
 a { color: #1a5fb4; text-decoration: none; } a:hover { text-decoration: underline; }

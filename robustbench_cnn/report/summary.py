@@ -1,4 +1,7 @@
-"""``summary.md``: the wide, human table (one row per model variant) built from the tidy rows."""
+"""``summary.md``: the wide, human table (one row per model variant) built from the tidy rows.
+
+Accuracies are shown with their 95% Clopper-Pearson interval from ``n`` (the row's ``ci_low``/``ci_high``),
+e.g. ``41.7 [36.6, 47.0]``: with 360 images a robust accuracy is known to about +-5 points."""
 
 from __future__ import annotations
 
@@ -11,11 +14,19 @@ VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
 
 
 def format_interval(value: float, low: float | None, high: float | None, scale: float = 100.0) -> str:
-    """An accuracy with its 95% interval, e.g. ``93.1 [90.0, 95.5]`` (scaled to %); the bare value
-    when the row carries no interval (``ci_low``/``ci_high`` empty)."""
+    """An accuracy with its 95% interval, e.g. ``93.1 [90.0, 95.5]`` (scaled to %, one decimal); the bare
+    value when the row carries no interval (``ci_low``/``ci_high`` empty)."""
     if low is None or high is None or pd.isna(low) or pd.isna(high):
-        return f"{value * scale:.4g}"
-    return f"{value * scale:.4g} [{low * scale:.4g}, {high * scale:.4g}]"
+        return f"{value * scale:.1f}"
+    return f"{value * scale:.1f} [{low * scale:.1f}, {high * scale:.1f}]"
+
+
+def _with_interval(sub: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy rows with ``value`` replaced by its text with the interval (``format_interval``)."""
+    low = sub["ci_low"] if "ci_low" in sub.columns else pd.Series(None, index=sub.index)
+    high = sub["ci_high"] if "ci_high" in sub.columns else pd.Series(None, index=sub.index)
+    text = [format_interval(v, lo, hi) for v, lo, hi in zip(sub.value, low, high, strict=True)]
+    return sub.assign(value=pd.Series(text, index=sub.index, dtype=object))
 
 
 def _attack_column(r: pd.Series) -> str:
@@ -23,7 +34,8 @@ def _attack_column(r: pd.Series) -> str:
 
 
 def wide_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model variant: clean metrics, robust accuracy per attack/eps, size and speed."""
+    """One row per model variant: clean metrics, robust accuracy per attack/eps (accuracies as text
+    with their 95% interval), size and speed."""
     if df.empty:
         return pd.DataFrame(columns=VARIANT)
     keyed = df.fillna({c: "" for c in VARIANT})
@@ -33,14 +45,15 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
         if not sub.empty:
             out[name] = sub.set_index(VARIANT)["value"]
 
-    for metric, label, scale in (("clean_acc", "clean %", 100), ("macro_f1", "macro F1", 1), ("ece", "ECE", 1)):
-        put(label, keyed[keyed.metric == metric].assign(value=lambda d, s=scale: d.value * s))
+    put("clean %", _with_interval(keyed[keyed.metric == "clean_acc"]))
+    for metric, label in (("macro_f1", "macro F1"), ("ece", "ECE")):
+        put(label, keyed[keyed.metric == metric])
     robust = keyed[keyed.metric == "robust_acc"]
     for col, sub in robust.groupby(robust.apply(_attack_column, axis=1), sort=False):
-        put(f"{col} %", sub.assign(value=sub.value * 100))
+        put(f"{col} %", _with_interval(sub))
     certified = keyed[keyed.metric == "certified_acc"]
     for r, sub in certified.groupby("eps", sort=True):
-        put(f"certified l2 @{r:.4g} %", sub.assign(value=sub.value * 100))
+        put(f"certified l2 @{r:.4g} %", _with_interval(sub))
     checks = keyed[keyed.metric.str.startswith("check_")]
     if not checks.empty:
         failed = checks.assign(failed=checks.value < 1).groupby(VARIANT)["failed"].sum()

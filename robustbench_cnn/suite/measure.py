@@ -218,7 +218,7 @@ def latency_rows(row: Callable[..., Row], stats, samples_dir: Path | None = None
         if samples_dir is not None and s.samples_ms is not None:
             r = cell[0]
             write_samples(samples_dir, SampleKey(r.model, r.format, r.runtime, r.compression, s.batch_size),
-                          s.samples_ms)  # fmt: skip
+                          s.samples_ms, s.waited_ms)  # fmt: skip
         rows += cell
     return rows
 

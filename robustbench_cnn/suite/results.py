@@ -197,4 +197,17 @@ def _check_record(path: Path, line: int, rec: dict[str, str]) -> dict[str, float
         if text and not 0 <= numbers[col] <= 1:  # type: ignore[operator]
             raise ResultsError(f"{path}: line {line}, column '{col}': {_short(text)} is outside [0, 1]; "
                                "an interval of a fraction lies in [0, 1] (or leave it empty)")  # fmt: skip
+    _check_interval(path, line, rec, numbers)
     return numbers
+
+
+def _check_interval(path: Path, line: int, rec: dict[str, str], numbers: dict[str, float | int | None]) -> None:
+    """Both interval bounds or neither, in order, around the row's value (``compare`` relies on them)."""
+    low, high, value = numbers["ci_low"], numbers["ci_high"], numbers["value"]
+    if (low is None) != (high is None) or (low is not None and high is not None and low > high):
+        pair = f"{_short(rec.get('ci_low', ''))} and {_short(rec.get('ci_high', ''))}"
+        raise ResultsError(f"{path}: line {line}, columns 'ci_low'/'ci_high': {pair} are not an interval; "
+                           "give both, low <= high, or neither")  # fmt: skip
+    if low is not None and high is not None and value is not None and not low - 1e-9 <= value <= high + 1e-9:
+        raise ResultsError(f"{path}: line {line}, column 'value': {value:g} is outside its interval "
+                           f"[{low:g}, {high:g}]; recompute the interval from value and n")  # fmt: skip
