@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,12 @@ def _json(path: Path, data: dict[str, Any]) -> None:
 
 def _save_arrays(prefix: Path, arrays: dict[str, torch.Tensor]) -> None:
     for name, array in arrays.items():
-        values = array.detach().cpu().numpy()
-        target = prefix.with_name(f"{prefix.name}.{name}.npy")
-        atomic_write(target, lambda fh, v=values: np.save(fh, v, allow_pickle=False))
+        values: np.ndarray = array.detach().cpu().numpy()
+        atomic_write(prefix.with_name(f"{prefix.name}.{name}.npy"), partial(_write_npy, values=values))
+
+
+def _write_npy(fh: Any, values: np.ndarray) -> None:
+    np.save(fh, values, allow_pickle=False)
 
 
 def _load_arrays(prefix: Path) -> dict[str, torch.Tensor]:

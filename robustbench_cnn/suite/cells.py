@@ -59,8 +59,8 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
             cells.append(ensemble)
             inputs.append(("attack", ensemble.label))
         if len(inputs) > 1:
-            params = WorstCaseParams(norm, eps, ensemble=ens if with_ensemble else None)
-            cells.append(Cell(m, "worst_case", params, tuple(inputs)))
+            worst = WorstCaseParams(norm, eps, ensemble=ens if with_ensemble else None)
+            cells.append(Cell(m, "worst_case", worst, tuple(inputs)))
     sigma = getattr(mspec.defense, "sigma", None)
     if sigma is not None:
         cells.append(Cell(m, "certify", CertifyParams(float(sigma), spec.certify, perf.certify_shard_size)))

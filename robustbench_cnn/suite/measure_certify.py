@@ -66,6 +66,7 @@ def certify_cell(
     assert shard is not None, "certify cells run by shard"
     p: CertifyParams = cell.params
     cfg = p.settings  # resolved for the device: runtime and batch size are concrete
+    assert cfg.batch_size is not None, "certify settings are resolved for the device (device_defaults)"
     x = ctx.data.x_eval[shard.start : shard.stop].to(ctx.device)
     smoothed = Smoothed(target.model, ctx.data.num_classes, p.sigma, cfg.batch_size, cfg.runtime, cfg.precision,
                         cfg.compile)  # fmt: skip

@@ -28,7 +28,8 @@ def build(ctx: RunContext, spec: ModelSpec) -> Normalized:
     data = ctx.data
     model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params,
                         base_dir=ctx.base_dir, image_size=data.image_size)  # fmt: skip
-    return to_device(model, ctx.device)  # before a defense or compression step builds anything on it
+    to_device(model, ctx.device)  # before a defense or compression step builds anything on it
+    return model
 
 
 def _train(ctx: RunContext, spec: ModelSpec, model: Normalized, models: Mapping[str, Normalized]):
@@ -66,7 +67,8 @@ def prepare_model(
         path = (ctx.base_dir / spec.checkpoint).resolve()  # checked at load: a file, relative to the suite
         load_weights(model, path, spec.checkpoint_format)
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
-        return to_device(model, ctx.device).eval(), info
+        to_device(model, ctx.device).eval()
+        return model, info
     defense = spec.defense.model_dump() if spec.defense is not None else None
     upstream = [keys[u] for u in spec.compress.upstream] if spec.compress else []
     code = code_fingerprint(spec.arch, ctx.spec.plugins, ctx.base_dir)
@@ -86,7 +88,8 @@ def prepare_model(
             info["cache"] = "hit"
     info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                 train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
-    return to_device(model, ctx.device).eval(), info  # NHWC: faster convs, same values
+    to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
+    return model, info
 
 
 def load_prepared(ctx: RunContext, spec: ModelSpec, info: Mapping[str, Any], cache: ModelCache) -> Normalized:
@@ -98,4 +101,5 @@ def load_prepared(ctx: RunContext, spec: ModelSpec, info: Mapping[str, Any], cac
     elif cache.load(model, spec.arch, str(info["key"])) is None:
         raise RobustBenchError(f"model '{spec.name}': cache entry {info['key']} is missing or unusable on this "
                                "worker; the cache directory must be shared by every worker")  # fmt: skip
-    return to_device(model, ctx.device).eval()
+    to_device(model, ctx.device).eval()
+    return model

@@ -24,6 +24,7 @@ from typing import Any
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.suite.cell_kinds import CELL_KINDS
 from robustbench_cnn.suite.cell_store import CellStore
+from robustbench_cnn.suite.cell_types import Shard
 from robustbench_cnn.suite.context import RunContext
 from robustbench_cnn.suite.execute import PlannedCell, merge_shards, plan_run, shards, write_index
 from robustbench_cnn.suite.ray_tasks import cell_task, prepare_task
@@ -142,7 +143,9 @@ class _Scheduler:
             self._run_here(pc)
             return
         plan = shards(self.ctx, pc.cell)
-        pending = [s for s in plan if self.store.load_shard(pc.id, s) is None] if plan is not None else [None]
+        pending: list[Shard | None] = [None]  # an unsharded cell: one task
+        if plan is not None:
+            pending = [s for s in plan if self.store.load_shard(pc.id, s) is None]
         if not pending:
             self._merge(pc)
             return
