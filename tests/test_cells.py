@@ -98,23 +98,40 @@ def test_certificates_do_not_depend_on_the_shard_size(context):
             np.testing.assert_array_equal(values, got[size][name], err_msg=name)
 
 
-def test_an_attack_cell_resumed_inside_the_cell_recomputes_one_shard_to_the_same_arrays(context):
+def _cell(ctx, which: str) -> Cell:
+    if which == "certify":
+        settings = CertifySpec(n0=10, n=60, eval_size=60, runtime="torch", batch_size=64)
+        return Cell("cnn", "certify", CertifyParams(0.25, settings, 20))
+    eps = 0.3 if which == "autoattack" else 0.1  # AutoAttack stops after APGD at 0.3 (FAB, Square: minutes)
+    params = AttackParams(which, "linf", eps, steps=3, shard_size=20, crafting=crafting(ctx.spec), keep_adv=True)
+    return Cell("cnn", "attack", params, (("clean", "clean"),))
+
+
+@pytest.mark.parametrize("which", ["pgd", "autoattack", "certify"])
+def test_a_cell_is_identical_across_runs_and_when_resumed_inside_the_cell(context, which):
+    """Two runs with the same seed, and a run killed after shards 0 and 2 and resumed, store the same
+    per-image arrays (AutoAttack is seeded; certification draws per image; attacks reseed per batch)."""
     ctx, target = context
-    store = CellStore(ctx.run_dir)
-    clean = _clean(ctx, target, store)
-    params = AttackParams("pgd", "linf", 0.1, steps=3, shard_size=40, crafting=crafting(ctx.spec), keep_adv=True)
-    attack = PlannedCell(Cell("cnn", "attack", params, (("clean", "clean"),)), "atk", (("clean", clean.id),))
-    by_id = {clean.id: clean}
-    compute(ctx, target, attack, load_inputs(store, attack, by_id), store)
-    first = _arrays(store, "atk")
-    for path in [store.dir / "atk.csv", store.dir / "atk.meta.json", store.dir / "atk.shards" / "1.json"]:
+    data = ctx.data
+    ctx = dataclasses.replace(ctx, data=dataclasses.replace(data, x_eval=data.x_eval[:60], y_eval=data.y_eval[:60]))
+    runs = []
+    for name in ("first", "second"):
+        store = CellStore(ctx.run_dir / name)
+        clean = _clean(ctx, target, store)
+        cell = _cell(ctx, which)
+        pc = PlannedCell(cell, "c", (("clean", clean.id),) if cell.deps else ())
+        compute(ctx, target, pc, load_inputs(store, pc, {clean.id: clean}), store)
+        runs.append(_arrays(store, "c"))
+    for path in [store.dir / "c.csv", store.dir / "c.meta.json", store.dir / "c.shards" / "1.json"]:
         path.unlink()  # killed after shards 0 and 2 were stored, before shard 1 and the merge
-    compute(ctx, target, attack, load_inputs(store, attack, by_id), store)
-    assert store.attempts("atk") == {0: 1, 1: 2, 2: 1}
-    again = _arrays(store, "atk")
-    assert first.keys() == again.keys() == {"mask", "adv"}
-    for name in first:
-        np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+    compute(ctx, target, pc, load_inputs(store, pc, {clean.id: clean}), store)
+    assert store.attempts("c") == {0: 1, 1: 2, 2: 1}
+    runs.append(_arrays(store, "c"))
+    expected = {"label", "prediction", "radius", "p_lower", "count"} if which == "certify" else {"mask", "adv"}
+    assert runs[0].keys() == runs[1].keys() == runs[2].keys() == expected
+    for other in runs[1:]:
+        for name, values in runs[0].items():
+            np.testing.assert_array_equal(values, other[name], err_msg=f"{which} {name}")
 
 
 def test_a_stored_cell_of_another_format_is_computed_again(context, caplog):
