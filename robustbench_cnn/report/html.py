@@ -56,7 +56,7 @@ def cell_index(run_dir: Path | None) -> dict[tuple[str, ...], str]:
     if cells is None or not cells.is_dir():
         return {}
     index = {}
-    for path in sorted(cells.glob("*.csv")):
+    for path in _cell_tables(cells):
         try:
             rows = read_csv(path)
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
@@ -64,6 +64,18 @@ def cell_index(run_dir: Path | None) -> dict[tuple[str, ...], str]:
         for _, r in rows.iterrows():
             index.setdefault(_key(r), path.stem)
     return index
+
+
+def _cell_tables(cells: Path) -> list[Path]:
+    """The run's cell tables, as its cell index lists them (older runs without one: every CSV)."""
+    from robustbench_cnn.suite.cell_store import CellStore, StoreError
+
+    try:
+        entries = CellStore(cells.parent).read_index()["cells"]
+    except StoreError:
+        return sorted(cells.glob("*.csv"))
+    ids = [str(e.get("id", "")) for e in entries if isinstance(e, dict)]
+    return [cells / f"{i}.csv" for i in ids if i.isalnum() and (cells / f"{i}.csv").is_file()]
 
 
 def _fmt(v: float | None, scale: float = 100, digits: int = 1) -> str:
