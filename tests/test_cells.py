@@ -165,7 +165,7 @@ def test_shard_results_keep_their_meta_and_refuse_another_image_range(tmp_path):
     assert store.load_shard("c", dataclasses.replace(shard, stop=9)) is None
 
 
-def test_the_manifest_is_rebuilt_from_the_cells_when_resumed(tmp_path, tiny_suite):
+def test_the_manifest_is_rebuilt_from_the_cells_when_resumed(tmp_path, tiny_suite, caplog):
     path = tiny_suite()
     opts = RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, run_id="r1")
     first = run_suite(load_suite(path), opts)
@@ -174,8 +174,11 @@ def test_the_manifest_is_rebuilt_from_the_cells_when_resumed(tmp_path, tiny_suit
     for entry in lost["models"].values():  # killed after the cells were stored, before the manifest was saved
         entry.pop("checks"), entry.pop("cell_seconds")
     manifest_path.write_text(json.dumps(lost))
+    caplog.set_level("INFO", "robustbench_cnn.suite.execute")
     resumed = run_suite(load_suite(path), dataclasses.replace(opts, run_id=None, resume=first.run_dir))
     assert resumed.manifest["cells"]["computed"] == 0
+    total = len(CellStore(first.run_dir).read_index()["cells"])
+    assert f"resume: {total} of {total} cells done; 0 cell(s) not in the run's index" in caplog.text
     for name, entry in first.manifest["models"].items():
         assert resumed.manifest["models"][name]["checks"] == entry["checks"]
         assert resumed.manifest["models"][name]["cell_seconds"] == entry["cell_seconds"]

@@ -7,17 +7,20 @@ count or resume order produced it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from robustbench_cnn.suite.cell_kinds import CELL_KINDS
-from robustbench_cnn.suite.cell_store import CellStore, index_entry
+from robustbench_cnn.suite.cell_store import CellStore, StoreError, index_entry
 from robustbench_cnn.suite.cell_types import Cell, Inputs, Shard, StoredCell
 from robustbench_cnn.suite.cells import plan
 from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,29 @@ def plan_run(ctx: RunContext, infos: Mapping[str, Mapping[str, Any]]) -> dict[st
 
 
 def write_index(store: CellStore, planned: Mapping[str, list[PlannedCell]], suite_sha256: str) -> None:
+    """Write the run's cell index; on ``--resume``, first compare the plan with the index the run
+    wrote before (a log line says how much is done and what changed)."""
+    _compare_with_index(store, planned)
     entries = []
     for cells in planned.values():
         ids = {pc.cell.label: pc.id for pc in cells}
         entries += [index_entry(pc.cell, pc.id, ids) for pc in cells]
     store.write_index(entries, suite_sha256)
+
+
+def _compare_with_index(store: CellStore, planned: Mapping[str, list[PlannedCell]]) -> None:
+    if not (store.dir / "index.json").is_file():
+        return
+    try:
+        before = {str(e.get("id")) for e in store.read_index()["cells"] if isinstance(e, dict)}
+    except StoreError as exc:
+        log.warning("%s; planning the run afresh", exc)
+        return
+    ids = [pc.id for cells in planned.values() for pc in cells]
+    done = sum(store.done(cid) for cid in ids)
+    new = [cid for cid in ids if cid not in before]
+    log.info("resume: %d of %d cells done; %d cell(s) not in the run's index (suite or code changed)",
+             done, len(ids), len(new))  # fmt: skip
 
 
 def load_inputs(store: CellStore, pc: PlannedCell, by_id: Mapping[str, PlannedCell]) -> Inputs:
