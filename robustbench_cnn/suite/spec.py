@@ -249,6 +249,27 @@ class SuiteSpec(_Spec):
         problems(found)
         return self
 
+    @model_validator(mode="after")
+    def _unique_cells(self) -> SuiteSpec:
+        """Each (attack, norm, eps) and each export (format, precision) of a model once: they name cells."""
+        found: list[tuple[str, str]] = []
+        budgets: dict[tuple[str, str, float], int] = {}
+        for i, ev in enumerate(self.evaluations):
+            for j, eps in enumerate(ev.eps):
+                first = budgets.setdefault((ev.attack, ev.norm, float(eps)), i)
+                if first != i or list(ev.eps).index(eps) != j:
+                    found.append((f"evaluations[{i}].eps[{j}]", f"{ev.attack} {ev.norm} eps {eps:g} is already "
+                                  f"evaluated (evaluations[{first}]); list each budget once"))  # fmt: skip
+        targets: dict[tuple[str, str, str], int] = {}
+        for i, ex in enumerate(self.exports):
+            for m in ex.models or [m.name for m in self.models]:
+                first = targets.setdefault((m, ex.format, ex.precision), i)
+                if first != i:
+                    found.append((f"exports[{i}]", f"model '{m}' is already exported as {ex.format} {ex.precision} "
+                                  f"(exports[{first}]); list each export once"))  # fmt: skip
+        problems(found)
+        return self
+
     @property
     def check_eps(self) -> float:
         linf = [e for ev in self.evaluations if ev.norm == "linf" for e in ev.eps if e > 0]
