@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_cnn.logs import quiet_third_party
 
     quiet_third_party(args.verbose)
+    logging.raiseExceptions = False  # a log file on a full disk drops records; it never prints a traceback
     from robustbench_cnn.errors import RobustBenchError, one_line
 
     try:
@@ -361,13 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise
-        where = exc.filename or "the results directory"
+        where = exc.filename or getattr(args, "out", None) or "the results directory"  # a failed write names no file
         sys.stderr.write(one_line(f"robustbench-cnn: error: {where}: {exc.strerror}; check its permissions and "
                                   "free space, or choose another --out") + "\n")  # fmt: skip
         return 2
 
 
-_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
+# EFBIG: a file size limit (ulimit -f) reached, which is how the tests simulate a full disk
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG}
 
 
 if __name__ == "__main__":

@@ -115,9 +115,8 @@ def cache_entries(cache: Path) -> dict[str, str]:
     return status
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """Uninterrupted runs (one per export kind, made on first use): (run dir, its cache)."""
+def references(tmp_path_factory):
+    """Uninterrupted runs (one per export kind, made on first use): ``get(exports)`` -> (run dir, its cache)."""
     made: dict[str, tuple[Path, Path]] = {}
 
     def get(exports: str) -> tuple[Path, Path]:
@@ -130,6 +129,11 @@ def reference(tmp_path_factory):
         return made[exports]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return references(tmp_path_factory)
 
 
 def interrupt_and_resume(tmp_path: Path, reference, fault: str, exports: str = "", warm: bool = False):
