@@ -181,6 +181,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_checkpoints(loaded: LoadedSuite) -> None:
+    """Read every user checkpoint of the suite: a missing, corrupt, pickled or non-finite one is one line
+    and exit 2 before anything is written (whether it fits its model is checked when the run builds it)."""
+    import zipfile
+
+    import torch
+    from safetensors import SafetensorError
+
+    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
+
+    for m in loaded.spec.models:
+        path = loaded.resolve(m.checkpoint)
+        if path is None:
+            continue
+        try:
+            state, _ = read_state(path)
+        except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UnusableCheckpoint(f"checkpoint {path} is corrupt: {type(exc).__name__}; re-export or "
+                                     "re-download it") from None  # fmt: skip
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise UnusableCheckpoint(f"checkpoint {path}: {bad} holds NaN or infinite values; the weights are unusable")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
@@ -198,6 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.runner import RunOptions, newest_run, run_suite
 
     run_root(out, loaded.spec.name)  # refuses a results folder that would resolve outside --out
+    _check_checkpoints(loaded)  # before a run directory exists
 
     resume = None
     if args.resume is not None:

@@ -178,16 +178,17 @@ NIGHTLY = [
     ("int@step:3", "", MISS, "sigint-during-training"),
     ("kill@open:*/cells/.*.npy.*.tmp#2", "", HIT, "kill-writing-cell-arrays"),
     ("kill@open:*/.manifest.json.*.tmp#4", "", HIT, "kill-writing-manifest"),
-    ("kill@open:*/exports/tmp*/a.onnx", "onnx", HIT, "kill-writing-onnx"),
+    ("kill@open:*/faults/*/tmp*/a.onnx", "onnx", HIT, "kill-writing-onnx"),
     ("kill@open:*/exports/a.int8.pre.onnx", "onnx", HIT, "kill-preparing-int8-onnx"),
     ("kill@open:*/exports/a.int8.onnx", "onnx", HIT, "kill-writing-int8-onnx"),
-    ("int@open:*/exports/tmp*/b.onnx", "onnx", HIT, "sigint-writing-onnx"),
-    ("kill@open:*/exports/tmp*/a.tflite", "tflite", HIT, "kill-writing-tflite"),
+    ("kill@rename:*/faults/*/tmp*/b.onnx", "onnx", HIT, "kill-moving-onnx-in-place"),
+    ("int@open:*/faults/*/tmp*/b.onnx", "onnx", HIT, "sigint-writing-onnx"),
+    ("kill@rename:*/faults/*/tmp*/a.tflite", "tflite", HIT, "kill-moving-torn-tflite-in-place"),
 ]
 
 
 def check(tmp_path, reference, fault: str, exports: str, cache_use: tuple[str, str]) -> None:
-    _, manifest, _ = interrupt_and_resume(tmp_path, reference, fault, exports, warm=cache_use[0] == "hit")
+    _, manifest, _ = interrupt_and_resume(tmp_path, reference, fault, exports, warm=cache_use == HIT)
     assert (manifest["models"]["a"]["cache"], manifest["models"]["b"]["cache"]) == cache_use
 
 

@@ -6,8 +6,10 @@ hooks that only the tests install (the library has none). ``ROBUSTBENCH_FAULT=AC
 - ``ACTION``: ``kill`` (SIGKILL: no cleanup at all) or ``int`` (SIGINT, as Ctrl-C).
 - ``POINT``: ``open:GLOB``, the ``N``-th (default first) time a file whose full path matches the
   ``fnmatch`` pattern ``GLOB`` is opened for writing; for ``kill`` the file is first left torn (a
-  few garbage bytes, as a write cut short leaves it). ``step:K``: after the ``K``-th optimizer step
-  of the process (during training).
+  few garbage bytes, as a write cut short leaves it). ``rename:GLOB``: the ``N``-th time a file
+  whose path matches is about to be renamed (moved in place), for files that native code writes
+  (the TFLite converter) where Python sees no open; for ``kill`` the file is first cut to half its
+  length (a torn prefix). ``step:K``: after the ``K``-th optimizer step of the process (training).
 
 ``ROBUSTBENCH_SYNC=DIR:ME:OTHER`` makes two concurrent runs overlap for certain: opening a model
 cache lock creates ``DIR/ME``; the first optimizer step waits (up to 120 s) until ``DIR/OTHER``
@@ -53,6 +55,14 @@ def install(fault: str, sync: str) -> None:
     sync_dir, me, other = (sync.split(":") + ["", "", ""])[:3] if sync else ("", "", "")
 
     def audit(event: str, args: tuple) -> None:
+        if event == "os.rename" and kind == "rename" and not _state["inside"] and fnmatch.fnmatch(str(args[0]), arg):
+            _state["opens"] += 1
+            if _state["opens"] == wanted:
+                _state["inside"] = True
+                if action == "kill":
+                    os.truncate(args[0], os.path.getsize(args[0]) // 2)
+                _fire(action)
+            return
         if event != "open" or _state["inside"] or len(args) < 3 or not isinstance(args[0], str | Path):
             return
         if not _writes(args[2]):
@@ -69,7 +79,7 @@ def install(fault: str, sync: str) -> None:
         finally:
             _state["inside"] = False
 
-    if (kind == "open") or sync_dir:
+    if kind in ("open", "rename") or sync_dir:
         sys.addaudithook(audit)
     if kind == "step" or sync_dir:
         from torch.optim.optimizer import register_optimizer_step_post_hook
