@@ -84,8 +84,10 @@ def test_an_unusable_checkpoint_is_one_line_exit_2_before_any_run_directory(tmp_
     assert not (out / "ckpt").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="runner: a checkpoint is fitted to its model only after the run directory "
-                                       "is made; the lead moves that check before it (see the faults report)")  # fmt: skip
+LATE_FIT = "runner: a checkpoint is fitted to its model only after the run directory is made (see the faults report)"
+
+
+@pytest.mark.xfail(strict=True, reason=LATE_FIT)
 def test_a_checkpoint_that_does_not_fit_its_model_is_refused_before_any_run_directory(tmp_path, capsys):
     suite = tmp_path / "ckpt.toml"
     suite.write_text(SUITE)
