@@ -3,7 +3,9 @@
 ``python tests/plugins/faultpoint.py run SUITE --out OUT ...`` is ``robustbench-cnn run ...`` with
 hooks that only the tests install (the library has none). ``ROBUSTBENCH_FAULT=ACTION@POINT[#N]``:
 
-- ``ACTION``: ``kill`` (SIGKILL: no cleanup at all) or ``int`` (SIGINT, as Ctrl-C).
+- ``ACTION``: ``kill`` (SIGKILL: no cleanup at all), ``int`` (SIGINT, as Ctrl-C) or ``full`` (the
+  disk fills: from then on every write that grows a file fails with ``EFBIG``, through
+  ``RLIMIT_FSIZE`` = 0 with ``SIGXFSZ`` ignored, as a full disk fails with ``ENOSPC``).
 - ``POINT``: ``open:GLOB``, the ``N``-th (default first) time a file whose full path matches the
   ``fnmatch`` pattern ``GLOB`` is opened for writing; for ``kill`` the file is first left torn (a
   few garbage bytes, as a write cut short leaves it). ``rename:GLOB``: the ``N``-th time a file
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import resource
 import signal
 import sys
 import time
@@ -37,6 +40,10 @@ def _writes(flags: object) -> bool:
 
 
 def _fire(action: str, torn: str | None = None) -> None:
+    if action == "full":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        return
     if action == "kill":
         if torn is not None:
             fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
