@@ -1,4 +1,5 @@
-"""Sessions: ``tests`` (pytest), ``fuzz`` (property-based fuzzing, 10,000 examples), ``bench`` (run a
+"""Sessions: ``tests`` (pytest), ``fuzz`` (property-based fuzzing, 10,000 examples), ``faults`` (every
+fault-injection point, nightly), ``bench`` (run a
 suite, smoke by default), ``lint`` (ruff), ``perf`` (benchmarks), ``edge`` (bundle a smoke-edge run,
 validate it in a torch-free venv), ``edge_arm64``, ``gpu`` (the smoke suite on CUDA against the CPU
 baseline; needs a GPU).
@@ -45,6 +46,15 @@ def tests_ray(session: nox.Session) -> None:
     """``--executor ray`` on a local 2-CPU Ray cluster bound to 127.0.0.1 (nightly; a few minutes)."""
     install(session, "test", "ray")
     session.run("pytest", "tests/test_ray.py", "-v", *session.posargs, env={"ROBUSTBENCH_RAY": "1"})
+
+
+@nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """Fault injection (nightly): SIGKILL/SIGINT at every named point of a run (training, cache writes,
+    ONNX/int8/TFLite exports, cells, manifest) then ``--resume``; concurrent runs; read-only and full disks."""
+    install(session, "test", "edge")  # the TFLite kill point exports with LiteRT-Torch
+    tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_faults*.py"))
+    session.run("pytest", *tests, *session.posargs, env={"ROBUSTBENCH_FAULTS": "1"})
 
 
 @nox.session(python=PYTHON)

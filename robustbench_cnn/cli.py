@@ -197,6 +197,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_checkpoints(loaded: LoadedSuite) -> None:
+    """Read every user checkpoint of the suite: a missing, corrupt, pickled or non-finite one is one line
+    and exit 2 before anything is written (whether it fits its model is checked when the run builds it)."""
+    import zipfile
+
+    import torch
+    from safetensors import SafetensorError
+
+    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
+
+    for m in loaded.spec.models:
+        path = loaded.resolve(m.checkpoint)
+        if path is None:
+            continue
+        try:
+            state, _ = read_state(path)
+        except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UnusableCheckpoint(f"checkpoint {path} is corrupt: {type(exc).__name__}; re-export or "
+                                     "re-download it") from None  # fmt: skip
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise UnusableCheckpoint(f"checkpoint {path}: {bad} holds NaN or infinite values; the weights are unusable")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
@@ -214,6 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.runner import RunOptions, newest_run, run_suite
 
     run_root(out, loaded.spec.name)  # refuses a results folder that would resolve outside --out
+    _check_checkpoints(loaded)  # before a run directory exists
 
     resume = None
     if args.resume is not None:
@@ -359,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_cnn.logs import quiet_third_party
 
     quiet_third_party(args.verbose)
+    logging.raiseExceptions = False  # a log file on a full disk drops records; it never prints a traceback
     from robustbench_cnn.errors import RobustBenchError, one_line
 
     try:
@@ -380,13 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise
-        where = exc.filename or "the results directory"
+        where = exc.filename or getattr(args, "out", None) or "the results directory"  # a failed write names no file
         sys.stderr.write(one_line(f"robustbench-cnn: error: {where}: {exc.strerror}; check its permissions and "
                                   "free space, or choose another --out") + "\n")  # fmt: skip
         return 2
 
 
-_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
+# EFBIG: a file size limit (ulimit -f) reached, which is how the tests simulate a full disk
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG}
 
 
 if __name__ == "__main__":

@@ -72,3 +72,11 @@ def _breaks(c: str) -> bool:
 def shown(value: object, limit: int = MAX_SHOWN) -> str:
     """A user value quoted for a message: ``'abc'``, escaped to one line and elided when long."""
     return f"'{one_line(str(value), limit)}'"
+
+
+def storage_error(exc: BaseException) -> bool:
+    """A full, read-only or forbidden results directory: not a measurement's fault, so a run stops
+    (exit 2) instead of recording every later cell as failed."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES)

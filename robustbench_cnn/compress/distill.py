@@ -20,6 +20,7 @@ from torch import nn
 
 from robustbench_cnn.compress import CompressJob, register_compressor
 from robustbench_cnn.suite.spec import CompressSpec, Number
+from robustbench_cnn.suite.spec_types import MAX_STEPS, MAX_TEMPERATURE
 from robustbench_cnn.train.loop import TrainLog, to_device
 
 
@@ -29,11 +30,11 @@ class DistillSpec(CompressSpec):
     accepts_defense = False
 
     teacher: str = Field(min_length=1, description="a model defined earlier in the suite file")
-    temperature: float = Field(4.0, ge=1)
+    temperature: float = Field(4.0, ge=1, le=MAX_TEMPERATURE)
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft (teacher) term")
     adversarial: bool = Field(False, description="ARD: the soft term on the student's PGD examples")
     eps: Number = Field(8 / 255, ge=0, le=1, description="ARD's Linf radius")
-    steps: int = Field(5, ge=1, description="ARD's PGD steps")
+    steps: int = Field(5, ge=1, le=MAX_STEPS, description="ARD's PGD steps")
 
     @property
     def upstream(self) -> tuple[str, ...]:

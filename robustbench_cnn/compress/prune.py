@@ -23,6 +23,7 @@ from torch import nn
 from robustbench_cnn.compress import CompressJob, register_compressor
 from robustbench_cnn.models.structure import apply_structure, structure_of
 from robustbench_cnn.suite.spec import CompressSpec
+from robustbench_cnn.suite.spec_types import MAX_IMAGES, MAX_ITEMS
 from robustbench_cnn.train.loop import TrainLog
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,11 @@ class PruneSpec(CompressSpec):
         "magnitude", description="L2 norm of each channel group; taylor: |weight x gradient| on training data"
     )
     global_pruning: bool = Field(False, description="rank channels across layers instead of per layer")
-    iterative_steps: int = Field(1, ge=1, description="prune in this many equal steps (importance re-scored)")
-    round_to: int | None = Field(None, ge=1, description="keep channel counts multiples of this (SIMD width)")
-    calibration_size: int = Field(256, ge=1, description="training images that score taylor importance")
+    iterative_steps: int = Field(
+        1, ge=1, le=MAX_ITEMS, description="prune in this many equal steps (importance re-scored)"
+    )
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep channel counts multiples of this (SIMD width)")
+    calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that score taylor importance")
 
     @property
     def upstream(self) -> tuple[str, ...]:

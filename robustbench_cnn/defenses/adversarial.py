@@ -20,6 +20,7 @@ from torch import nn
 
 from robustbench_cnn.defenses import register_defense
 from robustbench_cnn.suite.spec import DefenseSpec, Number, TrainSpec
+from robustbench_cnn.suite.spec_types import MAX_IMAGES, MAX_LOSS_WEIGHT, MAX_STEP_SIZE, MAX_STEPS
 from robustbench_cnn.train.loop import TrainLog, to_device, train
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ class PgdAtSpec(DefenseSpec):
 
     eps: Number = Field(8 / 255, ge=0, le=1)
     norm: Literal["linf", "l2"] = "linf"
-    steps: int = Field(7, ge=1)
-    step_size: Number | None = Field(None, gt=0, description="default 2.5 * eps / steps")
+    steps: int = Field(7, ge=1, le=MAX_STEPS)
+    step_size: Number | None = Field(None, gt=0, le=MAX_STEP_SIZE, description="default 2.5 * eps / steps")
     bn_train_during_attack: bool = False
 
 
@@ -39,9 +40,9 @@ class FgsmRsSpec(DefenseSpec):
     """Wong et al. 2020: uniform random start, one FGSM step of ``step_factor * eps``, early stop."""
 
     eps: Number = Field(8 / 255, ge=0, le=1)
-    step_factor: float = Field(1.25, gt=0)
+    step_factor: float = Field(1.25, gt=0, le=MAX_STEP_SIZE)
     early_stop: bool = Field(True, description="stop and roll back on catastrophic overfitting")
-    check_size: int = Field(256, ge=16, description="training images PGD-checked after each epoch")
+    check_size: int = Field(256, ge=16, le=MAX_IMAGES, description="training images PGD-checked after each epoch")
     bn_train_during_attack: bool = False
 
 
@@ -49,9 +50,9 @@ class TradesSpec(DefenseSpec):
     """Zhang et al. 2019: CE(clean) + beta * KL(f(x_adv) || f(x)), x_adv maximising the KL term."""
 
     eps: Number = Field(8 / 255, ge=0, le=1)
-    steps: int = Field(5, ge=1)
-    step_size: Number | None = Field(None, gt=0, description="default 2.5 * eps / steps")
-    beta: float = Field(6.0, ge=0)
+    steps: int = Field(5, ge=1, le=MAX_STEPS)
+    step_size: Number | None = Field(None, gt=0, le=MAX_STEP_SIZE, description="default 2.5 * eps / steps")
+    beta: float = Field(6.0, ge=0, le=MAX_LOSS_WEIGHT)
 
 
 def _crafting(attack: torchattacks.Attack, bn_train: bool) -> torchattacks.Attack:

@@ -17,13 +17,14 @@ from torch import nn
 
 from robustbench_cnn.defenses import register_defense
 from robustbench_cnn.suite.spec import DefenseSpec, TrainSpec
+from robustbench_cnn.suite.spec_types import MAX_TEMPERATURE
 from robustbench_cnn.train.loop import train
 
 
 class DistillationSpec(DefenseSpec):
     """Teacher and student trained at ``temperature``; student deployed at T = 1."""
 
-    temperature: float = Field(20.0, ge=1)
+    temperature: float = Field(20.0, ge=1, le=MAX_TEMPERATURE)
 
 
 @register_defense("distillation", DistillationSpec)

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from robustbench_cnn.errors import InputError
+from robustbench_cnn.errors import InputError, storage_error
 from robustbench_cnn.suite.cell_kinds import CELL_KINDS
 from robustbench_cnn.suite.cell_store import CellStore
 from robustbench_cnn.suite.cell_types import Shard
@@ -169,8 +169,10 @@ class _Scheduler:
         try:
             self.ray.get(ref)
         except Exception as exc:  # the cell raised (not retried), or its worker died MAX_RETRIES + 1 times
+            cause = getattr(exc, "cause", None) or exc
+            if storage_error(cause):
+                raise cause from None
             if pc.id not in self.failed:
-                cause = getattr(exc, "cause", None) or exc
                 log.error("%s %s failed: %s: %s", pc.model, pc.cell.label, type(cause).__name__, cause)
                 self._fail(pc, f"{type(cause).__name__}: {cause}")
             return

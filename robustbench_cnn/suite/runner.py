@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 
 from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.data import load_dataset
-from robustbench_cnn.errors import InputError, RobustBenchError
+from robustbench_cnn.errors import InputError, RobustBenchError, storage_error
 from robustbench_cnn.locks import LockTimeout, file_lock
 from robustbench_cnn.logs import run_log
 from robustbench_cnn.models import Normalized
@@ -36,9 +37,9 @@ from robustbench_cnn.suite.execute import PlannedCell, compute, load_inputs, pla
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, write_json
 from robustbench_cnn.suite.paths import run_root
-from robustbench_cnn.suite.prepare import prepare_model
+from robustbench_cnn.suite.prepare import build, prepare_model
 from robustbench_cnn.suite.run_record import MANIFEST_FORMAT, RunRecord
-from robustbench_cnn.train.cache import ModelCache
+from robustbench_cnn.train.cache import ModelCache, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: di
                 compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
             reused = store.load(pc.id)
         except Exception as exc:  # recorded; the rest of the run goes on
+            if storage_error(exc):  # a full or read-only disk: every later cell would fail the same way
+                raise
             log.error("%s %s failed: %s: %s", pc.model, label, type(exc).__name__, exc)
             record.cell_failed(pc.model, label, pc.id, f"{type(exc).__name__}: {exc}")
             failed.add(pc.id)
@@ -197,13 +200,34 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         torch.backends.cudnn.benchmark = benchmark
 
 
+def _sweep(run_dir: Path) -> None:
+    """Remove what killed writers left in a run directory: ``.*.tmp`` files and ``tmp*`` export folders
+    (called on ``--resume``, under the run's lock)."""
+    for path in sorted(run_dir.rglob(".*.tmp")):
+        path.unlink(missing_ok=True)
+    for path in run_dir.glob("tmp*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _new_manifest(run_id: str, suite: str) -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "run_id": run_id, "suite": suite,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"), "environment": environment(),
+            "stage_seconds": {}, "models": {}}  # fmt: skip
+
+
 def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[Path, dict[str, Any]]:
     """The run directory (new, or reopened by ``--resume``) with its lock held, and its manifest."""
     spec = loaded.spec
     suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
     if opts.resume is not None:
-        held.enter_context(_run_lock(opts.resume))  # before reading: a second --resume of one run exits 2
-        run_dir, manifest = opts.resume, _reopen(opts.resume, spec.name)
+        run_dir = opts.resume
+        held.enter_context(_run_lock(run_dir))  # before reading: a second --resume of one run exits 2
+        _sweep(run_dir)
+        if not (run_dir / "manifest.json").exists():  # stopped before its first manifest (e.g. a full disk)
+            log.warning("%s has no manifest.json (the run stopped before writing one); starting it afresh", run_dir)
+            return run_dir, _new_manifest(run_dir.name, spec.name)
+        manifest = _reopen(run_dir, spec.name)
         manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
         manifest.update(status="running", failed_cells=[], environment=environment())
         if manifest.get("suite_sha256") != loaded.sha256:
@@ -213,38 +237,48 @@ def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[P
     run_dir = suite_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     held.enter_context(_run_lock(run_dir))
-    manifest = {"format": MANIFEST_FORMAT, "run_id": run_id, "suite": spec.name,
-                "started": datetime.now(UTC).isoformat(timespec="seconds"), "environment": environment(),
-                "stage_seconds": {}, "models": {}}  # fmt: skip
-    return run_dir, manifest
+    return run_dir, _new_manifest(run_id, spec.name)
+
+
+def _context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
+    """The run's data and device-resolved suite, and every checkpoint fitted to its model: before any
+    run directory exists, so bad data or a checkpoint that does not fit is one line with nothing written.
+    Returns the context (``run_id``/``run_dir`` filled in once the directory is open) and the data seconds."""
+    spec, start = loaded.spec, time.perf_counter()
+    seed = spec.seed if opts.seed is None else opts.seed
+    device = resolve_device(opts.device or spec.device)
+    data = load_dataset(spec.dataset, opts.data_dir or loaded.resolve(spec.dataset.data_dir))
+    resolved = resolve_for_device(spec, device, len(data.y_eval))
+    ctx = RunContext(resolved, loaded.base_dir, "", seed, device, Path(), data, opts.progress)
+    seconds = time.perf_counter() - start
+    for m in resolved.models:
+        if m.checkpoint is not None:
+            load_weights(build(ctx, m), (loaded.base_dir / m.checkpoint).resolve(), m.checkpoint_format)
+    return ctx, seconds
 
 
 def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
-    spec = loaded.spec
-    seed = spec.seed if opts.seed is None else opts.seed
-    device = resolve_device(opts.device or spec.device)
+    ctx, data_seconds = _context(loaded, opts)
     held = ExitStack()  # the run directory's lock, then its log file: released when the run ends
     run_dir, manifest = _open_run(loaded, opts, held)
+    ctx = dataclasses.replace(ctx, run_id=manifest["run_id"], run_dir=run_dir)
     if loaded.path.is_file():  # the suite it runs, for edge bundle and report (a dict suite has no file)
         atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
-    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=seed, device=str(device),
+    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=ctx.seed, device=str(ctx.device),
                     status="running", executor=opts.executor)  # fmt: skip
     manifest["models"] = {}  # rebuilt from the models and cells of this run
+    data, spec = ctx.data, ctx.spec
+    manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
+                           "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
+    manifest["performance"] = {**spec.performance.model_dump(), "certify_runtime": spec.certify.runtime,
+                               "certify_batch_size": spec.certify.batch_size}  # fmt: skip
     record = RunRecord(run_dir, manifest)
+    record.add_seconds("data", data_seconds)
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
-    log.info("run %s of suite '%s' on %s -> %s", manifest["run_id"], spec.name, device, run_dir)
+    log.info("run %s of suite '%s' on %s -> %s", ctx.run_id, spec.name, ctx.device, run_dir)
     t0 = time.perf_counter()
     held.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
     try:
-        with record.stage("data"):
-            data = load_dataset(spec.dataset, opts.data_dir or loaded.resolve(spec.dataset.data_dir))
-        manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),
-                               "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
-        loaded = dataclasses.replace(loaded, spec=resolve_for_device(spec, device, len(data.y_eval)))
-        resolved = loaded.spec
-        manifest["performance"] = {**resolved.performance.model_dump(), "certify_runtime": resolved.certify.runtime,
-                                   "certify_batch_size": resolved.certify.batch_size}  # fmt: skip
-        ctx = RunContext(loaded.spec, loaded.base_dir, manifest["run_id"], seed, device, run_dir, data, opts.progress)
         if opts.executor == "ray":
             from robustbench_cnn.suite.ray_executor import run_ray
 

@@ -19,6 +19,9 @@ MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
 MAX_STEPS = 100_000
 MAX_IMAGES = 10_000_000
 MAX_BATCH = 65_536
+MAX_STEP_SIZE = 10.0  # an attack step on [0, 1] images; larger only clips
+MAX_TEMPERATURE = 1_000.0  # softmax temperature of distillation (Papernot et al. used up to 100)
+MAX_LOSS_WEIGHT = 1_000.0  # a loss term's weight, e.g. TRADES' beta (1 to 6 in the paper)
 
 
 class SpecBase(BaseModel):

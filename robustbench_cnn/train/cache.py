@@ -129,13 +129,16 @@ class ModelCache:
 
     def store(self, model: nn.Module, arch: str, key: str, meta: dict[str, Any]) -> Path:
         """Write the entry (weights, then ``meta.json`` with the key and the weights' sha256), replacing
-        whatever unusable files or folders stood in the way."""
+        whatever unusable files or folders stood in the way, and temporary files of a killed writer.
+        Call it holding :meth:`lock`."""
         folder = self.entry(arch, key)
         if folder.exists() and not folder.is_dir():
             folder.unlink()
         for name in (WEIGHTS, META):
             if (folder / name).is_dir():
                 shutil.rmtree(folder / name)
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():  # a writer killed mid-write left it;
+            stale.unlink(missing_ok=True)  # the key's lock (held by the caller) rules out a live one
         save_weights(model, folder / WEIGHTS)
         meta = {**meta, "key": key, "weights_sha256": sha256_file(folder / WEIGHTS)}
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
