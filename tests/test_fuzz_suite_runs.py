@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from robustbench_cnn.cli import main
 from robustbench_cnn.errors import SuiteError
+from robustbench_cnn.suite.cell_store import CellStore
 from robustbench_cnn.suite.load import load_suite
 from robustbench_cnn.suite.plan_cmd import make_plan
 
@@ -198,10 +199,11 @@ def test_a_generated_suite_that_validates_also_runs(tmp_path_factory, capsys, do
     run_dir = out / doc["name"] / os.readlink(out / doc["name"] / "latest")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert code == 0 and manifest["status"] == "complete", (err[-2000:], manifest.get("failed_cells"))
+    index = CellStore(run_dir).read_index()["cells"]
     for m in planned.models:  # the plan said what the run did
         ran = manifest["models"][m.name]
         assert ran["key"] == m.key and ran["cache"] == ("miss" if m.source == "train" else "hit")
-        assert sorted(ran["cells"]) == sorted(m.cells)
+        assert sorted(e["label"] for e in index if e["model"] == m.name) == sorted(m.cells)
 
 
 DUPLICATE_BUDGET = """

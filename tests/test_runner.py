@@ -62,16 +62,13 @@ def test_rerun_hits_the_cache_and_reproduces_exactly(tmp_path, tiny_suite):
     assert (second.run_dir.parent / "latest").resolve() == second.run_dir.resolve()
 
 
-def test_a_broken_checkpoint_fails_fast_and_keeps_trained_models(tmp_path, tiny_suite):
+def test_a_broken_checkpoint_is_refused_before_any_run_directory_or_training(tmp_path, tiny_suite):
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
     path = tiny_suite('[[models]]\nname = "loaded"\narch = "simple_cnn"\ncheckpoint = "broken.safetensors"\n')
     with pytest.raises(CheckpointError, match="broken.safetensors"):
         run_suite(load_suite(path), options(tmp_path, run_id="r1"))
-    manifest = json.loads((tmp_path / "out" / "tiny" / "r1" / "manifest.json").read_text())
-    assert manifest["status"] == "failed" and "broken.safetensors" in manifest["error"]
-    assert manifest["models"]["cnn"]["cache"] == "miss"  # trained and cached before the failure
-    rerun = run_suite(load_suite(tiny_suite()), options(tmp_path))
-    assert rerun.manifest["models"]["cnn"]["cache"] == "hit"
+    assert not (tmp_path / "out" / "tiny" / "r1").exists()  # nothing written, nothing trained
+    assert not any((tmp_path / "cache").glob("*")) if (tmp_path / "cache").is_dir() else True
 
 
 def test_a_failing_cell_is_recorded_and_the_rest_runs(tmp_path, tiny_suite, monkeypatch, capsys):
