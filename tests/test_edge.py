@@ -202,7 +202,8 @@ def _parity_run(edge_run, dest, int8_parity: float):
     table = pd.read_csv(run / "results.csv", keep_default_na=False, na_values=[""])
     table = table[table.metric != "check_parity"]
     tfl = table[(table.format == "tflite") & (table.metric == "clean_acc")]
-    extra = tfl.assign(metric="check_parity", value=[0.0 if str(c).endswith("int8") else 1.0 for c in tfl.compression])
+    extra = tfl.assign(metric="check_parity", value=[0.0 if str(c).endswith("int8") else 1.0 for c in tfl.compression],
+                       ci_low=None, ci_high=None)  # a check has no interval  # fmt: skip
     extra.loc[extra.value == 0.0, "value"] = int8_parity
     pd.concat([table, extra]).to_csv(run / "results.csv", index=False)
     return run
