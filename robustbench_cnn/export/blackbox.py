@@ -28,6 +28,9 @@ class RuntimeModule(nn.Module):
     def __init__(self, deployed, batch_size: int) -> None:
         super().__init__()
         self.deployed, self.batch_size = deployed, batch_size
+        # torchattacks reads an attack's device from the model's first parameter (and prints to stdout
+        # when there is none): a frozen scalar on the CPU, never used
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.deployed.predict(x.detach().cpu().numpy().astype(np.float32), self.batch_size)
