@@ -130,12 +130,13 @@ def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: di
         record.cell_failed(pc.model, label, pc.id, "skipped: a cell it depends on failed")
         failed.add(pc.id)
         return
-    reused = store.load_if_done(pc.id)
-    if reused is None:
+    stored = store.load_if_done(pc.id)
+    reused = stored is not None
+    if stored is None:
         try:
             with record.stage(pc.cell.kind):
                 compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
-            reused = store.load(pc.id)
+            stored = store.load(pc.id)
         except Exception as exc:  # recorded; the rest of the run goes on
             if storage_error(exc):  # a full or read-only disk: every later cell would fail the same way
                 raise
@@ -143,11 +144,8 @@ def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: di
             record.cell_failed(pc.model, label, pc.id, f"{type(exc).__name__}: {exc}")
             failed.add(pc.id)
             return
-        rows, _, stored = reused
-        record.cell_done(order, pc.model, label, rows, stored, reused=False)
-        return
-    rows, _, stored = reused
-    record.cell_done(order, pc.model, label, rows, stored, reused=True)
+    rows, _, facts = stored
+    record.cell_done(order, pc.model, label, rows, facts, reused=reused)
 
 
 def newest_run(out_root: Path, suite: str) -> Path:
