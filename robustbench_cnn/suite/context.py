@@ -30,6 +30,10 @@ class RunContext:
     data: ImageDataset
     progress: bool = True
 
+    def model(self, name: str) -> ModelSpec:
+        """The suite's entry for model ``name``."""
+        return next(m for m in self.spec.models if m.name == name)
+
     def row(self, mspec: ModelSpec) -> Callable[..., Row]:
         """A :class:`Row` factory with the run and model columns filled."""
         return partial(

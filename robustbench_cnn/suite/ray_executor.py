@@ -25,8 +25,16 @@ from robustbench_cnn.errors import InputError, storage_error
 from robustbench_cnn.suite.cell_kinds import CELL_KINDS
 from robustbench_cnn.suite.cell_store import CellStore
 from robustbench_cnn.suite.cell_types import Shard
-from robustbench_cnn.suite.context import RunContext
-from robustbench_cnn.suite.execute import PlannedCell, merge_shards, plan_run, shards, write_index
+from robustbench_cnn.suite.context import ModelUnderTest, RunContext
+from robustbench_cnn.suite.execute import (
+    PlannedCell,
+    compute,
+    load_inputs,
+    merge_shards,
+    plan_run,
+    shards,
+    write_index,
+)
 from robustbench_cnn.suite.ray_tasks import cell_task, prepare_task
 from robustbench_cnn.suite.run_record import RunRecord
 from robustbench_cnn.train.cache import ModelCache
@@ -186,11 +194,9 @@ class _Scheduler:
                 self._merge(pc)
 
     def _merge(self, pc: PlannedCell) -> None:
-        from robustbench_cnn.suite.execute import load_inputs
-
         try:
             inputs = load_inputs(self.store, pc, self.by_id)
-            mspec = next(m for m in self.ctx.spec.models if m.name == pc.model)
+            mspec = self.ctx.model(pc.model)
             merge_shards(self.ctx, mspec, pc, inputs, self.store, shards(self.ctx, pc.cell) or [])
         except Exception as exc:
             self._fail(pc, f"{type(exc).__name__}: {exc}")
@@ -198,10 +204,7 @@ class _Scheduler:
         self._finish(pc, reused=False)
 
     def _run_here(self, pc: PlannedCell) -> None:
-        from robustbench_cnn.suite.context import ModelUnderTest
-        from robustbench_cnn.suite.execute import compute, load_inputs
-
-        mspec = next(m for m in self.ctx.spec.models if m.name == pc.model)
+        mspec = self.ctx.model(pc.model)
         target = ModelUnderTest(mspec, None, self.record.manifest["models"][pc.model])  # type: ignore[arg-type]
         try:
             compute(self.ctx, target, pc, load_inputs(self.store, pc, self.by_id), self.store)

@@ -44,14 +44,14 @@ def _context(context: list, cpus: int, gpus: float) -> RunContext:
 
 
 def _model(ctx: RunContext, name: str, infos: Mapping[str, Any], cache: ModelCache):
-    mspec = next(m for m in ctx.spec.models if m.name == name)
+    mspec = ctx.model(name)
     return load_prepared(ctx, mspec, infos[name], cache)
 
 
 def _target(ctx: RunContext, name: str, infos: Mapping[str, Any], cache: ModelCache) -> ModelUnderTest:
     key = (str(ctx.run_dir), name, str(infos[name]["key"]))
     if key not in _targets:
-        mspec = next(m for m in ctx.spec.models if m.name == name)
+        mspec = ctx.model(name)
         surrogate = surrogate_name(ctx.spec, mspec)
         _targets[key] = ModelUnderTest(
             mspec, _model(ctx, name, infos, cache), dict(infos[name]),
@@ -65,7 +65,7 @@ def prepare_task(context: list, name: str, infos: Mapping[str, Any], cache_root:
     ``infos``: the entries of the models prepared before it (its compression sources)."""
     ctx = _context(context, 1, gpus)
     cache = ModelCache(Path(cache_root))
-    mspec = next(m for m in ctx.spec.models if m.name == name)
+    mspec = ctx.model(name)
     sources = mspec.compress.upstream if mspec.compress else ()
     models = {u: _model(ctx, u, infos, cache) for u in sources}
     _, info = prepare_model(ctx, mspec, cache, models, {u: str(infos[u]["key"]) for u in sources})
