@@ -17,6 +17,8 @@ and every image is attacked by both sides.
 
 from __future__ import annotations
 
+import sys
+import time
 from functools import partial
 
 import torch
@@ -30,6 +32,14 @@ from robustbench_cnn.models import build_model
 from robustbench_cnn.suite.device_defaults import CUDA_CERTIFY_BATCH, fitting_batch
 
 GPU_MODELS = {"resnet20": ("resnet", {"depth": 20}), "mobilenet_v2": ("mobilenet_v2", {"width_mult": 1.0})}
+
+
+_START = time.perf_counter()
+
+
+def note(msg: str) -> None:
+    """A progress line on stderr with the seconds since the start (long GPU pairs show where they are)."""
+    print(f"[{time.perf_counter() - _START:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _model(name: str, data, device: torch.device, ours: bool) -> torch.nn.Module:
@@ -67,16 +77,19 @@ def bench_pgd_gpu(data, device, paired_times, row, repeats: int, images: int = 8
                 with torch.no_grad():
                     net(adv).argmax(1)
 
+        note(f"pgd {name}: sizing the batch")
         precision = "bf16" if bf16_native(device) else "fp32"
         attacker = crafting_model(our_net, Crafting(precision=precision), x[:8], y[:8], device)
         batch = fitting_batch(attacker, tuple(x.shape[1:]), device, 512)
         make = partial(ATTACKS.get("pgd"), eps=eps, norm="linf", steps=steps, step_size=alpha)
         ours = partial(robust_correct, our_net, make, x, y.cpu(), everyone, eps, "linf", batch_size=batch,
                        device=device, progress=False, attacker=attacker)  # fmt: skip
+        note(f"pgd {name}: timing ours (batch {batch}) against the plain loop")
         t_ours, t_base, ratio = paired_times(synced(ours, device), synced(plain, device), repeats)
         work = images * steps
         rows.append(row(f"pgd_eval_cuda:{name}", work / t_ours, work / t_base,
                         f"image*steps/s (ours: {precision}, batch {batch})", ratio=ratio))  # fmt: skip
+        note(f"{rows[-1]}")
     return rows
 
 
@@ -101,6 +114,7 @@ def bench_certify_gpu(data, device, paired_times, row, repeats: int, num: int = 
         net, our_net = _model(name, data, device, False), _model(name, data, device, True)
         ref = partial(cohen_counts, net, x, num, sigma)
         for label, precision, compile_ in (("", "fp32", False), ("_bf16_compiled", "bf16", True)):
+            note(f"certify{label} {name}: checking the sampler against fp32 on the probe")
             smoothed = Smoothed(our_net, 10, sigma, CUDA_CERTIFY_BATCH, "torch", precision, compile_)
             if not smoothed.verify_fast(x, num, seed=0):
                 rows.append(row(f"certify_cuda{label}:{name}", float("nan"), float("nan"),
@@ -112,4 +126,5 @@ def bench_certify_gpu(data, device, paired_times, row, repeats: int, num: int = 
             t_ours, t_ref, ratio = paired_times(ours, synced(ref, device), repeats)
             rows.append(row(f"certify_cuda{label}:{name}", t_ours, t_ref, f"s/image at n={num} (lower is better)",
                             ratio=ratio))  # fmt: skip
+            note(f"{rows[-1]}")
     return rows

@@ -55,3 +55,17 @@ def test_mobilenet_training_gradients_are_unchanged(digits):
     assert list(model.state_dict()) == keys
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-6)
+
+
+def test_only_a_cpu_model_is_patched():
+    """cuDNN has no slow depthwise path; patching a GPU model cost it time (MobileNetV2, H100: 23 ms
+    per training step patched vs 13-18 ms plain), so a model on any other device is left alone."""
+    from fake_device import FAKE, fake_accelerator
+
+    conv = nn.Conv2d(8, 8, 3, 1, 1, groups=8)
+    with fast_depthwise_grads(conv):
+        assert "forward" in vars(conv)
+    with fake_accelerator():
+        conv.to(FAKE)
+        with fast_depthwise_grads(conv):
+            assert "forward" not in vars(conv)

@@ -156,3 +156,29 @@ def test_direct_black_box_attack_runs_on_the_runtime_and_respects_the_threat_mod
     assert clean.all()
     assert direct_robust(Linear(), x, y, clean, 0.01, 50, seed=0).all()  # 0.01 cannot move the mean below 0.5
     assert direct_robust(Linear(), x, y, clean, 0.5, 100, seed=0).mean() < 0.2  # random search finds most
+
+
+def test_direct_attack_keeps_torch_off_the_runtimes_cores():
+    """torch's thread pool spinning beside the runtime's cost 30x on a 16-core GPU host: Square
+    Attack's own tensor work runs on at most 2 torch threads, and the setting is restored."""
+    import numpy as np
+    import torch
+
+    from robustbench_cnn.export.blackbox import direct_robust
+
+    seen = []
+
+    class Recording:
+        def predict(self, images, batch_size=256):
+            seen.append(torch.get_num_threads())
+            return np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (len(images), 1))
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        x, y = np.full((4, 1, 4, 4), 0.5, dtype=np.float32), np.zeros(4, dtype=np.int64)
+        direct_robust(Recording(), x, y, np.ones(4, dtype=bool), 0.1, 5, seed=0)
+        assert seen and max(seen) <= 2
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -72,8 +72,12 @@ def _forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def fast_depthwise_grads(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, stride-1 depthwise convs of ``model`` on feature maps of <= 4 pixels take the
-    fast weight gradient; on exit every conv's own ``forward`` is restored."""
-    patched = [m for m in model.modules() if isinstance(m, nn.Conv2d) and _routed(m) and "forward" not in vars(m)]
+    fast weight gradient; on exit every conv's own ``forward`` is restored. A model on another device
+    than the CPU is left as it is: cuDNN has no such slow path, and the tap sum would cost it time
+    (MobileNetV2 on an H100, 16x16, batch 64: 23 ms per step patched vs 13-18 ms plain)."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)] if on_cpu else []
+    patched = [m for m in convs if _routed(m) and "forward" not in vars(m)]
     try:
         for conv in patched:
             conv.forward = _forward.__get__(conv)  # an instance attribute: removed on exit
