@@ -162,3 +162,31 @@ def test_mobilenet_trains_and_attacks_on_an_accelerator(tmp_path):
     """MobileNetV2: the depthwise weight-gradient path of training and the BatchNorm fold of attacks."""
     table = _run_on_fake_device(tmp_path, MODELS_ONLY_SUITE)
     assert {"clean_acc", "robust_acc"} <= set(table.metric)
+
+
+def test_training_moves_data_to_the_device_once_per_epoch():
+    """A host-to-device copy synchronizes a GPU: the loop moves the training set once, then one
+    epoch plan (indices + augmentation draws) per epoch, never a tensor per step."""
+    from robustbench_cnn.models import build_model
+    from robustbench_cnn.suite.spec import TrainSpec
+    from robustbench_cnn.train.loop import train
+
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if self.device.type == "cpu" and out.device == FAKE and self.dim() > 0:
+            copies.append(tuple(self.shape))
+        return out
+
+    torch.manual_seed(0)
+    x, y = torch.rand(96, 1, 8, 8), torch.randint(0, 10, (96,))
+    model = build_model("simple_cnn", 10, 1, (0.5,), (0.5,), {"width": 4})
+    recipe = TrainSpec(epochs=3, batch_size=16, augment="shift_flip")
+    with fake_accelerator() as dev, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "to", counting_to)
+        train(model, x, y, recipe, 0, dev, progress=False)
+    plans = [s for s in copies if s == (96, 4)]
+    assert len(plans) == 3  # one per epoch
+    assert len(copies) - len(plans) <= 2 + len(list(model.parameters())) + len(list(model.buffers()))

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from robustbench_cnn.models.normalize import channels_last
 from robustbench_cnn.suite.spec import TrainSpec
-from robustbench_cnn.train.augment import augment
+from robustbench_cnn.train.augment import apply, draw
 from robustbench_cnn.train.depthwise import fast_depthwise_grads
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,15 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: TrainSpec, total_steps: i
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+def _epoch_plan(n: int, recipe: TrainSpec, size: int, gen: torch.Generator) -> torch.Tensor:
+    """int64 ``(n, 4)`` on the CPU: the epoch's shuffled image indices and each image's augmentation
+    draws, in batches of ``recipe.batch_size`` rows (drawn batch by batch, in the order they are used:
+    the same numbers on every device, and as when they were drawn step by step)."""
+    perm = torch.randperm(n, generator=gen)
+    draws = [draw(len(idx), recipe.augment, size, gen) for idx in perm.split(recipe.batch_size)]
+    return torch.cat([perm[:, None], torch.cat(draws)], 1)
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -100,12 +109,12 @@ def train(
     x, y = x.to(device), y.to(device)  # once: batches are gathered where the model is
     with fast_depthwise_grads(model):  # same gradients; avoids a slow oneDNN path on tiny feature maps
         for epoch in bar:
-            perm = torch.randperm(len(y), generator=gen)  # on the CPU: the same order on every device
+            plan = _epoch_plan(len(y), recipe, x.shape[-1], gen).to(device)  # one copy per epoch
             total_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one
             correct = torch.zeros((), dtype=torch.long, device=device)  # host sync per epoch, not per step
-            for idx in perm.split(recipe.batch_size):
-                idx = idx.to(device, non_blocking=True)
-                xb, yb = channels_last(augment(x[idx], recipe.augment, gen)), y[idx]
+            for rows in plan.split(recipe.batch_size):
+                idx = rows[:, 0]
+                xb, yb = channels_last(apply(x[idx], recipe.augment, rows[:, 1:])), y[idx]
                 loss, logits = loss_fn(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
