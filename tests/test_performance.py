@@ -61,8 +61,9 @@ def test_auto_settings_resolve_to_the_cpu_baseline_on_cpu_and_to_fast_ones_on_cu
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     gpu = resolve_for_device(spec, torch.device("cuda", 0), 60)
     assert gpu.performance.attack_precision == "bf16" and gpu.performance.compile is False  # tiny work: no compile
+    assert gpu.performance.cudnn_benchmark is False and cpu.performance.cudnn_benchmark is False  # nor autotuning
     assert (gpu.certify.runtime, gpu.certify.batch_size) == ("torch", 16384)
     big = resolve_for_device(spec, torch.device("cuda", 0), 10**7)  # 6 image-steps per image
-    assert big.performance.compile is True
+    assert big.performance.compile is True and big.performance.cudnn_benchmark is True
     explicit = spec.model_copy(update={"performance": spec.performance.model_copy(update={"attack_precision": "fp32"})})
     assert resolve_for_device(explicit, torch.device("cuda", 0), 60).performance.attack_precision == "fp32"

@@ -9,6 +9,9 @@ every robust-accuracy row):
   reports ``clean_acc_bf16`` and ``bf16_agreement``), else fp32;
 - ``compile = "auto"``: ``torch.compile`` of the crafting module when a model's attack work reaches
   ``compile_min_work`` image-steps (compiling costs tens of seconds per model and shape);
+- ``cudnn_benchmark = "auto"``: cuDNN autotuning from the same amount of work (each new batch shape
+  costs seconds of timing; attack cells see many shapes, so small suites run faster without it: the
+  smoke suite on an H100 trained in 38 s without it, 67-69 s with it);
 - certification draws noise in batches of 16,384 on the torch runtime;
 - attack batches fill the GPU: :func:`fitting_batch` (per model, from a measured probe step).
 
@@ -42,14 +45,16 @@ def resolve_for_device(spec: SuiteSpec, device: torch.device, eval_size: int) ->
     precision = perf.attack_precision
     if precision == "auto":
         precision = "bf16" if cuda and bf16_native(device) else "fp32"
-    compile_ = perf.compile
-    if compile_ == "auto":
-        compile_ = cuda and attack_work(spec, eval_size) >= perf.compile_min_work
+    long_attacks = cuda and attack_work(spec, eval_size) >= perf.compile_min_work
+    compile_ = long_attacks if perf.compile == "auto" else perf.compile
+    benchmark = long_attacks if perf.cudnn_benchmark == "auto" else perf.cudnn_benchmark
     runtime = cert.runtime if cert.runtime != "auto" else ("onnxruntime" if device.type == "cpu" else "torch")
     batch = cert.batch_size or (CUDA_CERTIFY_BATCH if cuda else CPU_CERTIFY_BATCH)
     return spec.model_copy(
         update={
-            "performance": perf.model_copy(update={"attack_precision": precision, "compile": compile_}),
+            "performance": perf.model_copy(
+                update={"attack_precision": precision, "compile": compile_, "cudnn_benchmark": benchmark}
+            ),
             "certify": cert.model_copy(update={"runtime": runtime, "batch_size": batch}),
         }
     )

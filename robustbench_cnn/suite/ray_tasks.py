@@ -38,6 +38,7 @@ def _context(context: list, cpus: int, gpus: float) -> RunContext:
             ctx = dataclasses.replace(ctx, device=torch.device("cuda", 0))
         _contexts[key] = dataclasses.replace(ctx, progress=False)
     ctx = _contexts[key]
+    torch.backends.cudnn.benchmark = bool(ctx.spec.performance.cudnn_benchmark)  # resolved by the driver
     if ctx.device.type == "cuda" and 0 < gpus < 1:
         torch.cuda.set_per_process_memory_fraction(gpus, 0)
     return ctx

@@ -190,7 +190,6 @@ def run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     if loaded.spec.performance.threads is not None:
         torch.set_num_threads(loaded.spec.performance.threads)
-    torch.backends.cudnn.benchmark = loaded.spec.performance.cudnn_benchmark  # CUDA only: fastest conv algorithms
     try:
         return _run_suite(loaded, opts)
     finally:
@@ -257,6 +256,7 @@ def _context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
 
 def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     ctx, data_seconds = _context(loaded, opts)
+    torch.backends.cudnn.benchmark = bool(ctx.spec.performance.cudnn_benchmark)  # resolved; run_suite restores it
     held = ExitStack()  # the run directory's lock, then its log file: released when the run ends
     run_dir, manifest = _open_run(loaded, opts, held)
     ctx = dataclasses.replace(ctx, run_id=manifest["run_id"], run_dir=run_dir)

@@ -139,12 +139,20 @@ class PerformanceSpec(_Spec):
         description="torch.compile the module attacks differentiate (once per model); auto: on CUDA when a model's "
         "attack work reaches compile_min_work image-steps",
     )
-    compile_min_work: float = Field(2e7, ge=0, description="image-steps per model from which compile = auto compiles")
+    compile_min_work: float = Field(
+        2e7, ge=0, description="image-steps per model from which compile = auto compiles and cudnn_benchmark = auto "
+        "autotunes",
+    )
     attack_batch_size: int | None = Field(
         None, ge=1, description="images per attack batch; default: eval_batch_size on CPU, on CUDA the largest power "
         "of two up to 4096 whose forward + input gradient fits in a quarter of the GPU's memory",
     )  # fmt: skip
-    cudnn_benchmark: bool = Field(True, description="on CUDA, let cuDNN pick the fastest convolution algorithms")
+    cudnn_benchmark: bool | Literal["auto"] = Field(
+        "auto",
+        description="on CUDA, let cuDNN time its convolution algorithms for every new input shape; auto: when a "
+        "model's attack work reaches compile_min_work image-steps (each new shape costs seconds: MobileNetV2 on an "
+        "H100, 2.6 s per eval batch shape, and attack cells see many shapes)",
+    )
     attack_shard_size: int = Field(
         500, ge=1, le=MAX_IMAGES, description="images per attack shard: the unit a worker runs and a resumed run "
         "skips; batches never cross a shard, so it is part of an attack cell's identity (never the worker count)",
