@@ -140,8 +140,9 @@ class PerformanceSpec(_Spec):
         "attack work reaches compile_min_work image-steps",
     )
     compile_min_work: float = Field(
-        2e7, ge=0, description="image-steps per model from which compile = auto compiles and cudnn_benchmark = auto "
-        "autotunes",
+        2e7,
+        ge=0,
+        description="image-steps per model from which compile = auto compiles and cudnn_benchmark = auto autotunes",
     )
     attack_batch_size: int | None = Field(
         None, ge=1, description="images per attack batch; default: eval_batch_size on CPU, on CUDA the largest power "
