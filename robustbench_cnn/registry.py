@@ -134,7 +134,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._builtin_modules = builtin_modules
-        self._loaded = False
+        self._loaded = self._loading = False
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
 
@@ -155,11 +155,18 @@ class Registry(Generic[T]):
         self._lazy[name] = target
 
     def _load_builtins(self) -> None:
-        if not self._loaded:
-            self._loaded = True
+        """Import the built-in modules once. One that fails to import raises here on every lookup
+        (not a misleading "unknown name" after the first): a broken install names its real cause."""
+        if self._loaded or self._loading:  # _loading: a built-in module that looks up while importing
+            return
+        self._loading = True
+        try:
             for module in self._builtin_modules:
                 importlib.import_module(module)
             _load_entry_points()
+            self._loaded = True
+        finally:
+            self._loading = False
 
     def get(self, name: str) -> T:
         self._load_builtins()

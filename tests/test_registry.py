@@ -90,3 +90,20 @@ def test_entry_points_are_loaded_once(tmp_path, monkeypatch):
     eps[:] = [EntryPoint("bad", "no_such_pkg_e:x", registry.ENTRY_POINT_GROUP)]
     with pytest.raises(PluginError, match="entry point 'bad' \\(no_such_pkg_e:x\\) .* failed: .*uninstall"):
         Registry("other").names()
+
+
+def test_a_builtin_module_that_fails_to_import_is_named_on_every_lookup(tmp_path, monkeypatch):
+    """A run whose code changed under it (or a broken install) failed its first cell with the real
+    ImportError and every later cell with "unknown cell kind 'preflight'; choose one of: export"."""
+    (tmp_path / "kinds_home_f.py").write_text("REG = None\n")
+    (tmp_path / "kinds_ok_f.py").write_text("import kinds_home_f\nkinds_home_f.REG.register('one')(len)\n")
+    (tmp_path / "kinds_bad_f.py").write_text("from nowhere_f import thing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", True)
+    reg = Registry("cell kind", ("kinds_ok_f", "kinds_bad_f"))
+    importlib.import_module("kinds_home_f").REG = reg
+    for _ in range(2):
+        with pytest.raises(ImportError, match="nowhere_f"):
+            reg.get("one")
+    (tmp_path / "kinds_bad_f.py").write_text("x = 1\n")
+    assert reg.get("one") is len and reg.names() == ["one"]

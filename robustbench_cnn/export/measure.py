@@ -78,12 +78,19 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
     if precision == "fp16":
         return _atomic_export(ctx, out_dir / f"{mspec.name}.fp16.onnx", partial(onnx_fp16, fp32_path))
     if precision == "int8":
-        return quantize_int8(fp32_path, out_dir / f"{mspec.name}.int8.onnx", calibration.numpy(), p.per_channel)
+        quantize = partial(_quantize, fp32_path, calibration.numpy(), p.per_channel)
+        return _atomic_export(ctx, out_dir / f"{mspec.name}.int8.onnx", quantize)
     return fp32_path
 
 
+def _quantize(fp32_path: Path, calibration: np.ndarray, per_channel: bool, out_path: Path) -> Path:
+    return quantize_int8(fp32_path, out_path, calibration, per_channel)
+
+
 def _atomic_export(ctx: RunContext, path: Path, write) -> Path:
-    """``write(tmp_path)`` into a temporary folder, then move the file in place (reused if present)."""
+    """``write(tmp_path)`` into a temporary folder of the run directory (with whatever side files the
+    writer makes, e.g. the quantizer's pre-processed model), then move the file in place (reused if
+    present: every export is a function of the run's model, seed and settings)."""
     if not path.is_file():
         with tempfile.TemporaryDirectory(dir=ctx.run_dir) as tmp:
             written = write(Path(tmp) / path.name)

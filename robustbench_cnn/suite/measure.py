@@ -8,7 +8,6 @@ Every executor has the signature of :data:`robustbench_cnn.suite.cell_kinds.Run`
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -37,7 +36,7 @@ from robustbench_cnn.suite.cell_types import (
 from robustbench_cnn.suite.cells import crafting
 from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.results import Row
-from robustbench_cnn.train.cache import save_weights
+from robustbench_cnn.train.cache import weights_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +49,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
 
 
 def weights_size_bytes(model: nn.Module) -> int:
-    """Bytes of the model's fp32 safetensors file, as it would be shipped."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.safetensors"
-        save_weights(model, path)
-        return path.stat().st_size
+    """Bytes of the model's fp32 safetensors file, as it would be shipped (serialized in memory)."""
+    return len(weights_bytes(model))
 
 
 def crafting_for(ctx: RunContext, target: ModelUnderTest) -> nn.Module:

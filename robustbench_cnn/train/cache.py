@@ -57,18 +57,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s state to ``path`` (safetensors, standard contiguous layout), atomically.
+def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None, name: str = "the weights") -> bytes:
+    """``model``'s state as a safetensors file's bytes (standard contiguous layout).
 
     The metadata carries the model's layer widths, so a pruned model reloads without pickling.
-    Non-finite weights (a diverged training run) are refused with a :class:`CheckpointError`.
+    Non-finite weights (a diverged training run) are refused with a :class:`CheckpointError`
+    naming ``name``.
     """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
-        raise CheckpointError(f"refusing to save {path}: {bad} holds NaN or infinite values (training diverged?)")
+        raise CheckpointError(f"refusing to save {name}: {bad} holds NaN or infinite values (training diverged?)")
     meta = {structure.METADATA_KEY: structure.dumps(model), **(metadata or {})}
-    atomic_write_bytes(path, save(state, metadata=meta))
+    return save(state, metadata=meta)
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write :func:`weights_bytes` of ``model`` to ``path``, atomically."""
+    atomic_write_bytes(path, weights_bytes(model, metadata, str(path)))
 
 
 def load_weights(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto") -> None:
