@@ -192,7 +192,9 @@ def test_sigint_during_run_exits_130_with_one_line_and_can_resume(tmp_path, suit
     suite.write_text(SUITE.replace("epochs = 1", "epochs = 200"))  # long enough to be interrupted in training
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "robustbench_cnn", "run", str(suite), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    # (SIG_DFL: a test run started in the background hands its children SIGINT ignored)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "plan-me").glob("*T*Z-*/manifest.json")):
         time.sleep(0.1)

@@ -105,6 +105,9 @@ def install(fault: str, sync: str) -> None:
 
 
 if __name__ == "__main__":
+    # as in a terminal: a test run started in the background (``pytest &`` in a script) hands its
+    # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(os.environ.get("ROBUSTBENCH_FAULT", ""), os.environ.get("ROBUSTBENCH_SYNC", ""))
     from robustbench_cnn.cli import main
 
