@@ -21,7 +21,7 @@ def _pad(size: int) -> int:
 
 def draw(n: int, kind: str, size: int, generator: torch.Generator) -> torch.Tensor:
     """The random choices for ``n`` images of side ``size``: int64 ``(n, 3)`` (shift rows, shift
-    columns, flip), all zero for ``kind = "none"``. Drawn in the order ``augment`` always drew them."""
+    columns, flip), all zero for ``kind = "none"``. Same draws, same order as ever."""
     out = torch.zeros((n, DRAW_COLUMNS), dtype=torch.long)
     if kind == "none":
         return out
@@ -49,8 +49,3 @@ def apply(x: torch.Tensor, kind: str, draws: torch.Tensor) -> torch.Tensor:
     if kind == "shift_flip":
         x = torch.where(draws[:, 2, None, None, None].bool(), x.flip(-1), x)
     return x
-
-
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """One batch: :func:`draw` then :func:`apply` (the training loop draws per epoch instead)."""
-    return apply(x, kind, draw(len(x), kind, x.shape[-1], generator).to(x.device))
