@@ -85,7 +85,7 @@ def gpu(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and mypy on the modules listed in pyproject's [tool.mypy]."""
+    """ruff check, ruff format --check, and mypy on the whole package (pyproject [tool.mypy])."""
     install(session, "test")  # mypy follows imports into torch, pydantic, ...
     session.install("-c", CONSTRAINTS, "ruff", "mypy")
     session.run("ruff", "check", ".")

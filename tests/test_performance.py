@@ -67,3 +67,46 @@ def test_auto_settings_resolve_to_the_cpu_baseline_on_cpu_and_to_fast_ones_on_cu
     assert big.performance.compile is True and big.performance.cudnn_benchmark is True
     explicit = spec.model_copy(update={"performance": spec.performance.model_copy(update={"attack_precision": "fp32"})})
     assert resolve_for_device(explicit, torch.device("cuda", 0), 60).performance.attack_precision == "fp32"
+
+
+class _MeanClassifier(torch.nn.Module):
+    """Class 0 where an image's mean pixel exceeds 0.5, else class 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.flatten(1).mean(1)
+        return torch.stack([mean, torch.full_like(mean, 0.5)], 1)
+
+
+def test_cudnn_autotunes_only_the_full_batch_shape():
+    """Where the run turned autotuning on, each attack batch of the run's batch size is tuned; the
+    last, smaller batch and the survivors a later restart attacks are not (a new shape costs seconds
+    of timing on a GPU); the run's setting is restored after."""
+    from robustbench_cnn.attacks.crafting import Crafting
+    from robustbench_cnn.attacks.evaluate import robust_correct
+
+    seen: list[tuple[int, bool]] = []
+
+    def make_attack(model):
+        def attack(x, y):  # fools the first half of what it is given (rounded down)
+            seen.append((len(x), torch.backends.cudnn.benchmark))
+            x_adv = x.clone()
+            x_adv[: len(x) // 2] -= 0.5
+            return x_adv
+
+        return attack
+
+    x, y = torch.full((10, 1, 2, 2), 0.9), torch.zeros(10, dtype=torch.long)
+    clean = torch.ones(10, dtype=torch.bool)
+    model = _MeanClassifier().eval()
+    for setting in (True, False):
+        seen.clear()
+        torch.backends.cudnn.benchmark = setting
+        try:
+            robust = robust_correct(model, make_attack, x, y, clean, 0.5, "linf", batch_size=4, restarts=2,
+                                    progress=False, crafting=Crafting(fold_batchnorm=False))  # fmt: skip
+            assert torch.backends.cudnn.benchmark is setting
+        finally:
+            torch.backends.cudnn.benchmark = False
+        # batches of 4, 4, 2; each restart attacks the survivors of the one before
+        assert seen == [(4, setting), (2, False), (4, setting), (2, False), (2, False), (1, False)]
+        assert robust.tolist() == [False, False, False, True] * 2 + [False, True]

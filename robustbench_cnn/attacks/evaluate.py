@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from robustbench_cnn.attacks import Norm
-from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting, crafting_model
+from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, Crafting, autotune_if, crafting_model
 from robustbench_cnn.errors import AttackContractError
 from robustbench_cnn.models.normalize import channels_last
 from robustbench_cnn.seeds import derived_seed
@@ -93,23 +94,40 @@ def robust_correct(
         return result
     if attacker is None:
         probe = idx[:8]
-        attacker = crafting_model(model, crafting, x[probe].to(device), y[probe].to(device), device)
+        with autotune_if(False):  # a one-off shape
+            attacker = crafting_model(model, crafting, x[probe].to(device), y[probe].to(device), device)
     with frozen(model):  # only input gradients are needed
         for batch in tqdm(list(idx.split(batch_size)), desc=desc, disable=not progress, leave=False):
             torch.manual_seed(derived_seed(seed, index_offset + int(batch[0])))
             xb, yb = channels_last(x[batch].to(device)), y[batch].to(device)
-            still = torch.ones(len(batch), dtype=torch.bool, device=device)
-            for _ in range(restarts):
-                live = still.nonzero().flatten()  # later restarts attack only the survivors
-                if len(live) == 0:
-                    break
-                x_adv = make_attack(attacker)(xb[live], yb[live]).detach()
-                if model.training or attacker.training:
-                    raise AttackContractError(f"{desc} left the model in train mode")
-                check_perturbation(xb[live], x_adv, eps, norm)
-                if adv_out is not None:
-                    adv_out[batch[live.cpu()]] = x_adv.to(adv_out.device, memory_format=torch.contiguous_format)
-                with torch.no_grad():
-                    still[live] = model(x_adv).argmax(1) == yb[live]
-            result[batch] = still.cpu()
+            sink = None if adv_out is None else partial(_store_adversarial, adv_out, batch)
+            result[batch] = _attack_batch(model, attacker, make_attack, xb, yb, eps, norm, restarts, desc,
+                                          full=len(batch) == batch_size, sink=sink).cpu()  # fmt: skip
     return result
+
+
+def _store_adversarial(adv_out: torch.Tensor, batch: torch.Tensor, live: torch.Tensor, x_adv: torch.Tensor) -> None:
+    adv_out[batch[live.cpu()]] = x_adv.to(adv_out.device, memory_format=torch.contiguous_format)
+
+
+def _attack_batch(model: nn.Module, attacker: nn.Module, make_attack, xb: torch.Tensor, yb: torch.Tensor, eps: float,
+                  norm: str, restarts: int, desc: str, full: bool, sink=None) -> torch.Tensor:  # fmt: skip
+    """Boolean ``(B,)`` on the batch's device: the image survived every restart (each restart attacks
+    the survivors of the one before). ``full``: the batch has the run's batch size; cuDNN autotunes
+    (where the run turned it on) only that shape and not the last batch's or the survivors' (each new
+    shape costs seconds of timing). ``sink(live, x_adv)`` receives each restart's images."""
+    still = torch.ones(len(yb), dtype=torch.bool, device=yb.device)
+    for _ in range(restarts):
+        live = still.nonzero().flatten()  # later restarts attack only the survivors
+        if len(live) == 0:
+            break
+        with autotune_if(full and len(live) == len(yb)):
+            x_adv = make_attack(attacker)(xb[live], yb[live]).detach()
+            if model.training or attacker.training:
+                raise AttackContractError(f"{desc} left the model in train mode")
+            check_perturbation(xb[live], x_adv, eps, norm)
+            if sink is not None:
+                sink(live, x_adv)
+            with torch.no_grad():
+                still[live] = model(x_adv).argmax(1) == yb[live]
+    return still

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from robustbench_cnn.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from robustbench_cnn.data.base import ImageDataset
 
 COMPRESSORS: Registry = Registry("compression", ("robustbench_cnn.compress.prune", "robustbench_cnn.compress.distill"))
 
@@ -29,10 +35,10 @@ class CompressJob:
     """
 
     upstream: dict
-    data: object  # ImageDataset
+    data: ImageDataset
     finetune: Callable
     seed: int
-    device: object  # torch.device
+    device: torch.device
     progress: bool = True
 
 

@@ -101,7 +101,7 @@ def prune(model: nn.Module, spec: PruneSpec, job: CompressJob) -> TrainLog:
     state = source.state_dict()
     apply_structure(model, structure_of(source), {k: list(v.shape) for k, v in state.items()})  # may be pruned
     model.load_state_dict(state)
-    model.to("cpu", memory_format=torch.contiguous_format)
+    model.to("cpu").to(memory_format=torch.contiguous_format)
     data = job.data
     gen = torch.Generator().manual_seed(job.seed)
     idx = torch.randperm(len(data.y_train), generator=gen)[: spec.calibration_size]

@@ -92,7 +92,9 @@ class CatastrophicOverfittingGuard:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, eps: float, device, drop: float = 0.2) -> None:
         self.x, self.y, self.eps, self.device, self.drop = x.to(device), y.to(device), eps, device, drop
-        self.best_acc, self.best_state, self.stopped_at = -1.0, None, None
+        self.best_acc = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped_at: int | None = None
 
     def pgd_accuracy(self, model: nn.Module) -> float:
         model.eval()
@@ -108,7 +110,7 @@ class CatastrophicOverfittingGuard:
             return False
         if acc < self.best_acc - self.drop:
             log.warning("catastrophic overfitting at epoch %d: PGD acc %.3f < best %.3f", epoch + 1, acc, self.best_acc)
-            model.load_state_dict(self.best_state)
+            model.load_state_dict(self.best_state or {})
             self.stopped_at = epoch + 1
             return True
         return False

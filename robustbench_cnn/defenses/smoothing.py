@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from scipy.stats import beta, binomtest, norm
@@ -25,6 +26,9 @@ from torch import nn
 
 from robustbench_cnn.models.fold import folded
 from robustbench_cnn.models.normalize import channels_last
+
+if TYPE_CHECKING:
+    from robustbench_cnn.runtime.onnx_runtime import OrtModel
 
 ABSTAIN = -1
 log = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
 
 
-def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]):
+def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]) -> OrtModel | None:
     """``base`` exported to ONNX (fp32) behind an ONNX Runtime session (the file is not kept), or
     None with a warning when the export's batch dimension is fixed (e.g. a forward that calls
     ``len(x)`` specializes it): the caller then runs the noisy batches in torch."""
@@ -81,7 +85,7 @@ class Smoothed:
             raise ValueError(f"precision '{precision}' is not fp32 or bf16")
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
         self.runtime, self.precision, self.compile = runtime, precision, compile
-        self._fast: dict[tuple, object] = {}  # per input shape/device: folded base, or an ONNX Runtime model
+        self._fast: dict[tuple, nn.Module | OrtModel] = {}  # per shape/device: folded base, or ONNX Runtime model
 
     def verify_fast(self, x: torch.Tensor, num: int, seed: int, tolerance: float = 0.01) -> bool:
         """Check the bf16/compiled torch sampler against fp32 on image ``x``: the same ``num`` noisy
@@ -123,8 +127,8 @@ class Smoothed:
         key = (tuple(noisy.shape[1:]), noisy.device)
         if key not in self._fast:
             ort = self.runtime == "onnxruntime" and noisy.device.type == "cpu"
-            fast = _ort_model(self.base, key[0]) if ort else None
-            self._fast[key] = fast if fast is not None else self._torch_classifier(noisy[:8])
+            session = _ort_model(self.base, key[0]) if ort else None
+            self._fast[key] = session if session is not None else self._torch_classifier(noisy[:8])
         fast = self._fast[key]
         if isinstance(fast, nn.Module):
             return fast(channels_last(noisy)).argmax(1)

@@ -23,6 +23,7 @@ import tempfile
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -240,7 +241,9 @@ def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y,
     model = TfliteModel(stage / rel)
     clean_pred = model.predict(x).argmax(1)
     clean_ok = clean_pred == y
-    preds, attacks, expected_robust, adv_arrays = {"clean": clean_pred.astype(np.int64)}, {}, {}, {}
+    preds: dict[str, Any] = {"clean": clean_pred.astype(np.int64)}  # arrays by key, for np.savez
+    adv_arrays: dict[str, Any] = {}
+    attacks, expected_robust = {}, {}
     for key, (params, adv) in _adversarial(run_dir, mspec, n).items():
         pred = model.predict(adv.astype(np.float32)).argmax(1)
         preds[key], attacks[key], adv_arrays[key] = pred.astype(np.int64), params, adv.astype(np.float32)

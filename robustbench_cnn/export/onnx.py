@@ -22,7 +22,7 @@ INPUT_NAME = "images"
 def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: Path, opset: int = 18) -> Path:
     """Write ``model`` as ONNX with a dynamic batch dimension; returns ``path``. ``model`` is not
     modified (a CPU copy in the standard layout is exported)."""
-    model = copy.deepcopy(model).eval().to("cpu", memory_format=torch.contiguous_format)
+    model = copy.deepcopy(model).eval().to("cpu").to(memory_format=torch.contiguous_format)
     sample = torch.zeros((2, *sample_shape))
     program = torch.onnx.export(
         model,
@@ -34,6 +34,8 @@ def export_onnx(model: nn.Module, sample_shape: tuple[int, ...], path: Path, ops
         opset_version=opset,
         verbose=False,
     )
+    if program is None:  # only the legacy (dynamo=False) exporter returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     strip_source_locations(path)

@@ -51,7 +51,7 @@ def export_tflite(
     ``calibration``: float ``(N, C, H, W)`` in [0, 1], required for ``precision="int8"``.
     """
     litert_torch = _import()
-    model = copy.deepcopy(model).eval().to("cpu", memory_format=torch.contiguous_format)
+    model = copy.deepcopy(model).eval().to("cpu").to(memory_format=torch.contiguous_format)
     sample = (torch.zeros((1, *sample_shape)),)
     if precision == "fp32":
         edge = litert_torch.convert(model, sample)

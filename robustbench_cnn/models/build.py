@@ -86,7 +86,7 @@ def check_params(arch: str, params: Mapping[str, Any], base_dir: Path | None = N
             )
         if key not in named and not var_kw:
             raise UnknownNameError(f"unknown parameter '{key}' for arch '{arch}'{did_you_mean(key, named)}")
-    typed = {k: (hints[k], ...) for k in params if k in named and k in hints}
+    typed: dict[str, Any] = {k: (hints[k], ...) for k in params if k in named and k in hints}
     if not typed:
         return
     try:
@@ -112,7 +112,7 @@ def adapt(net: nn.Module, num_classes: int, in_channels: int) -> nn.Module:
         name, conv = convs[0]
         if conv.groups != 1:
             raise ModelSourceError(f"cannot adapt grouped first conv '{name}' to {in_channels} input channels")
-        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]  # attributes typed wider than the arguments
                         bias=conv.bias is not None, padding_mode=conv.padding_mode)  # fmt: skip
         net.set_submodule(name, new)
     linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]

@@ -21,6 +21,7 @@ import copy as copying
 import logging
 import weakref
 from collections import Counter
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -96,8 +97,8 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     BatchNorm, and neither module's parameters read outside its own call."""
     graph = torch.fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    attrs = [n.target for n in graph.nodes if n.op == "get_attr"]
+    calls = Counter(str(n.target) for n in graph.nodes if n.op == "call_module")  # module/attr targets are names
+    attrs = [str(n.target) for n in graph.nodes if n.op == "get_attr"]
 
     def private(name: str) -> bool:
         return calls[name] == 1 and not any(a.startswith(name + ".") for a in attrs)
@@ -110,8 +111,9 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
         prev = node.args[0]
         if not isinstance(prev, torch.fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
             continue
-        if isinstance(modules.get(prev.target), nn.Conv2d) and private(prev.target) and private(node.target):
-            pairs.append((prev.target, node.target))
+        conv, norm = str(prev.target), str(node.target)
+        if isinstance(modules.get(conv), nn.Conv2d) and private(conv) and private(norm):
+            pairs.append((conv, norm))
     return pairs
 
 
@@ -122,7 +124,8 @@ def _fold(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor | None) ->
             return None
         copy = copying.deepcopy(model)
         for conv, bn in pairs:
-            copy.set_submodule(conv, fuse_conv_bn_eval(copy.get_submodule(conv), copy.get_submodule(bn)))
+            pair = cast(nn.Conv2d, copy.get_submodule(conv)), cast(nn.BatchNorm2d, copy.get_submodule(bn))
+            copy.set_submodule(conv, fuse_conv_bn_eval(*pair))
             copy.set_submodule(bn, nn.Identity())
         copy = copy.to(memory_format=torch.channels_last).eval().requires_grad_(False)
         same = same_function(copy, model, probe, labels)

@@ -20,6 +20,9 @@ class Normalized(nn.Module):
     ``std`` are buffers, so they travel with the weights into safetensors and exported graphs.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net

@@ -87,6 +87,8 @@ def resnet(
 
     Input ``(N, in_channels, H, W)`` (normalized), output logits ``(N, num_classes)``.
     """
+    blocks: tuple[int, ...]
+    base: tuple[int, ...]
     if depth in _IMAGENET_STYLE:
         blocks, base = _IMAGENET_STYLE[depth], (64, 128, 256, 512)
     elif depth >= 8 and (depth - 2) % 6 == 0:

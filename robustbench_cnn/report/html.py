@@ -55,7 +55,7 @@ def cell_index(run_dir: Path | None) -> dict[tuple[str, ...], str]:
     cells = run_dir / "cells" if run_dir is not None else None
     if cells is None or not cells.is_dir():
         return {}
-    index = {}
+    index: dict[tuple[str, ...], str] = {}
     for path in _cell_tables(cells):
         try:
             rows = read_csv(path)

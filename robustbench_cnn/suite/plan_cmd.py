@@ -100,6 +100,8 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
 
     spec = loaded.spec
     seed = spec.seed if seed is None else seed
+    n_train: int | None
+    n_eval: int | None
     try:
         offline = spec.dataset.model_copy(update={"download": False})  # a plan downloads nothing
         data = load_dataset(offline, data_dir or loaded.resolve(spec.dataset.data_dir))

@@ -80,7 +80,7 @@ def fast_depthwise_grads(model: nn.Module) -> Iterator[nn.Module]:
     patched = [m for m in convs if _routed(m) and "forward" not in vars(m)]
     try:
         for conv in patched:
-            conv.forward = _forward.__get__(conv)  # an instance attribute: removed on exit
+            conv.forward = _forward.__get__(conv)  # type: ignore[method-assign]  # an instance attribute: removed on exit
         yield model
     finally:
         for conv in patched:
