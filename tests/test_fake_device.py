@@ -190,3 +190,43 @@ def test_training_moves_data_to_the_device_once_per_epoch():
     plans = [s for s in copies if s == (96, 4)]
     assert len(plans) == 3  # one per epoch
     assert len(copies) - len(plans) <= 2 + len(list(model.parameters())) + len(list(model.buffers()))
+
+
+def test_training_synchronizes_with_the_device_per_epoch_not_per_step():
+    """Reading a device value on the host (``.item()``, ``float()``, ``nonzero``, a copy to the CPU)
+    waits for the GPU's queue to drain: the loop does it a fixed number of times per epoch (the
+    epoch's loss and accuracy), never per step, so the GPU is never starved between steps."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from robustbench_cnn.models import build_model
+    from robustbench_cnn.suite.spec import TrainSpec
+    from robustbench_cnn.train.loop import train
+
+    syncing = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.item.default"}
+
+    class CountSyncs(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.syncs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            on_device = any(isinstance(a, torch.Tensor) and a.device == FAKE for a in args)
+            to_host = (
+                str(func) == "aten._to_copy.default" and isinstance(out, torch.Tensor) and out.device.type == "cpu"
+            )
+            if on_device and (str(func) in syncing or to_host):
+                self.syncs += 1
+            return out
+
+    def syncs_per_epoch(n: int) -> float:
+        torch.manual_seed(0)
+        x, y = torch.rand(n, 1, 8, 8), torch.randint(0, 10, (n,))
+        model = build_model("simple_cnn", 10, 1, (0.5,), (0.5,), {"width": 4})
+        with fake_accelerator() as dev, CountSyncs() as counter:
+            train(model, x, y, TrainSpec(epochs=2, batch_size=16, augment="shift_flip"), 0, dev, progress=False)
+        return counter.syncs / 2
+
+    few, many = syncs_per_epoch(64), syncs_per_epoch(256)  # 4 and 16 steps per epoch
+    assert few == many <= 3, (few, many)
