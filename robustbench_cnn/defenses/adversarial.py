@@ -108,9 +108,9 @@ class CatastrophicOverfittingGuard:
         if acc > self.best_acc:
             self.best_acc, self.best_state = acc, copy.deepcopy(model.state_dict())
             return False
-        if acc < self.best_acc - self.drop:
+        if acc < self.best_acc - self.drop and self.best_state is not None:  # a best is kept from the first epoch
             log.warning("catastrophic overfitting at epoch %d: PGD acc %.3f < best %.3f", epoch + 1, acc, self.best_acc)
-            model.load_state_dict(self.best_state or {})
+            model.load_state_dict(self.best_state)
             self.stopped_at = epoch + 1
             return True
         return False
