@@ -10,8 +10,9 @@ every robust-accuracy row):
 - ``compile = "auto"``: ``torch.compile`` of the crafting module when a model's attack work reaches
   ``compile_min_work`` image-steps (compiling costs tens of seconds per model and shape);
 - ``cudnn_benchmark = "auto"``: cuDNN autotuning from the same amount of work (each new batch shape
-  costs seconds of timing; attack cells see many shapes, so small suites run faster without it: the
-  smoke suite on an H100 trained in 38 s without it, 67-69 s with it);
+  costs seconds of timing, so small suites run faster without it: the smoke suite on an H100 trained
+  in 38 s without it, 67-69 s with it); when on, attacks tune only their full-batch shape
+  (:func:`robustbench_cnn.attacks.crafting.autotune_if`);
 - certification draws noise in batches of 16,384 on the torch runtime;
 - attack batches fill the GPU: :func:`fitting_batch` (per model, from a measured probe step).
 

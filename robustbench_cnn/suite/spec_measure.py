@@ -150,9 +150,9 @@ class PerformanceSpec(_Spec):
     )  # fmt: skip
     cudnn_benchmark: bool | Literal["auto"] = Field(
         "auto",
-        description="on CUDA, let cuDNN time its convolution algorithms for every new input shape; auto: when a "
-        "model's attack work reaches compile_min_work image-steps (each new shape costs seconds: MobileNetV2 on an "
-        "H100, 2.6 s per eval batch shape, and attack cells see many shapes)",
+        description="on CUDA, let cuDNN time its convolution algorithms for each new input shape (attacks: only "
+        "their full-batch shape); auto: when a model's attack work reaches compile_min_work image-steps (each new "
+        "shape costs seconds: MobileNetV2 on an H100, 2.6 s per eval batch shape)",
     )
     attack_shard_size: int = Field(
         500, ge=1, le=MAX_IMAGES, description="images per attack shard: the unit a worker runs and a resumed run "
