@@ -38,7 +38,9 @@ def _one_line(where: str, exc: ValidationError) -> InputError:
     return InputError(f"evaluate(): {where}{'.' + loc if loc else ''}: {msg}")
 
 
-def _dataset(data: str | ImageDataset, eval_size: int | None, image_size: int | None) -> ImageDataset:
+def _dataset(
+    data: str | ImageDataset, eval_size: int | None, image_size: int | None, data_dir: str | os.PathLike[str] | None
+) -> ImageDataset:
     if not isinstance(data, str):
         return data
     from robustbench_cnn.data import load_dataset
@@ -48,7 +50,43 @@ def _dataset(data: str | ImageDataset, eval_size: int | None, image_size: int | 
         spec = DatasetSpec(name=data, eval_size=eval_size, image_size=image_size)
     except ValidationError as exc:
         raise _one_line("data", exc) from None
-    return load_dataset(spec, None)
+    return load_dataset(spec, Path(data_dir).resolve() if data_dir is not None else None)
+
+
+def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize: bool) -> nn.Module:
+    """``model`` behind its declared preprocessing (``"none"``, ``"dataset"``, a mapping or a
+    :class:`~robustbench_cnn.zoo.Preprocess`); ``normalize=True`` is ``preprocess="dataset"``."""
+    from robustbench_cnn.models import Normalized
+    from robustbench_cnn.suite.spec import ModelSpec
+
+    if preprocess is None and not normalize:
+        return model
+    try:
+        spec = ModelSpec(name="api", arch="simple_cnn", preprocess="dataset" if preprocess is None else preprocess)
+    except ValidationError as exc:
+        raise _one_line("preprocess", exc) from None
+    from robustbench_cnn.suite.prepare import normalization
+
+    return Normalized(model, *normalization(spec, ds))
+
+
+def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | None) -> nn.Module:
+    """Zoo entry ``name`` built from its architecture and preprocessing, filled from its verified file."""
+    from robustbench_cnn import zoo
+    from robustbench_cnn.models import build_model
+    from robustbench_cnn.models.checkpoint import load_checkpoint
+
+    e = zoo.entry(name)
+    if e.kind != "torch":
+        raise InputError(f"evaluate(): zoo model '{e.name}' is an edge build ({e.file}), not torch weights")
+    if (ds.in_channels, ds.image_size) != e.image_shape[:2]:
+        raise InputError(f"evaluate(): zoo model '{e.name}' takes {e.image_shape} images ({e.dataset}); the data "
+                         f"has {ds.in_channels}x{ds.image_size}x{ds.image_size}")  # fmt: skip
+    path = zoo.locate(e.name, zoo.zoo_dir(Path(zoo_dir) if zoo_dir is not None else None), "evaluate()")
+    mean, std = e.preprocess.on_unit_images()
+    model = build_model(e.arch, ds.num_classes, ds.in_channels, mean, std, dict(e.params), image_size=ds.image_size)
+    load_checkpoint(model, path, "net")
+    return model
 
 
 def _threat_models(
@@ -117,8 +155,8 @@ def _robust_rows(
 
 
 def evaluate(
-    model: nn.Module,
-    data: str | ImageDataset = "digits",
+    model: nn.Module | str,
+    data: str | ImageDataset | None = None,
     attacks: Sequence[str] = ("pgd",),
     eps: Sequence[float | str] = (0.0, "8/255"),
     norm: str = "linf",
@@ -128,6 +166,9 @@ def evaluate(
     eval_size: int | None = None,
     image_size: int | None = None,
     normalize: bool = False,
+    preprocess: str | Mapping[str, Any] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    zoo_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 256,
     seed: int = 0,
     device: str = "auto",
@@ -136,10 +177,14 @@ def evaluate(
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` in the results schema.
 
-    ``model``: maps images ``(N, C, H, W)`` in [0, 1] to logits ``(N, K)`` (``normalize=True``
-    puts the dataset's mean/std normalization in front of a network that expects normalized
-    input); it is moved to ``device`` and left in eval mode. ``data``: a dataset name (loaded with
-    ``eval_size``/``image_size`` as in a suite's ``[dataset]``) or an ``ImageDataset``. Every
+    ``model``: maps images ``(N, C, H, W)`` in [0, 1] to logits ``(N, K)``; it is moved to ``device``
+    and left in eval mode. ``preprocess`` puts what the network expects in front of it, as a suite's
+    ``models[].preprocess``: ``"none"``, ``"dataset"`` (the training images' mean/std; also
+    ``normalize=True``) or ``{"mean": [...], "std": [...], "input_range": "0..1" | "0..255"}``.
+    ``model = "zoo:NAME"`` loads a zoo entry (its verified file in ``zoo_dir`` or
+    ``$ROBUSTBENCH_CNN_ZOO``) with its own architecture and preprocessing. ``data``: a dataset name
+    (loaded from ``data_dir`` with ``eval_size``/``image_size`` as in a suite's ``[dataset]``;
+    default ``digits``, or the zoo entry's dataset) or an ``ImageDataset``. Every
     attack is run at every ``eps`` (numbers or fractions like ``"8/255"``) under ``norm``; with
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
     Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
@@ -152,10 +197,16 @@ def evaluate(
     from robustbench_cnn.suite.runner import new_run_id, resolve_device
 
     specs = _threat_models(attacks, eps, norm, steps, restarts)
-    ds = _dataset(data, eval_size, image_size)
+    if isinstance(model, str):
+        from robustbench_cnn.zoo import entry
+
+        zoo_name = entry(model).name
+        ds = _dataset(data or entry(model).dataset, eval_size, image_size, data_dir)
+        model, name = _zoo_model(zoo_name, ds, zoo_dir), name or zoo_name
+    else:
+        ds = _dataset(data or "digits", eval_size, image_size, data_dir)
+        model = _preprocessed(model, ds, preprocess, normalize)
     dev = resolve_device(device)
-    if normalize:
-        model = Normalized(model, ds.mean, ds.std)
     model = model.to(dev).eval()
     _check_model(model, ds)
     arch = type(model.net if isinstance(model, Normalized) else model).__name__
@@ -180,6 +231,8 @@ def run(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    zoo_dir: str | os.PathLike[str] | None = None,
     device: str | None = None,
     seed: int | None = None,
     progress: bool = False,
@@ -189,22 +242,27 @@ def run(
 
     ``out``: results root (default ``$ROBUSTBENCH_CNN_RESULTS`` or ``results``, as the CLI);
     ``cache_dir``: model cache (default ``out/cache``); ``base_dir``: where a dict suite's relative
-    paths and plugin modules are found (default ``out``).
+    paths and plugin modules are found (default ``out``); ``data_dir``: overrides ``dataset.data_dir``
+    (as ``--data-dir``); ``zoo_dir``: where ``zoo:NAME`` checkpoints are (as ``--zoo-dir``).
     """
+    from robustbench_cnn.zoo import zoo_dir as find_zoo
+
     from robustbench_cnn.models.sources import preload
     from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
     from robustbench_cnn.suite.runner import RunOptions, run_suite
 
     root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()
+    zoo = find_zoo(Path(zoo_dir) if zoo_dir is not None else None)
     if isinstance(suite, Mapping):
         data = dict(suite)
         folder = Path(base_dir).resolve() if base_dir is not None else root
         preload(data, folder, "suite dict")
         spec = parse_suite(data, "suite dict")
         sha = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-        loaded = LoadedSuite(spec, folder / f"{spec.name}.toml", sha)
+        loaded = LoadedSuite(spec, folder / f"{spec.name}.toml", sha, zoo)
     else:
-        loaded = load_suite(Path(suite))
+        loaded = load_suite(Path(suite), zoo)
     opts = RunOptions(out_root=root, cache_dir=Path(cache_dir).resolve() if cache_dir else root / "cache",
-                      device=device, seed=seed, progress=progress)  # fmt: skip
+                      device=device, seed=seed, progress=progress,
+                      data_dir=Path(data_dir).resolve() if data_dir is not None else None)  # fmt: skip
     return run_suite(loaded, opts)

@@ -22,6 +22,12 @@ def _default_out() -> Path:
     return Path(os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results"))
 
 
+def _zoo_dir(args: argparse.Namespace) -> Path | None:
+    from robustbench_cnn.zoo import zoo_dir
+
+    return zoo_dir(args.zoo_dir)
+
+
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
     from robustbench_cnn.report.compare import Tolerances, check_coverage, compare, describe, load_run, render
 
@@ -59,7 +65,7 @@ def _plan(args: argparse.Namespace, loaded: LoadedSuite, out: Path) -> tuple[str
 def _cmd_plan(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
-    loaded = load_suite(args.suite)
+    loaded = load_suite(args.suite, _zoo_dir(args))
     text, _ = _plan(args, loaded, (args.out or _default_out()).resolve())
     sys.stdout.write(text)
     return 0
@@ -75,8 +81,11 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
 
     from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
 
-    for m in loaded.spec.models:
-        path = loaded.resolve(m.checkpoint)
+    from robustbench_cnn.errors import SuiteError
+    from robustbench_cnn.suite.spec import NEEDS_PREPROCESS
+
+    for i, m in enumerate(loaded.spec.models):
+        path = loaded.checkpoint(i)
         if path is None:
             continue
         try:
@@ -84,6 +93,9 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
         except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise UnusableCheckpoint(f"checkpoint {path} is corrupt: {type(exc).__name__}; re-export or "
                                      "re-download it") from None  # fmt: skip
+        bare = m.checkpoint_format == "net" or (m.checkpoint_format == "auto" and not any(k.startswith("net.") for k in state))
+        if bare and m.preprocess is None:
+            raise SuiteError(f"{loaded.path}: models[{i}].preprocess: {path.name}: {NEEDS_PREPROCESS}")
         bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
             raise UnusableCheckpoint(f"checkpoint {path}: {bad} holds NaN or infinite values; the weights are unusable")
@@ -92,7 +104,7 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
-    loaded = load_suite(args.suite)
+    loaded = load_suite(args.suite, _zoo_dir(args))
     out = (args.out or _default_out()).resolve()
     text, refusal = _plan(args, loaded, out)
     if args.dry_run:
@@ -207,6 +219,22 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    if args.zoo_command == "list":
+        from robustbench_cnn.zoo.listing import render_list
+
+        sys.stdout.write(render_list(_zoo_dir(args)))
+        return 0
+    from robustbench_cnn.zoo.measure_cmd import MeasureOptions, measure
+
+    opts = MeasureOptions(args.name, args.data_dir.resolve() if args.data_dir else None, _zoo_dir(args),
+                          (args.out or _default_out()).resolve(), args.dataset, args.data_path, args.eval_size,
+                          tuple(args.eps), args.queries, args.attack_size, latency=not args.no_latency)  # fmt: skip
+    run_dir, text = measure(opts)
+    sys.stdout.write(text + f"results: {run_dir}\n")
+    return 0
+
+
 def _parameters(entry: object) -> str:
     """``name=default`` of a plugin's parameters: its spec's fields, else its factory's keywords."""
     import inspect
@@ -260,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": _cmd_run, "plan": _cmd_plan, "list": _cmd_list, "compare": _cmd_compare,
                     "report": _cmd_report, "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,
-                    "export-results": _cmd_export_results}  # fmt: skip
+                    "export-results": _cmd_export_results, "zoo": _cmd_zoo}  # fmt: skip
         return commands[args.command](args)
     except RobustBenchError as exc:
         for line in getattr(exc, "problems", None) or (one_line(str(exc)),):

@@ -23,7 +23,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspection(sub)
     _add_reporting(sub)
     _add_edge(sub)
+    _add_zoo(sub)
     return parser
+
+
+def _add_zoo_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zoo-dir", type=Path, default=None, metavar="DIR",
+                   help="where checkpoint = 'zoo:NAME' files are (default: $ROBUSTBENCH_CNN_ZOO); never downloaded")  # fmt: skip
+
+
+def _add_zoo(sub) -> None:
+    zoo = sub.add_parser("zoo", help="the local model zoo: published checkpoints and their published figures")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    lst = zoo_sub.add_parser("list", help="every zoo entry: dataset, preprocessing, published figures, source")
+    lst.add_argument("--zoo-dir", type=Path, default=None, metavar="DIR",
+                     help="also say whether each file is there and verified (default: $ROBUSTBENCH_CNN_ZOO)")  # fmt: skip
+    mea = zoo_sub.add_parser("measure", help="measure a deployed-artifact entry (an edge build) on its own runtime")
+    mea.add_argument("name", help="a zoo entry of kind artifact, e.g. mlperf_tiny_resnet8_int8")
+    _add_zoo_dir(mea)
+    mea.add_argument("--data-dir", type=Path, default=None, help="where the entry's dataset (or the .npz) is")
+    mea.add_argument("--dataset", default="", help="dataset name (default: the entry's), e.g. npz")
+    mea.add_argument("--data-path", default=None, help="with --dataset npz: the .npz file, relative to --data-dir")
+    mea.add_argument("--eval-size", type=int, default=None, help="a seeded subset of the eval split")
+    mea.add_argument("--eps", type=_fraction, nargs="*", default=[2 / 255, 8 / 255],
+                     help="Linf budgets of the direct Square Attack (default 2/255 8/255; none: off)")  # fmt: skip
+    mea.add_argument("--queries", type=int, default=100, help="Square Attack queries per image")
+    mea.add_argument("--attack-size", type=int, default=100, help="images the Square Attack runs on")
+    mea.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency")
+    mea.add_argument("--out", type=Path, default=None, help="results root (default: $ROBUSTBENCH_CNN_RESULTS or ./results)")
 
 
 def _add_run(sub) -> None:
@@ -36,6 +63,7 @@ def _add_run(sub) -> None:
                      help="override the suite's device")  # fmt: skip
     run.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     run.add_argument("--data-dir", type=Path, default=None, help="override dataset.data_dir")
+    _add_zoo_dir(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
         "--resume", nargs="?", const="newest", default=None, metavar="RUN_DIR",
@@ -73,6 +101,7 @@ def _add_inspection(sub) -> None:
     pln.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: OUT/cache)")
     pln.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     pln.add_argument("--data-dir", type=Path, default=None, help="override dataset.data_dir")
+    _add_zoo_dir(pln)
     _add_work_flag(pln)
 
     lst = sub.add_parser("list", help="list registered datasets, models, attacks, defenses and compressions")
@@ -123,6 +152,18 @@ def _add_edge(sub) -> None:
     bundle.add_argument("--force", action="store_true", help="replace a non-empty --out")
     bundle.add_argument("--include-failed-parity", action="store_true",
                         help="also bundle exports whose parity check failed (left out by default)")  # fmt: skip
+
+
+def _fraction(text: str) -> float:
+    from fractions import Fraction
+
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 8/255") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a Linf eps on [0, 1] images is in 0..1")
+    return value
 
 
 def _device(text: str) -> str:

@@ -35,6 +35,13 @@ def pgd(model: nn.Module, eps: float, norm: str = "linf", steps: int = 10, step_
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
 
 
+@register_attack("bim", norms=("linf",))
+def bim(model: nn.Module, eps: float, norm: str = "linf", steps: int = 10, step_size=None, num_classes: int = 10):
+    """BIM / I-FGSM (Kurakin et al. 2017): PGD from the clean image (no random start), cross-entropy;
+    the protocol of advertorch's ``LinfPGDAttack(rand_init=False)`` benchmarks."""
+    return torchattacks.BIM(model, eps=eps, alpha=default_step_size(eps, steps, step_size), steps=steps)
+
+
 @register_attack("apgd_ce", norms=("linf", "l2"))
 def apgd_ce(model: nn.Module, eps: float, norm: str = "linf", steps: int = 10, step_size=None, num_classes: int = 10):
     """APGD with cross-entropy loss (Croce & Hein 2020): step-size-free PGD with momentum."""

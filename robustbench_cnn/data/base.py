@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,13 +47,20 @@ class ImageDataset:
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
 
+    def _train_images(self) -> torch.Tensor:
+        if len(self.x_train) < 2:
+            raise DatasetError(f"dataset '{self.name}' has no training split, so it has no statistics to normalize "
+                               "with and nothing to train on; declare the model's preprocess, or add the training "
+                               "files")  # fmt: skip
+        return self.x_train
+
     @cached_property
     def mean(self) -> tuple[float, ...]:
-        return tuple(float(m) for m in self.x_train.mean(dim=(0, 2, 3)))
+        return tuple(float(m) for m in self._train_images().mean(dim=(0, 2, 3)))
 
     @cached_property
     def std(self) -> tuple[float, ...]:
-        return tuple(max(float(s), 1e-3) for s in self.x_train.std(dim=(0, 2, 3)))
+        return tuple(max(float(s), 1e-3) for s in self._train_images().std(dim=(0, 2, 3)))
 
     @cached_property
     def fingerprint(self) -> str:
@@ -90,13 +98,25 @@ def take_subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int) -
     return x[idx], y[idx]
 
 
+def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """Sorted indices of a seeded random subset of ``size`` of ``n`` examples; None for all of them."""
+    if size is None or size >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
 def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
     """Load the dataset a suite names. ``data_dir`` must already be absolute (resolved by the caller)."""
     from robustbench_cnn.data import DATASETS
 
     loader = DATASETS.get(spec.name)
+    options = {k: v for k, v in (("path", spec.path), ("num_classes", spec.num_classes)) if v is not None}
+    takes = inspect.signature(loader).parameters
+    for key in options:
+        if key not in takes:
+            raise DatasetError(f"dataset.{key} is not an option of dataset '{spec.name}' (it is one of 'npz'); remove it")
     train_x, train_y, eval_x, eval_y, num_classes = loader(
-        data_dir=data_dir, download=spec.download, split_seed=spec.split_seed
+        data_dir=data_dir, download=spec.download, split_seed=spec.split_seed, **options
     )
     train_x, train_y = take_subset(train_x, train_y, spec.train_size, spec.split_seed)
     eval_x, eval_y = take_subset(eval_x, eval_y, spec.eval_size, spec.split_seed + 1)

@@ -81,24 +81,80 @@ def load_cifar10(data_dir: Path | None = None, download: bool = False, split_see
     return to_tensor(x_train), torch.from_numpy(y_train), to_tensor(x_test), torch.from_numpy(y_test), 10
 
 
-def _load_mnist_like(cls_name: str, dataset: str, data_dir: Path | None, download: bool):
-    import torchvision.datasets
+IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dimension, images: 3
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+MAX_IDX_BYTES = 1 << 30
 
-    root = _require_dir(dataset, data_dir)
-    cls = getattr(torchvision.datasets, cls_name)
+
+def _find_idx(folders: list[Path], name: str) -> Path | None:
+    """``name`` or ``name.gz`` in the first folder that has it (torchvision un-gzips; people download .gz)."""
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_idx(path: Path, dataset: str) -> np.ndarray:
+    """An IDX file (LeCun's format: big-endian magic, dimension sizes, uint8 data), gzipped or not."""
+    import gzip
+
     try:
-        splits = [cls(str(root), train=train, download=download) for train in (True, False)]
-    except RuntimeError as exc:
-        raise DatasetError(f"{dataset}: {exc} (looked in {root / cls_name / 'raw'})") from None
-    out = []
-    for split in splits:
-        out += [to_float_images(split.data, channels_last_input=False), split.targets.long()]
-    return (*out, 10)
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            raw = fh.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{dataset}: {path} cannot be read ({type(exc).__name__}: {exc}); re-download it") from None
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    ndim = IDX_MAGIC.get(magic)
+    if ndim is None or len(raw) > MAX_IDX_BYTES:
+        raise DatasetError(f"{dataset}: {path} is not an MNIST IDX file of uint8 data (magic {magic})")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    size = int(np.prod(dims))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != size:
+        raise DatasetError(f"{dataset}: {path} holds {len(body)} data bytes, its header says {size}; re-download it")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _read_mnist_split(folders: list[Path], split: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    images, labels = (_find_idx(folders, name) for name in MNIST_FILES[split])
+    if images is None and labels is None:
+        return None
+    if images is None or labels is None:
+        missing = MNIST_FILES[split][0 if images is None else 1]
+        raise DatasetError(f"{dataset}: {missing}(.gz) is missing beside {labels or images}")
+    x, y = read_idx(images, dataset), read_idx(labels, dataset)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or (len(y) and int(y.max()) > 9):
+        raise DatasetError(f"{dataset}: {images.name} and {labels.name} do not pair up ({x.shape} images, "
+                           f"{y.shape} labels in 0..9)")  # fmt: skip
+    return to_float_images(torch.from_numpy(x.copy()), channels_last_input=False), torch.from_numpy(y.astype(np.int64))
+
+
+def _load_mnist_like(cls_name: str, dataset: str, data_dir: Path | None, download: bool):
+    """MNIST-format IDX files, gzipped (as downloaded by hand) or not (as torchvision leaves them), in
+    ``DATA_DIR/<cls_name>/raw`` or ``DATA_DIR`` itself. Only the test files: an empty training split
+    (enough for suites that load checkpoints)."""
+    root = _require_dir(dataset, data_dir)
+    if download:
+        import torchvision.datasets
+
+        for train in (True, False):
+            getattr(torchvision.datasets, cls_name)(str(root), train=train, download=True)
+    folders = [root / cls_name / "raw", root]
+    test = _read_mnist_split(folders, "test", dataset)
+    if test is None:
+        raise DatasetError(f"{dataset}: no {MNIST_FILES['test'][0]}(.gz) in {root / cls_name / 'raw'} or {root}; "
+                           "place the official files there or set dataset.download = true")  # fmt: skip
+    train = _read_mnist_split(folders, "train", dataset)
+    if train is None:
+        train = (test[0][:0], test[1][:0])
+    return (*train, *test, 10)
 
 
 @DATASETS.register("mnist")
 def load_mnist(data_dir: Path | None = None, download: bool = False, split_seed: int = 0):
-    """MNIST (LeCun et al. 1998): 60,000 / 10,000 grey 28x28 digits, read from torchvision's IDX files."""
+    """MNIST (LeCun et al. 1998): 60,000 / 10,000 grey 28x28 digits, from the official IDX files (.gz or not)."""
     return _load_mnist_like("MNIST", "mnist", data_dir, download)
 
 

@@ -132,6 +132,17 @@ def _prefix(state: dict[str, torch.Tensor], model: nn.Module, fmt: CheckpointFor
     return {**{n: own[n] for n in _NORMALIZATION if n in own}, **{f"net.{k}": v for k, v in state.items()}}
 
 
+def _old_batchnorm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Fill the BatchNorm ``num_batches_tracked`` counters a state dict saved before PyTorch 0.4.1 lacks
+    (only where the layer's running statistics are there): they count training steps and change no
+    output of a layer with a momentum, which every built-in architecture's BatchNorm has."""
+    own = model.state_dict()
+    suffix = "num_batches_tracked"
+    missing = {k: own[k] for k in own if k.endswith(suffix) and k not in state
+               and k.removesuffix(suffix) + "running_mean" in state}  # fmt: skip
+    return {**state, **missing} if missing else state
+
+
 def _listed(keys: list[str]) -> str:
     more = f", ... ({len(keys)})" if len(keys) > _SHOWN else ""
     return ", ".join(keys[:_SHOWN]) + more
@@ -162,7 +173,7 @@ def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto"
     """Fill ``model`` from ``path`` (narrowing pruned layers first); :class:`CheckpointError` otherwise."""
     try:
         state, layers = read_state(path)
-        state = _prefix(state, model, fmt)
+        state = _old_batchnorm(_prefix(state, model, fmt), model)
         if layers is not None:
             structure.apply_structure(model, layers, {k: list(v.shape) for k, v in state.items()})
         check_state(state, model, path)

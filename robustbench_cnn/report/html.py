@@ -29,6 +29,8 @@ from robustbench_cnn.report.leaderboard import (
     variant_label,
 )
 from robustbench_cnn.report.plots import pareto_front
+from robustbench_cnn.report.reproduction import reproduction
+from robustbench_cnn.report.reproduction import warnings as repro_warnings
 from robustbench_cnn.suite.results import read_csv
 
 IDENT = ["model", "compression", "format", "runtime", "metric", "attack", "norm", "eps", "batch_size"]
@@ -266,6 +268,24 @@ def _warnings(manifest: dict[str, Any]) -> str:
     return head + "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
+def _reproduction_html(table: pd.DataFrame) -> str:
+    """Published vs measured per zoo figure (empty without zoo models); see :mod:`.reproduction`."""
+    if table.empty:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("model", "figure", "published %", "measured % [95% CI]", "n", "verdict"))
+    rows = []
+    for _, r in table.iterrows():
+        measured = (f"{_fmt(r.measured, digits=2)} [{_fmt(r.ci_low, digits=2)}, {_fmt(r.ci_high, digits=2)}]"
+                    if pd.notna(r.measured) else "")  # fmt: skip
+        n = f"{int(r.n):,}" if pd.notna(r.n) else ""
+        cells = (escape(str(r.model)), escape(str(r.figure)), _fmt(r.published, digits=2), measured, n,
+                 f"<b>{escape(str(r.verdict))}</b>")  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    notes = "".join(f"<li>{escape(w)}</li>" for w in repro_warnings(table))
+    return (f"<h2>Reproduction of published figures</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+            f"</tbody></table>" + (f"<ul>{notes}</ul>" if notes else ""))  # fmt: skip
+
+
 def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None = None) -> str:
     """The whole page as one string."""
     board, tm = leaderboard(df, manifest)
@@ -281,7 +301,8 @@ def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None
              f"({escape(str(env.get('gpu') or env.get('cpu', '?')))}) · "
              f"wall {float(manifest.get('wall_seconds') or 0):.0f} s · started {m['started']}")  # fmt: skip
     body = [f"<h1>{escape(title)}</h1><p>{facts}</p>", "<h2>Leaderboard</h2>", _threat_note(tm),
-            _leaderboard_html(df, board, tm), "<h2>Warnings</h2>", _warnings(manifest), "<h2>Charts</h2>",
+            _leaderboard_html(df, board, tm), "<h2>Warnings</h2>", _warnings(manifest),
+            _reproduction_html(reproduction(df, manifest)), "<h2>Charts</h2>",
             "<p class='note'>Hover a point for its value; click it to jump to its row.</p>",
             "<div class='charts'>" + "\n".join(svg.render(c) for c in charts) + "</div>",
             "<h2>Details per variant</h2>", _details(df, cell_index(run_dir))]  # fmt: skip

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
+
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
 
 
@@ -84,6 +86,7 @@ def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
     else:  # tabulate leaves None (not NaN) cells blank
         lines.append(wide.astype(object).where(wide.notna(), None).to_markdown(index=False, floatfmt=".4g"))
     lines += _warnings(manifest)
+    lines += render_markdown(reproduction(df, manifest))
     return "\n".join(lines) + "\n"
 
 
@@ -171,5 +174,6 @@ def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str
         failed = [c for c, r in info.get("checks", {}).items() if not r["passed"]]
         if failed:
             lines.append(_cell(f"warning: {name}: evaluation unreliable, failed {', '.join(failed)}", width))
+    lines += render_terminal(reproduction(df, manifest), width)
     lines.append("full table: summary.md; report: report.html")
     return "\n".join(line[:width] for line in lines) + "\n"

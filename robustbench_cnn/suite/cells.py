@@ -42,7 +42,7 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         cells.append(Cell(m, "preflight", PreflightParams(tuple(sorted(asked)))))
     groups: dict[tuple[str, float], list[str]] = {}
     exported = any(ex.models is None or m in ex.models for ex in spec.exports)
-    for ev in spec.evaluations:
+    for ev in (ev for ev in spec.evaluations if ev.applies_to(m)):
         for eps in ev.eps:
             params = AttackParams(ev.attack, ev.norm, float(eps), ev.steps, ev.step_size, ev.restarts,
                                   perf.attack_shard_size, craft, keep_adv=exported)  # fmt: skip
@@ -65,10 +65,11 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
     if sigma is not None:
         cells.append(Cell(m, "certify", CertifyParams(float(sigma), spec.certify, perf.certify_shard_size)))
     if spec.checks.enabled:
-        cells.append(Cell(m, "checks", ChecksParams(spec.check_eps, spec.checks, _check_step(spec), craft)))
+        cells.append(Cell(m, "checks", ChecksParams(spec.check_eps, spec.checks, _check_step(spec, m), craft)))
     if spec.latency.enabled:
         cells.append(Cell(m, "latency", LatencyParams(spec.latency)))
-    direct = tuple(sorted({float(e) for ev in spec.evaluations if ev.norm == "linf" for e in ev.eps if e > 0}))
+    direct = tuple(sorted({float(e) for ev in spec.evaluations if ev.norm == "linf" and ev.applies_to(m)
+                           for e in ev.eps if e > 0}))  # fmt: skip
     attacks = tuple(("attack", c.label) for c in cells if c.kind == "attack")
     for ex in spec.exports:
         if ex.models is None or m in ex.models:
@@ -76,11 +77,15 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
     return cells
 
 
-def _check_step(spec: SuiteSpec) -> float | None:
-    """The reported linf PGD's own step size at the checks' eps (default: 2.5 * eps / steps)."""
+def _check_step(spec: SuiteSpec, model: str) -> float | None:
+    """The model's reported linf PGD's own step size at the checks' eps (default: 2.5 * eps / steps),
+    if the checks' steps of it can reach the eps boundary (a PGD-40 step of 0.01 at eps 0.3 cannot in
+    10 steps: the checks would judge an attack nobody ran)."""
     eps = spec.check_eps
-    pgd = [ev for ev in spec.evaluations if ev.attack == "pgd" and ev.norm == "linf" and eps in ev.eps]
-    return pgd[0].step_size if pgd else None
+    pgd = [ev for ev in spec.evaluations if ev.attack == "pgd" and ev.norm == "linf" and eps in ev.eps
+           and ev.applies_to(model)]  # fmt: skip
+    step = pgd[0].step_size if pgd else None
+    return step if step is None or step * spec.checks.steps >= eps else None
 
 
 def convergence_cells(spec: SuiteSpec, cells: list[Cell], clean: str) -> list[Cell]:

@@ -29,6 +29,14 @@ class RunContext:
     run_dir: Path
     data: ImageDataset
     progress: bool = True
+    zoo_dir: Path | None = None  # where ``checkpoint = "zoo:NAME"`` files are found
+
+    def checkpoint(self, mspec: ModelSpec) -> Path:
+        """``mspec``'s checkpoint file: a verified zoo file, or a path relative to the suite's folder."""
+        from robustbench_cnn.zoo import resolve_checkpoint
+
+        assert mspec.checkpoint is not None, "a model that trains has no checkpoint"
+        return resolve_checkpoint(mspec.checkpoint, self.base_dir, self.zoo_dir, f"models '{mspec.name}'.checkpoint")
 
     def model(self, name: str) -> ModelSpec:
         """The suite's entry for model ``name``."""

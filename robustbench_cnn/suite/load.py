@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from robustbench_cnn.errors import RobustBenchError, SuiteError, shown
 from robustbench_cnn.suite.problems import problem_lines
 from robustbench_cnn.suite.spec import SuiteSpec
+from robustbench_cnn.zoo import ZooError, is_zoo, resolve_checkpoint
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -32,6 +33,7 @@ class LoadedSuite:
     spec: SuiteSpec
     path: Path  # absolute
     sha256: str
+    zoo_dir: Path | None = None  # where ``checkpoint = "zoo:NAME"`` files are found (absolute)
 
     @property
     def base_dir(self) -> Path:
@@ -40,6 +42,13 @@ class LoadedSuite:
 
     def resolve(self, relative: str | None) -> Path | None:
         return None if relative is None else (self.base_dir / relative).resolve()
+
+    def checkpoint(self, i: int) -> Path | None:
+        """Model ``i``'s checkpoint file (a zoo entry's verified file), or None if it trains."""
+        m = self.spec.models[i]
+        if m.checkpoint is None:
+            return None
+        return resolve_checkpoint(m.checkpoint, self.base_dir, self.zoo_dir, f"{self.path}: models[{i}].checkpoint")
 
 
 def parse_suite(data: dict[str, Any], source: str) -> SuiteSpec:
@@ -106,8 +115,9 @@ def _read(path: Path) -> bytes:
         return fh.read(MAX_BYTES + 1)
 
 
-def load_suite(path: Path) -> LoadedSuite:
-    """Parse and validate ``path``; raises :class:`SuiteError` with one line per problem."""
+def load_suite(path: Path, zoo_dir: Path | None = None) -> LoadedSuite:
+    """Parse and validate ``path``; raises :class:`SuiteError` with one line per problem. ``zoo_dir``:
+    where zoo checkpoints are (absolute; see :func:`robustbench_cnn.zoo.zoo_dir`); each is verified."""
     try:
         path = Path(path).resolve()
         raw = _read(path)
@@ -129,13 +139,17 @@ def load_suite(path: Path) -> LoadedSuite:
     from robustbench_cnn.models.sources import preload
 
     preload(data, path.parent, str(path))  # plugins and pkg.module:factory archs, before arch names are validated
-    loaded = LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest())
-    missing = [
-        f"{path}: models[{i}].checkpoint: no such file {shown(loaded.resolve(m.checkpoint))}; paths are relative "
-        "to the suite file's folder"
-        for i, m in enumerate(loaded.spec.models)
-        if m.checkpoint is not None and not loaded.resolve(m.checkpoint).is_file()  # type: ignore[union-attr]
-    ]
+    loaded = LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest(), zoo_dir)
+    missing = []
+    for i, m in enumerate(loaded.spec.models):
+        try:
+            file = loaded.checkpoint(i)
+        except ZooError as exc:
+            missing.append(str(exc))
+            continue
+        if file is not None and not is_zoo(m.checkpoint) and not file.is_file():
+            missing.append(f"{path}: models[{i}].checkpoint: no such file {shown(file)}; paths are relative to the "
+                           "suite file's folder")  # fmt: skip
     if missing:
         raise SuiteError(*missing)
     return loaded

@@ -101,11 +101,37 @@ def clean_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inpu
     ]
     trained, meta = _trained_row(ctx, target, row, clean_acc, n)
     rows.append(trained)
+    published = published_clean_check(target.spec.zoo, clean_acc, n)
+    if published is not None:
+        passed, detail = published
+        rows.append(row(metric="check_published_clean", value=1.0 if passed else 0.0, n=n))
+        meta["checks"] = {"published_clean": {"passed": passed, "detail": detail}}
+        if not passed:
+            log.warning("%s: %s", target.name, detail)
     if cell.params.attack_precision == "bf16":  # the crafting precision's parity
         pred_bf16 = predict_logits(Autocast(model), x, ctx.spec.eval_batch_size, ctx.device).argmax(1)
         rows.append(row(metric="clean_acc_bf16", value=accuracy(pred_bf16, y), n=n))
         rows.append(row(metric="bf16_agreement", value=float((pred_bf16 == pred).float().mean()), n=n))
     return CellResult(rows, {"mask": pred == y}, meta)
+
+
+def published_clean_check(zoo: str | None, clean_acc: float, n: int) -> tuple[bool, str] | None:
+    """A zoo model's clean accuracy against its published figure: (passed, detail), passed when the
+    95% Clopper-Pearson interval of the measured accuracy contains the published one; None when the
+    model has no published clean figure. A contradiction is the symptom of wrong preprocessing or
+    the wrong file, and makes every robust number of the model unreliable."""
+    from robustbench_cnn.metrics import clopper_pearson
+    from robustbench_cnn.zoo import ZOO
+
+    entry = ZOO.get(zoo) if zoo is not None else None
+    published = next((f.value for f in entry.figures if f.kind == "clean"), None) if entry is not None else None
+    if published is None:
+        return None
+    low, high = clopper_pearson(clean_acc, n)
+    if low <= published <= high:
+        return True, f"clean {clean_acc:.4f} [{low:.4f}, {high:.4f}] contains the published {published:.4f}"
+    return False, (f"clean accuracy {clean_acc:.4f} [{low:.4f}, {high:.4f}] contradicts the published {published:.4f} "
+                   f"of zoo:{zoo}: wrong preprocessing or the wrong checkpoint")  # fmt: skip
 
 
 def _trained_row(ctx: RunContext, target: ModelUnderTest, row, clean_acc: float, n: int) -> tuple[Row, dict]:

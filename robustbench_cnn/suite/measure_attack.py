@@ -16,6 +16,7 @@ import torch
 
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.data.base import subset_indices
 from robustbench_cnn.seeds import derived_seed
 from robustbench_cnn.suite.cell_kinds import cell_kind
 from robustbench_cnn.suite.cell_types import (
@@ -30,13 +31,25 @@ from robustbench_cnn.suite.cell_types import (
 from robustbench_cnn.suite.cells import crafting
 from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.measure import attack_batch, crafting_for
-from robustbench_cnn.suite.spec import ModelSpec
+from robustbench_cnn.suite.spec import EnsembleSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 def _eval_images(ctx: RunContext, cell: Cell) -> int:
     return len(ctx.data.y_eval)
+
+
+def ensemble_subset(ctx: RunContext, settings: EnsembleSpec | None) -> torch.Tensor | None:
+    """The eval images (indices) the ensemble and the worst case run on: ``[ensemble] eval_size`` of
+    them, a subset fixed by the dataset's split seed; None: all of them."""
+    size = settings.eval_size if settings is not None else None
+    return subset_indices(len(ctx.data.y_eval), size, ctx.spec.dataset.split_seed + 2)
+
+
+def _ensemble_images(ctx: RunContext, cell: Cell) -> int:
+    subset = ensemble_subset(ctx, cell.params.settings)
+    return len(ctx.data.y_eval) if subset is None else len(subset)
 
 
 def _concat(parts: list[CellResult], name: str) -> torch.Tensor:
@@ -61,11 +74,13 @@ def _shard_size(cell: Cell) -> int:
 
 
 def _attack_shard(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard, make,
-                  batch_size: int, restarts: int, keep_adv: bool) -> CellResult:  # fmt: skip
-    """Survivors of images ``[shard.start, shard.stop)`` (and their adversarial images, if kept)."""
+                  batch_size: int, restarts: int, keep_adv: bool, subset: torch.Tensor | None = None) -> CellResult:  # fmt: skip
+    """Survivors of images ``[shard.start, shard.stop)`` of the eval split, or of ``subset`` (indices
+    into it), and their adversarial images if kept."""
     p, data = cell.params, ctx.data
-    x, y = data.x_eval[shard.start : shard.stop], data.y_eval[shard.start : shard.stop]
-    clean = inputs.one("clean").arrays["mask"][shard.start : shard.stop]
+    rows = slice(shard.start, shard.stop) if subset is None else subset[shard.start : shard.stop]
+    x, y = data.x_eval[rows], data.y_eval[rows]
+    clean = inputs.one("clean").arrays["mask"][rows]
     adv = x.clone() if keep_adv else None
     correct = robust_correct(
         target.model, make, x, y, clean, p.eps, p.norm, batch_size=batch_size, restarts=restarts,
@@ -86,7 +101,7 @@ def attack_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inp
     return _attack_shard(ctx, target, cell, inputs, shard, make, attack_batch(ctx, target), p.restarts, p.keep_adv)
 
 
-@cell_kind("ensemble", EnsembleParams, merge=_merge_robust, images=_eval_images, shard_size=_shard_size)
+@cell_kind("ensemble", EnsembleParams, merge=_merge_robust, images=_ensemble_images, shard_size=_shard_size)
 def ensemble_cell(
     ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None
 ) -> CellResult:
@@ -97,7 +112,8 @@ def ensemble_cell(
     s = p.settings
     make = partial(ATTACKS.get("ensemble"), eps=p.eps, norm=p.norm, steps=s.steps, restarts=s.restarts,
                    members=s.members, targets=s.targets, num_classes=ctx.data.num_classes)  # fmt: skip
-    return _attack_shard(ctx, target, cell, inputs, shard, make, ctx.spec.eval_batch_size, 1, False)
+    return _attack_shard(ctx, target, cell, inputs, shard, make, ctx.spec.eval_batch_size, 1, False,
+                         ensemble_subset(ctx, s))  # fmt: skip
 
 
 @cell_kind("worst_case", WorstCaseParams, needs_model=False, resources="cpu")
@@ -106,7 +122,11 @@ def worst_case_cell(
 ) -> CellResult:
     """Per-example worst case over every attack run at this (norm, eps): robust only if all fail."""
     p: WorstCaseParams = cell.params
-    survived = torch.stack([stored.arrays["mask"] for stored in inputs.many("attack")]).all(0)
+    subset = ensemble_subset(ctx, p.ensemble)
+    masks = [stored.arrays["mask"] for stored in inputs.many("attack")]
+    if subset is not None:  # the attacks ran on every image, the ensemble on the subset
+        masks = [mask if len(mask) == len(subset) else mask[subset] for mask in masks]
+    survived = torch.stack(masks).all(0)
     value = float(survived.float().mean())
     row = ctx.row(target.spec)(metric="robust_acc", value=value, attack="worst_case", norm=p.norm, eps=p.eps,
                                n=len(survived))  # fmt: skip

@@ -39,6 +39,8 @@ def model_identity(
         "num_classes": num_classes,
         "code": code,  # the factory's (and plugins') source: editing it retrains
     }
+    if spec.preprocess not in (None, "dataset"):  # a declared input contract is part of the trained model
+        identity["preprocess"] = spec.preprocess.model_dump()  # type: ignore[union-attr]
     if spec.compress is not None:  # derived models change when what they derive from changes
         identity["compress"] = spec.compress.model_dump()
         identity["upstream"] = upstream_keys
@@ -78,11 +80,12 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
     if c is not None and getattr(c, "adversarial", False):
         inner += getattr(c, "steps", 0)
     train = 0 if m.checkpoint is not None else n_train * m.train.epochs * (1 + inner + (c is not None))
-    attacks = sum(n_eval * ev.steps * ev.restarts for ev in suite.evaluations for _ in ev.eps)
+    evals = [ev for ev in suite.evaluations if ev.applies_to(m.name)]
+    attacks = sum(n_eval * ev.steps * ev.restarts for ev in evals for _ in ev.eps)
     e = suite.ensemble  # at every (norm, eps > 0) evaluated; apgd_t once per target class
-    budgets = {(ev.norm, eps) for ev in suite.evaluations for eps in ev.eps if eps > 0}
+    budgets = {(ev.norm, eps) for ev in evals for eps in ev.eps if eps > 0}
     runs = sum(e.targets if member == "apgd_t" else 1 for member in e.members) * e.steps * e.restarts
-    attacks += len(budgets) * n_eval * runs if e.enabled else 0
+    attacks += len(budgets) * min(n_eval, e.eval_size or n_eval) * runs if e.enabled else 0
     k = suite.checks
     checks = min(k.eval_size, n_eval) * k.steps * (3 + k.more_steps_factor * k.more_restarts) if k.enabled else 0
     sigma = getattr(d, "sigma", None)
@@ -112,11 +115,11 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
     keys: dict[str, str] = {}
     labels_spec = resolve_for_device(spec, torch.device("cpu"), n_eval or 1)  # cell labels: the same on any device
     models = []
-    for m in spec.models:
+    for i, m in enumerate(spec.models):
         if m.checkpoint is not None:
-            path = loaded.resolve(m.checkpoint)
+            path = loaded.checkpoint(i)
             keys[m.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:20]  # type: ignore[union-attr]
-            source, where = "checkpoint", str(path)
+            source, where = ("zoo" if m.zoo else "checkpoint"), str(path)
         elif data is None or any(u not in keys for u in (m.compress.upstream if m.compress else ())):
             source, where = "unknown", "(data not loaded)" if why else "(an upstream model's key is unknown)"
         else:

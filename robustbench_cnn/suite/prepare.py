@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.data import ImageDataset
 from robustbench_cnn.models import Normalized, build_model
+from robustbench_cnn.models.sources import ModelSourceError
 from robustbench_cnn.suite.context import RunContext
 from robustbench_cnn.suite.plan_cmd import model_identity
 from robustbench_cnn.suite.spec import ModelSpec
@@ -22,11 +24,33 @@ from robustbench_cnn.train.loop import to_device, train
 log = logging.getLogger(__name__)
 
 
+def normalization(spec: ModelSpec, data: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) of ``spec``'s normalization layer on [0, 1] images: its declared preprocessing,
+    else the training images' statistics (models the suite trains)."""
+    if spec.zoo is not None:
+        from robustbench_cnn.zoo import entry
+
+        shape = (data.in_channels, data.image_size, data.image_size)
+        if shape != entry(spec.zoo).image_shape:
+            raise ModelSourceError(f"model '{spec.name}': zoo:{spec.zoo} takes {entry(spec.zoo).image_shape} images "
+                                   f"(C, H, W); the dataset has {shape}")  # fmt: skip
+    p = spec.preprocess
+    if p is None or p == "dataset":
+        return data.mean, data.std
+    mean, std = p.on_unit_images()
+    for values in (mean, std):
+        if len(values) not in (1, data.in_channels):
+            raise ModelSourceError(f"model '{spec.name}': preprocess has {len(values)} values for "
+                                   f"{data.in_channels}-channel images; give one per channel or one for all")  # fmt: skip
+    return mean * (data.in_channels // len(mean)), std * (data.in_channels // len(std))
+
+
 def build(ctx: RunContext, spec: ModelSpec) -> Normalized:
     """The model's architecture with its seeded initial weights, on the run's device."""
     torch.manual_seed(ctx.seed)  # the same seed gives the same initial weights
     data = ctx.data
-    model = build_model(spec.arch, data.num_classes, data.in_channels, data.mean, data.std, spec.params,
+    mean, std = normalization(spec, data)
+    model = build_model(spec.arch, data.num_classes, data.in_channels, mean, std, spec.params,
                         base_dir=ctx.base_dir, image_size=data.image_size)  # fmt: skip
     to_device(model, ctx.device)  # before a defense or compression step builds anything on it
     return model
@@ -64,9 +88,11 @@ def prepare_model(
     info: dict[str, Any] = {"arch": spec.arch, "params": dict(spec.params), "defense": spec.defense_name,
                             "compression": spec.compression}  # fmt: skip
     if spec.checkpoint is not None:
-        path = (ctx.base_dir / spec.checkpoint).resolve()  # checked at load: a file, relative to the suite
+        path = ctx.checkpoint(spec)  # checked at load: a file relative to the suite, or a verified zoo file
         load_weights(model, path, spec.checkpoint_format)
         info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
+        if spec.zoo is not None:
+            info["zoo"] = spec.zoo
         to_device(model, ctx.device).eval()
         return model, info
     defense = spec.defense.model_dump() if spec.defense is not None else None
@@ -96,7 +122,7 @@ def load_prepared(ctx: RunContext, spec: ModelSpec, info: Mapping[str, Any], cac
     """A model prepared earlier (by this run's driver or another worker), from its checkpoint or
     cache entry (verified against its key); never trains."""
     model = build(ctx, spec)
-    if info.get("source") == "checkpoint":
+    if info.get("source") == "checkpoint":  # the path the driver verified
         load_weights(model, Path(info["weights"]), spec.checkpoint_format)
     elif cache.load(model, spec.arch, str(info["key"])) is None:
         raise RobustBenchError(f"model '{spec.name}': cache entry {info['key']} is missing or unusable on this "

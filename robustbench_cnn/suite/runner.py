@@ -246,11 +246,11 @@ def _context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
     device = resolve_device(opts.device or spec.device)
     data = load_dataset(spec.dataset, opts.data_dir or loaded.resolve(spec.dataset.data_dir))
     resolved = resolve_for_device(spec, device, len(data.y_eval))
-    ctx = RunContext(resolved, loaded.base_dir, "", seed, device, Path(), data, opts.progress)
+    ctx = RunContext(resolved, loaded.base_dir, "", seed, device, Path(), data, opts.progress, loaded.zoo_dir)
     seconds = time.perf_counter() - start
     for m in resolved.models:
         if m.checkpoint is not None:
-            load_weights(build(ctx, m), (loaded.base_dir / m.checkpoint).resolve(), m.checkpoint_format)
+            load_weights(build(ctx, m), ctx.checkpoint(m), m.checkpoint_format)
     return ctx, seconds
 
 

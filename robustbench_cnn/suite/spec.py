@@ -24,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from robustbench_cnn.errors import RobustBenchError, shown
+from robustbench_cnn.zoo import Preprocess
 from robustbench_cnn.suite.paths import name_key
 from robustbench_cnn.suite.problems import nested, problems, toml_type
 from robustbench_cnn.suite.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
@@ -57,6 +58,9 @@ class DatasetSpec(_Spec):
 
     name: DatasetName = "digits"
     data_dir: PathText | None = Field(None, description="relative paths resolve against the suite file's folder")
+    path: PathText | None = Field(None, description="name = 'npz': the .npz file (x uint8 (N, H, W, C), y), "
+                                  "relative to data_dir or the suite's folder")  # fmt: skip
+    num_classes: int | None = Field(None, ge=2, le=100_000, description="name = 'npz': default max(y) + 1")
     download: bool = Field(False, description="fetch the official archives if missing (needs the internet)")
     image_size: int | None = Field(None, ge=4, le=512, description="resize images to this square size")
     train_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="seeded subset of the training split")
@@ -126,6 +130,19 @@ _defense = _plugin_spec("defense", "robustbench_cnn.defenses", "DEFENSES", '{ na
 _compress = _plugin_spec("compression", "robustbench_cnn.compress", "COMPRESSORS", '{ name = "prune", ratio = 0.5 }')
 
 
+def _preprocess(value: Any) -> Any:
+    """``"none"`` (raw [0, 1] pixels) is ``Preprocess()``; ``"dataset"`` stays; a table is validated."""
+    if value == "none":
+        return Preprocess()
+    if isinstance(value, str) and value != "dataset":
+        raise ValueError(f"{shown(value, 40)}: preprocess is 'none', 'dataset' or a table "
+                         "{ mean = [...], std = [...], input_range = '0..1' | '0..255' }")  # fmt: skip
+    return value
+
+
+PreprocessField = Annotated[Literal["dataset"] | Preprocess | None, BeforeValidator(_preprocess)]
+
+
 def _param_values(params: dict[str, Any]) -> dict[str, Any]:
     """Architecture parameters are TOML scalars: booleans, integers, finite floats, short strings."""
     found = []
@@ -151,8 +168,12 @@ class ModelSpec(_Spec):
     )
     checkpoint: PathText | None = Field(None, description="a .safetensors or torch.save state dict to load, not train")
     checkpoint_format: Literal["auto", "wrapped", "net"] = Field(
-        "auto", description="net: a bare network's state dict (mean/std from the dataset); wrapped: the whole model"
+        "auto", description="net: a bare network's state dict (needs preprocess); wrapped: the whole model"
     )
+    preprocess: PreprocessField = Field(
+        None, description="what the network expects in front of its first layer: 'none' (raw [0, 1]), 'dataset' "
+        "(the training images' mean/std: the default for models the suite trains) or { mean, std, input_range }",
+    )  # fmt: skip
 
     @property
     def defense_name(self) -> str:
@@ -175,8 +196,62 @@ class ModelSpec(_Spec):
             found.append(("" if message.startswith("params") else "params", message))
         if self.compress is not None and self.defense is not None and not self.compress.accepts_defense:
             found.append(("", f"compress '{self.compress.name}' trains the model itself; remove its defense table"))
+        if self.checkpoint_format == "net" and self.checkpoint is not None and self.preprocess is None:
+            found.append(("preprocess", NEEDS_PREPROCESS))
+        found += self._zoo_problems()
         problems(found)
         return self
+
+    def _zoo_problems(self) -> list[tuple[str, str]]:
+        from robustbench_cnn.zoo import ZOO
+
+        name = self.zoo
+        if name is None:
+            return []
+        e = ZOO.get(name)
+        if e is None:
+            from robustbench_cnn.errors import did_you_mean
+
+            return [("checkpoint", f"unknown zoo model {shown(name, 80)}{did_you_mean(name, ZOO)}")]
+        if e.kind != "torch":
+            return [("checkpoint", f"zoo model '{name}' is an edge build ({e.file}), not torch weights; measure it "
+                     "with `robustbench-cnn zoo measure`")]  # fmt: skip
+        if self.arch != e.arch or dict(self.params) != dict(e.params):
+            return [("arch", f"zoo model '{name}' is arch '{e.arch}' with params {dict(e.params)}; remove arch and "
+                     "params (the zoo entry sets them)")]  # fmt: skip
+        if self.defense is not None or self.compress is not None:
+            return [("checkpoint", f"zoo model '{name}' is loaded, not trained; remove its defense/compress table")]
+        return []
+
+    @property
+    def zoo(self) -> str | None:
+        """The zoo entry this model loads (``checkpoint = "zoo:NAME"``), else None."""
+        from robustbench_cnn.zoo import PREFIX, is_zoo
+
+        return self.checkpoint.removeprefix(PREFIX) if is_zoo(self.checkpoint) else None  # type: ignore[union-attr]
+
+
+NEEDS_PREPROCESS = ("a bare network's checkpoint does not say what input it expects; set preprocess = 'none' (raw [0, 1] "
+                    "pixels), 'dataset' (the dataset's mean/std) or { mean = [...], std = [...] }")  # fmt: skip
+
+
+def _zoo_entry(m: ModelSpec) -> Any:
+    from robustbench_cnn.zoo import ZOO
+
+    return ZOO.get(m.zoo) if m.zoo is not None else None
+
+
+def _from_zoo(m: Any) -> Any:
+    """A model with ``checkpoint = "zoo:NAME"`` takes the entry's arch, params and preprocessing (a bare
+    network's state dict) unless it sets them; an unknown name is reported by the model's own check."""
+    from robustbench_cnn.zoo import ZOO, PREFIX, is_zoo
+
+    if not isinstance(m, dict) or not isinstance(m.get("checkpoint"), str) or not is_zoo(m["checkpoint"]):
+        return m
+    e = ZOO.get(m["checkpoint"].removeprefix(PREFIX))
+    if e is None or e.kind != "torch":
+        return {"arch": "simple_cnn", **m}  # the checkpoint check names the problem
+    return {"arch": e.arch, "params": dict(e.params), "preprocess": e.preprocess, "checkpoint_format": "net", **m}
 
 
 class SuiteSpec(_Spec):
@@ -204,6 +279,7 @@ class SuiteSpec(_Spec):
         ``compress.ratio = [a, b]`` expands into one model per ratio, named ``<name>-r<ratio>``."""
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             return data
+        data = {**data, "models": [_from_zoo(m) for m in data["models"]]}
         by_name = {m["name"]: m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("name"), str)}
         models: list[Any] = []
         for m in data["models"]:
@@ -240,12 +316,17 @@ class SuiteSpec(_Spec):
                                   "defined earlier in the file"))  # fmt: skip
             seen.setdefault(name_key(m.name), m.name)
         names = set(seen.values())
+        for i, m in enumerate(self.models):
+            e = _zoo_entry(m)
+            if e is not None and self.dataset.name not in (e.dataset, "npz"):
+                found.append((f"models[{i}].checkpoint", f"zoo model '{e.name}' was published on {e.dataset}, "
+                              f"not {self.dataset.name}; set dataset.name = '{e.dataset}'"))  # fmt: skip
         if self.checks.surrogate is not None and self.checks.surrogate not in names:
             found.append(("checks.surrogate", f"no model named {shown(self.checks.surrogate, 80)}"))
-        for i, ex in enumerate(self.exports):
-            found += [
-                (f"exports[{i}].models", f"no model named {shown(n, 80)}") for n in ex.models or () if n not in names
-            ]
+        for what, items in (("exports", self.exports), ("evaluations", self.evaluations)):
+            for i, item in enumerate(items):
+                found += [(f"{what}[{i}].models", f"no model named {shown(n, 80)}") for n in item.models or ()
+                          if n not in names]  # fmt: skip
         problems(found)
         return self
 
@@ -253,10 +334,12 @@ class SuiteSpec(_Spec):
     def _unique_cells(self) -> SuiteSpec:
         """Each (attack, norm, eps) and each export (format, precision) of a model once: they name cells."""
         found: list[tuple[str, str]] = []
-        budgets: dict[tuple[str, str, float], int] = {}
+        budgets: dict[tuple[str, str, float, str], int] = {}
+        names = [m.name for m in self.models]
         for i, ev in enumerate(self.evaluations):
             for j, eps in enumerate(ev.eps):
-                first = budgets.setdefault((ev.attack, ev.norm, float(eps)), i)
+                firsts = {budgets.setdefault((ev.attack, ev.norm, float(eps), m), i) for m in names if ev.applies_to(m)}
+                first = min(firsts, default=i)
                 if first != i or list(ev.eps).index(eps) != j:
                     found.append((f"evaluations[{i}].eps[{j}]", f"{ev.attack} {ev.norm} eps {eps:g} is already "
                                   f"evaluated (evaluations[{first}]); list each budget once"))  # fmt: skip

@@ -32,6 +32,13 @@ class EvalSpec(_Spec):
     steps: int = Field(10, ge=1, le=MAX_STEPS)
     step_size: Number | None = Field(None, gt=0, le=10, description="default 2.5 * eps / steps (Madry et al.)")
     restarts: int = Field(1, ge=1, le=100)
+    models: tuple[str, ...] | None = Field(
+        None, max_length=MAX_MODELS, description="the models it runs on (e.g. a zoo model's published protocol); "
+        "default: every model",
+    )  # fmt: skip
+
+    def applies_to(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
     @model_validator(mode="after")
     def _eps_in_range(self) -> EvalSpec:
@@ -121,6 +128,10 @@ class EnsembleSpec(_Spec):
     steps: int = Field(50, ge=1, le=MAX_STEPS)
     restarts: int = Field(2, ge=1, le=1000)
     targets: int = Field(3, ge=1, le=1000, description="apgd_t: the most likely wrong classes it targets")
+    eval_size: int | None = Field(
+        None, ge=1, le=MAX_IMAGES, description="a fixed seeded subset of the eval split the ensemble (and so the "
+        "worst case) runs on; default: all of it",
+    )  # fmt: skip
 
 
 class PerformanceSpec(_Spec):
