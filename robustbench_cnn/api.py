@@ -90,8 +90,9 @@ def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | No
 
 
 def _threat_models(
-    attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int
-) -> list[EvalSpec]:
+    attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int,
+    step_size: float | None = None,
+) -> list[EvalSpec]:  # fmt: skip
     from robustbench_cnn.suite.spec import EvalSpec
 
     if isinstance(attacks, str):
@@ -99,7 +100,8 @@ def _threat_models(
     out = []
     for i, attack in enumerate(attacks):
         try:
-            out.append(EvalSpec(attack=attack, norm=norm, eps=tuple(eps), steps=steps, restarts=restarts))
+            out.append(EvalSpec(attack=attack, norm=norm, eps=tuple(eps), steps=steps, restarts=restarts,
+                                step_size=step_size))  # fmt: skip
         except ValidationError as exc:
             raise _one_line(f"attacks[{i}]", exc) from None
     return out
@@ -139,7 +141,7 @@ def _robust_rows(
     survived: dict[float, list[torch.Tensor]] = {}
     for spec in specs:
         for e in spec.eps:
-            make = partial(ATTACKS.get(spec.attack), eps=e, norm=spec.norm, steps=spec.steps, step_size=None,
+            make = partial(ATTACKS.get(spec.attack), eps=e, norm=spec.norm, steps=spec.steps, step_size=spec.step_size,
                            num_classes=ds.num_classes)  # fmt: skip
             correct = robust_correct(model, make, x, y, clean, e, spec.norm, batch_size=batch_size,
                                      restarts=spec.restarts, seed=seed, device=device, desc=f"{spec.attack}@{e:g}",
@@ -162,6 +164,7 @@ def evaluate(
     norm: str = "linf",
     *,
     steps: int = 10,
+    step_size: float | None = None,
     restarts: int = 1,
     eval_size: int | None = None,
     image_size: int | None = None,
@@ -185,7 +188,8 @@ def evaluate(
     ``$ROBUSTBENCH_CNN_ZOO``) with its own architecture and preprocessing. ``data``: a dataset name
     (loaded from ``data_dir`` with ``eval_size``/``image_size`` as in a suite's ``[dataset]``;
     default ``digits``, or the zoo entry's dataset) or an ``ImageDataset``. Every
-    attack is run at every ``eps`` (numbers or fractions like ``"8/255"``) under ``norm``; with
+    attack is run at every ``eps`` (numbers or fractions like ``"8/255"``) under ``norm`` (``steps`` of
+    ``step_size``, default 2.5 * eps / steps); with
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
     Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
     """
@@ -196,7 +200,7 @@ def evaluate(
     from robustbench_cnn.suite.results import Row, frame
     from robustbench_cnn.suite.runner import new_run_id, resolve_device
 
-    specs = _threat_models(attacks, eps, norm, steps, restarts)
+    specs = _threat_models(attacks, eps, norm, steps, restarts, step_size)
     if isinstance(model, str):
         from robustbench_cnn.zoo import entry
 
@@ -245,11 +249,10 @@ def run(
     paths and plugin modules are found (default ``out``); ``data_dir``: overrides ``dataset.data_dir``
     (as ``--data-dir``); ``zoo_dir``: where ``zoo:NAME`` checkpoints are (as ``--zoo-dir``).
     """
-    from robustbench_cnn.zoo import zoo_dir as find_zoo
-
     from robustbench_cnn.models.sources import preload
     from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
     from robustbench_cnn.suite.runner import RunOptions, run_suite
+    from robustbench_cnn.zoo import zoo_dir as find_zoo
 
     root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()
     zoo = find_zoo(Path(zoo_dir) if zoo_dir is not None else None)

@@ -79,9 +79,8 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
     import torch
     from safetensors import SafetensorError
 
-    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
-
     from robustbench_cnn.errors import SuiteError
+    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
     from robustbench_cnn.suite.spec import NEEDS_PREPROCESS
 
     for i, m in enumerate(loaded.spec.models):
@@ -93,12 +92,12 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
         except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise UnusableCheckpoint(f"checkpoint {path} is corrupt: {type(exc).__name__}; re-export or "
                                      "re-download it") from None  # fmt: skip
-        bare = m.checkpoint_format == "net" or (m.checkpoint_format == "auto" and not any(k.startswith("net.") for k in state))
-        if bare and m.preprocess is None:
-            raise SuiteError(f"{loaded.path}: models[{i}].preprocess: {path.name}: {NEEDS_PREPROCESS}")
         bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
             raise UnusableCheckpoint(f"checkpoint {path}: {bad} holds NaN or infinite values; the weights are unusable")
+        wrapped = any(k.startswith("net.") for k in state)
+        if m.preprocess is None and (m.checkpoint_format == "net" or (m.checkpoint_format == "auto" and not wrapped)):
+            raise SuiteError(f"{loaded.path}: models[{i}].preprocess: {path.name}: {NEEDS_PREPROCESS}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

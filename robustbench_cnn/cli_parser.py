@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_zoo_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zoo-dir", type=Path, default=None, metavar="DIR",
-                   help="where checkpoint = 'zoo:NAME' files are (default: $ROBUSTBENCH_CNN_ZOO); never downloaded")  # fmt: skip
+                   help="where checkpoint = 'zoo:NAME' files are (default: $ROBUSTBENCH_CNN_ZOO); never "
+                   "downloaded")  # fmt: skip
 
 
 def _add_zoo(sub) -> None:
@@ -37,7 +38,7 @@ def _add_zoo(sub) -> None:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     lst = zoo_sub.add_parser("list", help="every zoo entry: dataset, preprocessing, published figures, source")
     lst.add_argument("--zoo-dir", type=Path, default=None, metavar="DIR",
-                     help="also say whether each file is there and verified (default: $ROBUSTBENCH_CNN_ZOO)")  # fmt: skip
+                     help="also verify each file (default: $ROBUSTBENCH_CNN_ZOO)")  # fmt: skip
     mea = zoo_sub.add_parser("measure", help="measure a deployed-artifact entry (an edge build) on its own runtime")
     mea.add_argument("name", help="a zoo entry of kind artifact, e.g. mlperf_tiny_resnet8_int8")
     _add_zoo_dir(mea)
@@ -50,7 +51,9 @@ def _add_zoo(sub) -> None:
     mea.add_argument("--queries", type=int, default=100, help="Square Attack queries per image")
     mea.add_argument("--attack-size", type=int, default=100, help="images the Square Attack runs on")
     mea.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency")
-    mea.add_argument("--out", type=Path, default=None, help="results root (default: $ROBUSTBENCH_CNN_RESULTS or ./results)")
+    mea.add_argument(
+        "--out", type=Path, default=None, help="results root (default: $ROBUSTBENCH_CNN_RESULTS or ./results)"
+    )
 
 
 def _add_run(sub) -> None:

@@ -33,8 +33,9 @@ METRICS = frozenset(
         "check_trained",
         # extensions: the spread of the timed calls behind a latency row (p75 - p25, standard deviation)
         "latency_ms_iqr", "latency_ms_std",
-        # extensions: 0 when a zoo model's clean accuracy contradicts its published figure (95% interval)
-        "check_published_clean",
+        # extensions: 0 when a zoo model's clean accuracy contradicts its published figure (95% interval), or
+        # its worst case lies below its published certified lower bound (no correct attack can do that)
+        "check_published_clean", "check_certified_bound",
     }
 )  # fmt: skip
 

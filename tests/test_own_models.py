@@ -91,7 +91,11 @@ def test_own_models_run_through_the_cli(tmp_path, capsys):
         model_toml("tv", "torchvision:shufflenet_v2_x0_5")
         + model_toml("plugged", "own_plugin_net", "params = { width = 6 }")
         + model_toml("factory", "own_suite_factories:tiny")
-        + model_toml("theirs", "torchvision:shufflenet_v2_x0_5", 'checkpoint = "mine.pt"\ncheckpoint_format = "net"')
+        + model_toml(
+            "theirs",
+            "torchvision:shufflenet_v2_x0_5",
+            'checkpoint = "mine.pt"\ncheckpoint_format = "net"\npreprocess = "dataset"',
+        )
     )
     suite = write_suite(tmp_path, models, plugins='plugins = ["own_suite_plugin"]')
     assert main(["run", suite, "--out", str(tmp_path / "out"), "--no-report", "--no-progress"]) == 0

@@ -189,8 +189,8 @@ def test_zoo_input_problems_are_one_line_exit_2_nothing_written(tmp_path, capsys
 @needs_zoo
 def test_a_zoo_model_on_the_wrong_dataset_is_refused(tmp_path, capsys):
     suite = tmp_path / "s.toml"
-    suite.write_text(MNIST_SUITE.format(extra="", eval_size=10, ensemble_size=10, zoo="wong_kolter_convex").replace('name = "mnist"',
-                                                                                         'name = "cifar10"'))  # fmt: skip
+    text = MNIST_SUITE.format(extra="", eval_size=10, ensemble_size=10, zoo="wong_kolter_convex")
+    suite.write_text(text.replace('name = "mnist"', 'name = "cifar10"'))
     code, _, err = _run(capsys, str(suite), "--zoo-dir", str(SHARED), "--out", str(tmp_path / "out"))
     assert code == 2 and "published on mnist, not cifar10" in err and len(err.strip().splitlines()) == 1
 
@@ -202,7 +202,8 @@ def test_a_bare_network_checkpoint_must_declare_its_preprocessing(tmp_path, caps
     torch.save(MODELS.get("convex_small_mnist")(10, 1, image_size=8).state_dict(), tmp_path / "bare.pt")
     for fmt in ('checkpoint_format = "net"', ""):
         suite = tmp_path / "bare.toml"
-        suite.write_text(textwrap.dedent(f"""
+        suite.write_text(
+            textwrap.dedent(f"""
             name = "bare"
             device = "cpu"
             [dataset]
@@ -214,7 +215,8 @@ def test_a_bare_network_checkpoint_must_declare_its_preprocessing(tmp_path, caps
             params = {{ image_size = 8 }}
             checkpoint = "bare.pt"
             {fmt}
-        """))
+        """)
+        )
         code, _, err = _run(capsys, str(suite), "--out", str(tmp_path / "out"))
         assert code == 2 and "models[0].preprocess" in err and "preprocess = 'none'" in err, err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
@@ -279,3 +281,110 @@ def test_evaluate_takes_zoo_names_data_dir_and_preprocess(tmp_path):
                    eval_size=500, device="cpu")  # fmt: skip
     assert raw[raw.metric == "clean_acc"].value.item() == clean
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_published_clean_and_certified_bound_checks_fire_and_stay_silent():
+    """check_published_clean: 97.2% on 1,000 images against TRADES' published 99.48% fires, 99.4% does
+    not; check_certified_bound: a worst case of 90% on 1,000 images under Wong & Kolter's certified
+    94.2% at eps 0.1 fires, 94% does not (inside its interval), and other budgets have no bound."""
+    from robustbench_cnn.suite.measure import published_clean_check
+    from robustbench_cnn.suite.measure_attack import certified_bound_check
+
+    assert published_clean_check("trades_smallcnn", 0.972, 1000)[0] is False
+    assert published_clean_check("trades_smallcnn", 0.994, 1000)[0] is True
+    assert published_clean_check(None, 0.5, 1000) is None
+    assert certified_bound_check("wong_kolter_convex", "linf", 0.1, 0.90, 1000)[0] is False
+    assert certified_bound_check("wong_kolter_convex", "linf", 0.1, 0.94, 1000)[0] is True
+    assert certified_bound_check("wong_kolter_convex", "linf", 0.3, 0.0, 1000) is None
+    assert certified_bound_check("trades_smallcnn", "linf", 0.3, 0.0, 1000) is None
+
+
+def test_reproduction_verdicts():
+    """reproduced (inside the interval), differs, stronger attack (a worst case below a published attack),
+    impossible (below a certified bound) and consistent, from rows and the manifest's zoo names."""
+    import pandas as pd
+
+    from robustbench_cnn.metrics import clopper_pearson
+    from robustbench_cnn.report.reproduction import reproduction, warnings
+
+    def row(model, metric, value, attack=None, eps=None, n=10_000):
+        low, high = clopper_pearson(value, n)
+        return {"model": model, "format": "torch", "metric": metric, "attack": attack, "norm": "linf" if eps else None,
+                "eps": eps, "value": value, "n": n, "ci_low": low, "ci_high": high}  # fmt: skip
+
+    df = pd.DataFrame([
+        row("lenet", "clean_acc", 0.9864), row("lenet", "robust_acc", 0.9324, "bim", 0.3),
+        row("lenet", "robust_acc", 0.904, "worst_case", 0.3, 1000),
+        row("wk", "clean_acc", 0.95), row("wk", "robust_acc", 0.90, "worst_case", 0.1),
+        row("wk", "robust_acc", 0.9596, "pgd", 0.1),
+    ])  # fmt: skip
+    manifest = {"models": {"lenet": {"zoo": "advertorch_lenet5_pgd"}, "wk": {"zoo": "wong_kolter_convex"},
+                           "own": {"source": "cache"}}}  # fmt: skip
+    table = reproduction(df, manifest).set_index(["model", "figure"]).verdict
+    assert table["lenet", "clean"] == "reproduced"
+    assert table["lenet", "PGD-40 (advertorch) @ linf 0.3"] == "reproduced"
+    assert table["lenet", "worst case vs PGD-40 (advertorch) @ linf 0.3"] == "stronger attack"
+    assert table["wk", "clean"] == "differs"
+    assert table["wk", "FGSM @ linf 0.1"] == "not measured"
+    assert table["wk", "PGD @ linf 0.1"] == "reproduced"
+    assert table["wk", "certified @ linf 0.1 (certified lower bound)"] == "impossible"
+    assert "own" not in table.index.get_level_values(0)
+    text = " ".join(warnings(reproduction(df, manifest)))
+    assert "wk: wrong preprocessing or checkpoint?" in text and "wk: an evaluation or loading bug" in text
+    assert "lenet" not in text
+
+
+CIFAR_SUITE = """
+name = "cifar-mini"
+device = "cpu"
+[dataset]
+name = "npz"
+path = "cifar10-test-first100/cifar10_test_first100.npz"
+num_classes = 10
+[[models]]
+name = "resnet20"
+checkpoint = "zoo:cifar10_resnet20"
+[[evaluations]]
+attack = "fgsm"
+eps = ["1/255"]
+[ensemble]
+enabled = false
+[checks]
+enabled = false
+[latency]
+enabled = false
+"""
+
+
+@needs_zoo
+def test_a_cifar_zoo_resnet_on_the_100_lossless_images_is_reliable_and_reproduced(tmp_path, capsys):
+    """The published ResNet-20 (option-A shortcuts, ImageNet statistics) through a suite on the 100
+    lossless CIFAR-10 test images: the interval of its clean accuracy contains the published 91.73%."""
+    suite = tmp_path / "cifar.toml"
+    suite.write_text(CIFAR_SUITE)
+    code, text, err = _run(capsys, str(suite), "--data-dir", str(SHARED / "data"), "--zoo-dir", str(SHARED),
+                           "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    assert "reliable    resnet20" in text and "reproduced      resnet20: clean: 91.73 -> 94.00 (100)" in text
+
+
+@needs_zoo
+def test_the_mlperf_tiny_int8_artifact_is_measured_on_litert(tmp_path, capsys):
+    """The edge-only ResNet-8 (int8 in, int8 out, raw 0..255 RGB) on the 100 lossless images: clean
+    accuracy whose interval contains the 85% quality target, batch-1 latency, size and a direct Square
+    Attack row, all from the interpreter; a torch entry is refused."""
+    import pandas as pd
+
+    args = ["zoo", "measure", "mlperf_tiny_resnet8_int8", "--data-dir", str(SHARED / "data"), "--zoo-dir", str(SHARED),
+            "--dataset", "npz", "--data-path", CIFAR_NPZ, "--eps", "8/255", "--queries", "20", "--attack-size", "20",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "reproduced      mlperf_tiny_resnet8_int8: clean: 85.00 ->" in text
+    df = pd.read_csv(next(tmp_path.glob("zoo-mlperf_tiny_resnet8_int8/*/results.csv")))
+    rows = df.set_index("metric")
+    assert set(df.format) == {"tflite"} and set(df.compression) == {"int8"}
+    assert rows.loc["latency_ms_p50", "batch_size"] == 1 and rows.loc["latency_ms_p50", "value"] > 0
+    assert rows.loc["robust_acc", "attack"] == "square_direct" and rows.loc["robust_acc", "n"] == 20
+    assert rows.loc["robust_acc", "value"] <= rows.loc["clean_acc", "value"]
+    assert main(["zoo", "measure", "trades_smallcnn", "--zoo-dir", str(SHARED), "--out", str(tmp_path)]) == 2

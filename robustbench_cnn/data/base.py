@@ -114,7 +114,9 @@ def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
     takes = inspect.signature(loader).parameters
     for key in options:
         if key not in takes:
-            raise DatasetError(f"dataset.{key} is not an option of dataset '{spec.name}' (it is one of 'npz'); remove it")
+            raise DatasetError(
+                f"dataset.{key} is not an option of dataset '{spec.name}' (it is one of 'npz'); remove it"
+            )
     train_x, train_y, eval_x, eval_y, num_classes = loader(
         data_dir=data_dir, download=spec.download, split_seed=spec.split_seed, **options
     )

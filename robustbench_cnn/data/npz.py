@@ -36,7 +36,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except ValueError:
-        raise DatasetError(f"npz: {path} holds object arrays, which are never unpickled; save plain uint8/int arrays") from None
+        raise DatasetError(
+            f"npz: {path} holds object arrays, which are never unpickled; save plain uint8/int arrays"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(f"npz: {path} is not a readable .npz file ({type(exc).__name__})") from None
 

@@ -139,16 +139,14 @@ def _load_mnist_like(cls_name: str, dataset: str, data_dir: Path | None, downloa
     if download:
         import torchvision.datasets
 
-        for train in (True, False):
-            getattr(torchvision.datasets, cls_name)(str(root), train=train, download=True)
+        for is_train in (True, False):
+            getattr(torchvision.datasets, cls_name)(str(root), train=is_train, download=True)
     folders = [root / cls_name / "raw", root]
     test = _read_mnist_split(folders, "test", dataset)
     if test is None:
         raise DatasetError(f"{dataset}: no {MNIST_FILES['test'][0]}(.gz) in {root / cls_name / 'raw'} or {root}; "
                            "place the official files there or set dataset.download = true")  # fmt: skip
-    train = _read_mnist_split(folders, "train", dataset)
-    if train is None:
-        train = (test[0][:0], test[1][:0])
+    train = _read_mnist_split(folders, "train", dataset) or (test[0][:0], test[1][:0])
     return (*train, *test, 10)
 
 

@@ -13,8 +13,12 @@ from robustbench_cnn.registry import Registry
 
 MODELS: Registry = Registry(
     "model",
-    ("robustbench_cnn.models.simple_cnn", "robustbench_cnn.models.resnet", "robustbench_cnn.models.mobilenet",
-     "robustbench_cnn.models.published"),
+    (
+        "robustbench_cnn.models.simple_cnn",
+        "robustbench_cnn.models.resnet",
+        "robustbench_cnn.models.mobilenet",
+        "robustbench_cnn.models.published",
+    ),
 )
 
 __all__ = ["MODELS", "Normalized", "build_model", "channels_last", "check_output", "check_params"]

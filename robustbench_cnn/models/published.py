@@ -121,13 +121,14 @@ class ResNetA(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        c_in = 16
+        c_in, stages = 16, []
         for i, planes in enumerate((16, 32, 64)):
             blocks = []
             for j in range(n):
                 blocks.append(OptionABlock(c_in, planes, 2 if (i > 0 and j == 0) else 1))
                 c_in = planes
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
         self.linear = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +138,9 @@ class ResNetA(nn.Module):
 
 
 @MODELS.register("resnet_cifar_a")
-def resnet_cifar_a(num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=8, le=200)] = 20) -> nn.Module:
+def resnet_cifar_a(
+    num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=8, le=200)] = 20
+) -> nn.Module:
     """The CIFAR ResNet-``depth`` of He et al. 2016 (depth 6n+2: 20, 32, 44, 56, 110) with option-A
     shortcuts, as in the published akamaster/pytorch_resnet_cifar10 checkpoints."""
     if (depth - 2) % 6 != 0:

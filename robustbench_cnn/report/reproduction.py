@@ -89,8 +89,8 @@ def render_markdown(table: pd.DataFrame) -> list[str]:
     """The table as Markdown lines under a ``## Reproduction`` heading (nothing without zoo models)."""
     if table.empty:
         return []
-    lines = ["", "## Reproduction of published figures", "",
-             "| model | figure | published % | measured % [95% CI] | n | verdict |", "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    head = "| model | figure | published % | measured % [95% CI] | n | verdict |"
+    lines = ["", "## Reproduction of published figures", "", head, "|---|---|---:|---:|---:|---|"]
     for _, r in table.iterrows():
         measured = f"{_pct(r.measured)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}]" if pd.notna(r.measured) else ""
         n = f"{int(r.n):,}" if pd.notna(r.n) else ""

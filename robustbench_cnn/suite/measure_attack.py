@@ -74,7 +74,8 @@ def _shard_size(cell: Cell) -> int:
 
 
 def _attack_shard(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard, make,
-                  batch_size: int, restarts: int, keep_adv: bool, subset: torch.Tensor | None = None) -> CellResult:  # fmt: skip
+                  batch_size: int, restarts: int, keep_adv: bool,
+                  subset: torch.Tensor | None = None) -> CellResult:  # fmt: skip
     """Survivors of images ``[shard.start, shard.stop)`` of the eval split, or of ``subset`` (indices
     into it), and their adversarial images if kept."""
     p, data = cell.params, ctx.data
@@ -128,6 +129,34 @@ def worst_case_cell(
         masks = [mask if len(mask) == len(subset) else mask[subset] for mask in masks]
     survived = torch.stack(masks).all(0)
     value = float(survived.float().mean())
-    row = ctx.row(target.spec)(metric="robust_acc", value=value, attack="worst_case", norm=p.norm, eps=p.eps,
-                               n=len(survived))  # fmt: skip
-    return CellResult([row], {"mask": survived})
+    make = ctx.row(target.spec)
+    rows = [make(metric="robust_acc", value=value, attack="worst_case", norm=p.norm, eps=p.eps, n=len(survived))]
+    meta: dict = {}
+    bound = certified_bound_check(target.spec.zoo, p.norm, p.eps, value, len(survived))
+    if bound is not None:
+        passed, detail = bound
+        rows.append(make(metric="check_certified_bound", value=float(passed), norm=p.norm, eps=p.eps, n=len(survived)))
+        meta["checks"] = {"certified_bound": {"passed": passed, "detail": detail}}
+        if not passed:
+            log.warning("%s: %s", target.name, detail)
+    return CellResult(rows, {"mask": survived}, meta)
+
+
+def certified_bound_check(zoo: str | None, norm: str, eps: float, value: float, n: int) -> tuple[bool, str] | None:
+    """A worst case against its zoo model's published *certified* lower bound at this (norm, eps):
+    (passed, detail), failed when the whole 95% interval lies below the bound, which no correct attack
+    can do (an evaluation or loading bug); None without a certified figure there."""
+    from robustbench_cnn.metrics import clopper_pearson
+    from robustbench_cnn.zoo import ZOO
+
+    entry = ZOO.get(zoo) if zoo is not None else None
+    figures = [f for f in (entry.figures if entry else ()) if f.kind == "certified" and f.norm == norm
+               and abs(f.eps - eps) < 1e-9]  # fmt: skip
+    if not figures:
+        return None
+    bound, (low, high) = figures[0].value, clopper_pearson(value, n)
+    if high >= bound:
+        return True, f"worst case {value:.4f} [{low:.4f}, {high:.4f}] is consistent with the certified {bound:.4f}"
+    return False, (f"worst case {value:.4f} [{low:.4f}, {high:.4f}] is below the certified lower bound {bound:.4f} "
+                   f"of zoo:{zoo} at {norm} {eps:g}: impossible for a correct attack (wrong preprocessing or "
+                   "checkpoint)")  # fmt: skip

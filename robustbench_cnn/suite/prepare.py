@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.data import ImageDataset
+from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.models import Normalized, build_model
 from robustbench_cnn.models.sources import ModelSourceError
 from robustbench_cnn.suite.context import RunContext
@@ -41,7 +41,8 @@ def normalization(spec: ModelSpec, data: ImageDataset) -> tuple[tuple[float, ...
     for values in (mean, std):
         if len(values) not in (1, data.in_channels):
             raise ModelSourceError(f"model '{spec.name}': preprocess has {len(values)} values for "
-                                   f"{data.in_channels}-channel images; give one per channel or one for all")  # fmt: skip
+                                   f"{data.in_channels}-channel images; give one per channel or one for "
+                                   "all")  # fmt: skip
     return mean * (data.in_channels // len(mean)), std * (data.in_channels // len(std))
 
 

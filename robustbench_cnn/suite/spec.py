@@ -24,7 +24,6 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from robustbench_cnn.errors import RobustBenchError, shown
-from robustbench_cnn.zoo import Preprocess
 from robustbench_cnn.suite.paths import name_key
 from robustbench_cnn.suite.problems import nested, problems, toml_type
 from robustbench_cnn.suite.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
@@ -51,6 +50,7 @@ from robustbench_cnn.suite.spec_types import (  # noqa: F401  (Number: re-export
 from robustbench_cnn.suite.spec_types import (
     SpecBase as _Spec,
 )
+from robustbench_cnn.zoo import Preprocess
 
 
 class DatasetSpec(_Spec):
@@ -231,8 +231,9 @@ class ModelSpec(_Spec):
         return self.checkpoint.removeprefix(PREFIX) if is_zoo(self.checkpoint) else None  # type: ignore[union-attr]
 
 
-NEEDS_PREPROCESS = ("a bare network's checkpoint does not say what input it expects; set preprocess = 'none' (raw [0, 1] "
-                    "pixels), 'dataset' (the dataset's mean/std) or { mean = [...], std = [...] }")  # fmt: skip
+NEEDS_PREPROCESS = ("a bare network's checkpoint does not say what input it expects; set preprocess = 'none' "
+                    "(raw [0, 1] pixels), 'dataset' (the dataset's mean/std) or "
+                    "{ mean = [...], std = [...] }")  # fmt: skip
 
 
 def _zoo_entry(m: ModelSpec) -> Any:
@@ -244,7 +245,7 @@ def _zoo_entry(m: ModelSpec) -> Any:
 def _from_zoo(m: Any) -> Any:
     """A model with ``checkpoint = "zoo:NAME"`` takes the entry's arch, params and preprocessing (a bare
     network's state dict) unless it sets them; an unknown name is reported by the model's own check."""
-    from robustbench_cnn.zoo import ZOO, PREFIX, is_zoo
+    from robustbench_cnn.zoo import PREFIX, ZOO, is_zoo
 
     if not isinstance(m, dict) or not isinstance(m.get("checkpoint"), str) or not is_zoo(m["checkpoint"]):
         return m
@@ -323,10 +324,10 @@ class SuiteSpec(_Spec):
                               f"not {self.dataset.name}; set dataset.name = '{e.dataset}'"))  # fmt: skip
         if self.checks.surrogate is not None and self.checks.surrogate not in names:
             found.append(("checks.surrogate", f"no model named {shown(self.checks.surrogate, 80)}"))
-        for what, items in (("exports", self.exports), ("evaluations", self.evaluations)):
-            for i, item in enumerate(items):
-                found += [(f"{what}[{i}].models", f"no model named {shown(n, 80)}") for n in item.models or ()
-                          if n not in names]  # fmt: skip
+        listed = [(f"exports[{i}]", ex.models) for i, ex in enumerate(self.exports)]
+        listed += [(f"evaluations[{i}]", ev.models) for i, ev in enumerate(self.evaluations)]
+        for where, models in listed:
+            found += [(f"{where}.models", f"no model named {shown(n, 80)}") for n in models or () if n not in names]
         problems(found)
         return self
 

@@ -74,7 +74,7 @@ ENTRIES: tuple[ZooEntry, ...] = (
         figures=(
             Figure("clean", 0.982),
             _wong_kolter("attack", 0.961, "fgsm", "FGSM"),
-            _wong_kolter("attack", 0.959, "pgd", "PGD (Wong & Kolter 2018)"),
+            _wong_kolter("attack", 0.959, "pgd", "PGD"),
             _wong_kolter("certified", 0.942, "worst_case", "certified"),
         ),
         note="provably robust training (Wong & Kolter 2018) at eps 0.1: no correct attack goes below 94.2%",
@@ -95,7 +95,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
             Preprocess(input_range="0..255"),
             "mlcommons/tiny benchmark/training/image_classification/trained_models/", "Apache-2.0", kind="artifact",
             image_shape=(3, 32, 32),
-            figures=(Figure("clean", 0.85, name="quality target", protocol="MLPerf Tiny closed-division quality target"),),
+            figures=(Figure("clean", 0.85, name="quality target",
+                            protocol="MLPerf Tiny closed-division quality target"),),
             note="an edge build made by another toolchain (Keras -> TFLite); raw RGB 0..255 input"
             + ("; full-integer int8 (input scale 1, zero point -128)" if precision == "int8" else ""),
         )
