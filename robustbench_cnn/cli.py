@@ -22,6 +22,29 @@ def _default_out() -> Path:
     return Path(os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results"))
 
 
+def _folder(path: Path, flag: str) -> Path:
+    """``path`` resolved, refused in one line when it exists and is not a folder."""
+    from robustbench_cnn.errors import InputError
+
+    path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file, not a folder; choose a folder (it is created if missing)")
+    return path
+
+
+def _out_file(path: Path | None, flag: str) -> Path | None:
+    """An output file path, refused in one line when it is a folder or its parent is not one."""
+    from robustbench_cnn.errors import InputError
+
+    if path is None:
+        return None
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'compare.md'}")
+    if not path.resolve().parent.is_dir():
+        raise InputError(f"{flag} {path}: its folder {path.resolve().parent} does not exist; create it first")
+    return path
+
+
 def _zoo_dir(args: argparse.Namespace) -> Path | None:
     from robustbench_cnn.zoo import zoo_dir
 
@@ -52,7 +75,7 @@ def _plan(args: argparse.Namespace, loaded: LoadedSuite, out: Path) -> tuple[str
     """The plan's text, and the one-line refusal when its work exceeds ``--max-work`` (else "")."""
     from robustbench_cnn.suite.plan_cmd import DEFAULT_MAX_WORK, make_plan, render
 
-    cache = (args.cache_dir or out / "cache").resolve()
+    cache = _folder(args.cache_dir or out / "cache", "--cache-dir")
     plan = make_plan(loaded, cache, args.seed, args.data_dir.resolve() if args.data_dir else None)
     max_work = DEFAULT_MAX_WORK if args.max_work is None else args.max_work
     if plan.total_work <= max_work:
@@ -66,7 +89,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
     loaded = load_suite(args.suite, _zoo_dir(args))
-    text, _ = _plan(args, loaded, (args.out or _default_out()).resolve())
+    text, _ = _plan(args, loaded, _folder(args.out or _default_out(), "--out"))
     sys.stdout.write(text)
     return 0
 
@@ -79,7 +102,7 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
     import torch
     from safetensors import SafetensorError
 
-    from robustbench_cnn.errors import SuiteError
+    from robustbench_cnn.errors import SuiteError, one_line
     from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
     from robustbench_cnn.suite.spec import NEEDS_PREPROCESS
 
@@ -94,7 +117,8 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
                                      "re-download it") from None  # fmt: skip
         bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
-            raise UnusableCheckpoint(f"checkpoint {path}: {bad} holds NaN or infinite values; the weights are unusable")
+            raise UnusableCheckpoint(f"checkpoint {path}: {one_line(bad, 200)} holds NaN or infinite values; the "
+                                     "weights are unusable")  # fmt: skip
         wrapped = any(k.startswith("net.") for k in state)
         if m.preprocess is None and (m.checkpoint_format == "net" or (m.checkpoint_format == "auto" and not wrapped)):
             raise SuiteError(f"{loaded.path}: models[{i}].preprocess: {path.name}: {NEEDS_PREPROCESS}")
@@ -104,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from robustbench_cnn.suite.load import load_suite
 
     loaded = load_suite(args.suite, _zoo_dir(args))
-    out = (args.out or _default_out()).resolve()
+    out = _folder(args.out or _default_out(), "--out")
     text, refusal = _plan(args, loaded, out)
     if args.dry_run:
         sys.stdout.write(text)
@@ -122,9 +146,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     resume = None
     if args.resume is not None:
         resume = newest_run(out, loaded.spec.name) if args.resume == "newest" else Path(args.resume).resolve()
+        if not resume.is_dir():
+            from robustbench_cnn.errors import InputError
+
+            raise InputError(f"--resume {resume}: no such run folder; nothing to resume (omit --resume to start a "
+                             "new run)")  # fmt: skip
     opts = RunOptions(
         out_root=out,
-        cache_dir=(args.cache_dir or out / "cache").resolve(),
+        cache_dir=_folder(args.cache_dir or out / "cache", "--cache-dir"),
         device=args.device,
         seed=args.seed,
         data_dir=args.data_dir.resolve() if args.data_dir else None,
@@ -158,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    return _compare(args.base, args.new, args, args.out)
+    return _compare(args.base, args.new, args, _out_file(args.out, "--out"))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -176,7 +205,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from robustbench_cnn.report.dashboard import write_dashboard
 
     root = (args.results or _default_out()).resolve()
-    sys.stdout.write(f"dashboard: {write_dashboard(root, args.out.resolve() if args.out else None)}\n")
+    out = _out_file(args.out, "--out")
+    sys.stdout.write(f"dashboard: {write_dashboard(root, out.resolve() if out else None)}\n")
     return 0
 
 
@@ -185,6 +215,8 @@ def _cmd_export_results(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir.resolve()
     out = args.out.resolve() if args.out else None
+    if out is not None:
+        out = _out_file(out, "--out") if args.fmt == "json" else _folder(out, "--out")
     if args.fmt == "json":
         sys.stdout.write(f"json: {export_json(run_dir, out)}\n")
     else:
@@ -195,7 +227,7 @@ def _cmd_export_results(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     from robustbench_cnn.report.history import check_names, plot, query
 
-    db = (args.results or _default_out()).resolve() / "history.sqlite"
+    db = _folder(args.results or _default_out(), "--results") / "history.sqlite"
     check_names(db, args.metric, args.model)
     df = query(db, args.metric, args.model, args.suite)
     if df.empty:
@@ -227,7 +259,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     from robustbench_cnn.zoo.measure_cmd import MeasureOptions, measure
 
     opts = MeasureOptions(args.name, args.data_dir.resolve() if args.data_dir else None, _zoo_dir(args),
-                          (args.out or _default_out()).resolve(), args.dataset, args.data_path, args.eval_size,
+                          _folder(args.out or _default_out(), "--out"), args.dataset, args.data_path, args.eval_size,
                           tuple(args.eps), args.queries, args.attack_size, latency=not args.no_latency)  # fmt: skip
     run_dir, text = measure(opts)
     sys.stdout.write(text + f"results: {run_dir}\n")

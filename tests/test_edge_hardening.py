@@ -102,7 +102,7 @@ def make_bundle(root: Path, n: int = 8) -> Path:
     (outside / "evil.tflite").write_bytes((bundle / MODEL).read_bytes())
     entry = {
         "model": "lin", "arch": "linear", "defense": "none", "compression": "none", "precision": "fp32",
-        "file": MODEL, "predictions": PRED, "adversarial": ADV,
+        "parity": "passed", "file": MODEL, "predictions": PRED, "adversarial": ADV,
         "attacks": {KEY: {"attack": "pgd", "norm": "linf", "eps": 0.1}},
         "expected": {"clean_acc": float((pred == y).mean()),
                      "robust_acc": {KEY: float(((pred == y) & (pred_adv == y)).mean())}},
@@ -281,6 +281,25 @@ def test_a_field_of_the_wrong_type_or_range_is_refused(bundle, manifest, field, 
     target[key] = value
     write_manifest(bundle, manifest)
     assert_refused(bundle, f"{bundle}/manifest.json: {field}: {problem}; {FIX}")
+
+
+@pytest.mark.parametrize("parity", [None, 5, [], {}, "x", "missing"])
+def test_an_export_parity_outside_its_three_values_is_refused(bundle, manifest, parity):
+    """``models[].parity`` is passed, failed or unrecorded (as the bundler found it), never anything else."""
+    if parity == "missing":
+        del manifest["models"][0]["parity"]
+        problem = "models[0].parity: missing"
+    else:
+        manifest["models"][0]["parity"] = parity
+        problem = f"models[0].parity: {str(parity)!r} is not one of passed, failed, unrecorded"
+    write_manifest(bundle, manifest)
+    assert_refused(bundle, f"{bundle}/manifest.json: {problem}; {FIX}")
+
+
+def test_duplicate_keys_in_the_bundle_manifest_are_refused(bundle):
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text.replace('"parity": "passed"', '"parity": "passed", "parity": "failed"'))
+    assert_refused(bundle, f"{bundle}/manifest.json: manifest: unreadable manifest (duplicate key 'parity'); {RECOPY}")
 
 
 def test_a_tampered_file_is_named(bundle):

@@ -1,6 +1,10 @@
 """The int8 question, always answered (issue: MobileNetV2 width 0.5, int8 TFLite): an export that
 misses its parity threshold keeps its clean, transfer and direct black-box rows plus a failed
-``check_parity`` row, and ``edge bundle`` names the export it leaves out."""
+``check_parity`` row, and ``edge bundle`` names the export it leaves out.
+
+Whether per-tensor int8 really loses MobileNetV2's predictions depends on the trained weights, and
+those differ between x86 instruction sets (on an AVX-512 machine this export passed parity with the
+same seed). So the parity verdict is injected as failed; everything after it is the real path."""
 
 from __future__ import annotations
 
@@ -46,16 +50,23 @@ direct_queries = 20
 
 
 @pytest.mark.slow
-def test_a_failed_int8_export_keeps_its_rows_and_the_bundle_names_it(tmp_path):
+def test_a_failed_int8_export_keeps_its_rows_and_the_bundle_names_it(tmp_path, monkeypatch):
+    from robustbench_cnn.export import measure
     from robustbench_cnn.export.bundle import build_bundle
 
+    real = measure.parity_problems
+
+    def failed(p, agreement, *args):  # the real checks, plus one that always fails
+        return [*real(p, agreement, *args), f"top-1 agreement {agreement:.4f} (injected failure)"]
+
+    monkeypatch.setattr(measure, "parity_problems", failed)
     (tmp_path / "s.toml").write_text(SUITE)
     result = run_suite(load_suite(tmp_path / "s.toml"), RunOptions(tmp_path / "out", tmp_path / "cache",
                                                                     progress=False))  # fmt: skip
     assert result.manifest["status"] == "complete", result.manifest.get("failed_cells")
     rows = result.table[(result.table.format == "tflite") & (result.table.compression == "int8")]
     by = {(r.metric, r.attack if isinstance(r.attack, str) else ""): r.value for r in rows.itertuples()}
-    assert by[("check_parity", "")] == 0.0 and by[("parity_top1_agreement", "")] < 0.97
+    assert by[("check_parity", "")] == 0.0 and 0 <= by[("parity_top1_agreement", "")] <= 1
     assert {("clean_acc", ""), ("robust_acc", "pgd"), ("robust_acc", "square_direct")} <= set(by)
     assert "mbv2_half" in result.manifest["models"] and result.manifest["models"]["mbv2_half"]["parity_failed"]
     # nothing passed parity, so there is nothing to bundle: the one-line error names the export and why

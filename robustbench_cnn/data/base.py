@@ -105,6 +105,35 @@ def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
 
 
+def memory_bytes() -> int | None:
+    """Memory this process may still use (Linux ``MemAvailable``; else physical memory); None if unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(spec: DatasetSpec, images: int, channels: int) -> None:
+    """Refuse, before allocating, a resize whose float32 images alone need more than the machine has."""
+    if spec.image_size is None:
+        return
+    need = images * channels * spec.image_size**2 * 4
+    have = memory_bytes()
+    if have is not None and need > have:
+        raise DatasetError(f"dataset.image_size = {spec.image_size} on {images:,} images needs {need / 1e9:,.1f} GB "
+                           f"of float32 images, more than the {have / 1e9:,.1f} GB available; lower "
+                           "dataset.image_size or set dataset.train_size / eval_size")  # fmt: skip
+
+
 def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
     """Load the dataset a suite names. ``data_dir`` must already be absolute (resolved by the caller)."""
     from robustbench_cnn.data import DATASETS
@@ -122,6 +151,7 @@ def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
     )
     train_x, train_y = take_subset(train_x, train_y, spec.train_size, spec.split_seed)
     eval_x, eval_y = take_subset(eval_x, eval_y, spec.eval_size, spec.split_seed + 1)
+    check_memory(spec, len(train_y) + len(eval_y), int(train_x.shape[1]))
     return ImageDataset(
         name=spec.name,
         x_train=resize(train_x, spec.image_size),

@@ -33,6 +33,7 @@ RECOPY = "copy the bundle again from the machine that built it"
 PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_MODELS, MAX_FILES, MAX_PATH = 256, 10_000, 255
+PARITY = ("passed", "failed", "unrecorded")  # an export's parity check as the bundler found it
 
 
 class BundleError(InputError):
@@ -162,11 +163,22 @@ def read_manifest(bundle: Path) -> Manifest:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BundleError(where, "manifest", f"larger than {MAX_MANIFEST_BYTES >> 20} MiB", RECOPY)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         problem = f"unreadable manifest ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
         raise BundleError(where, "manifest", problem, RECOPY) from None
     return parse_manifest(raw, bundle, root)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: a duplicate (which JSON parsers resolve differently, the
+    last one winning here) is refused, not silently resolved."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
 
 
 def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:
@@ -217,11 +229,14 @@ def _files(c: _Checker, value: Any, field: str) -> dict[str, str]:
 
 def _model(c: _Checker, raw: Any, i: int, files: dict[str, str]) -> ModelEntry:
     f = f"models[{i}]"
-    m = c.obj(raw, f, ("model", "arch", "defense", "compression", "precision", "file", "predictions", "expected"))
+    m = c.obj(raw, f, ("model", "arch", "defense", "compression", "precision", "file", "predictions", "expected",
+                       "parity"))  # fmt: skip
     names = {k: c.text(m[k], f"{f}.{k}") for k in ("model", "arch", "defense", "compression")}
     precision = m["precision"]
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         raise c.fail(f"{f}.precision", f"{str(precision)[:40]!r} is not one of {', '.join(PRECISIONS)}")
+    if not isinstance(m["parity"], str) or m["parity"] not in PARITY:
+        raise c.fail(f"{f}.parity", f"{str(m['parity'])[:40]!r} is not one of {', '.join(PARITY)}")
     attacks = {}
     for key, a in c.obj(m.get("attacks", {}), f"{f}.attacks").items():
         af = f"{f}.attacks.{c.text(key, f'{f}.attacks')}"

@@ -41,6 +41,7 @@ from robustbench_cnn.edge.bundle_format import (
 )
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
+from robustbench_cnn.suite.manifest import read_run_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,9 @@ def _run_context(run_dir: Path):
     """(manifest, suite spec, dataset) of a finished run; the dataset must match its fingerprint."""
     from robustbench_cnn.data import load_dataset
 
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{run_dir}: not a run directory (manifest.json: {exc})") from None
+    if not (run_dir / "manifest.json").is_file():
+        raise InputError(f"{run_dir}: not a run directory (no manifest.json); bundle a finished run")
+    manifest = read_run_manifest(run_dir / "manifest.json")
     missing = [k for k in ("run_id", "seed", "suite_path", "suite_sha256", "dataset", "models") if k not in manifest]
     if missing or not isinstance(manifest["dataset"], dict) or "fingerprint" not in manifest["dataset"]:
         raise InputError(f"{run_dir / 'manifest.json'}: {', '.join(missing) or 'dataset.fingerprint'}: missing; "

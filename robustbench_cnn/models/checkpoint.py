@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from robustbench_cnn.errors import CheckpointError
+from robustbench_cnn.errors import CheckpointError, one_line
 from robustbench_cnn.models import structure
 
 CheckpointFormat = Literal["auto", "wrapped", "net"]
@@ -43,7 +43,7 @@ class UnusableCheckpoint(CheckpointError):
     exit_code = 2
 
 
-_STRUCTURE = TypeAdapter(dict[str, dict[str, int]])
+_STRUCTURE = TypeAdapter(dict[str, dict[str, int]], config=ConfigDict(strict=True))
 _NORMALIZATION = ("mean", "std")
 _SHOWN = 3  # keys listed per kind of mismatch
 
@@ -79,9 +79,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, di
     if stored is None:
         return state, None
     try:
-        return state, _STRUCTURE.validate_python(json.loads(stored))
-    except (json.JSONDecodeError, ValidationError):
+        layers = _STRUCTURE.validate_python(json.loads(stored))
+        structure.check_structure(layers)
+    except (json.JSONDecodeError, ValidationError, RecursionError):
         raise UnusableCheckpoint(f"checkpoint {path}: malformed '{structure.METADATA_KEY}' metadata") from None
+    except ValueError as exc:
+        raise UnusableCheckpoint(f"checkpoint {path}: '{structure.METADATA_KEY}' metadata: {exc}") from None
+    return state, layers
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
@@ -145,7 +149,7 @@ def _old_batchnorm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
 
 def _listed(keys: list[str]) -> str:
     more = f", ... ({len(keys)})" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
+    return ", ".join(one_line(k, 200) for k in keys[:_SHOWN]) + more
 
 
 def check_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> None:
@@ -160,13 +164,17 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) ->
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise UnusableCheckpoint(
-                f"checkpoint {path} does not fit the model: {key} has shape {tuple(tensor.shape)}, "
+                f"checkpoint {path} does not fit the model: {one_line(key, 200)} has shape {tuple(tensor.shape)}, "
                 f"the model {tuple(own[key].shape)}"
             )
         if tensor.is_floating_point() != own[key].is_floating_point():
-            raise UnusableCheckpoint(f"checkpoint {path}: {key} has dtype {tensor.dtype}, the model {own[key].dtype}")
+            raise UnusableCheckpoint(
+                f"checkpoint {path}: {one_line(key, 200)} has dtype {tensor.dtype}, the model {own[key].dtype}"
+            )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UnusableCheckpoint(f"checkpoint {path}: {key} holds NaN or infinite values; the weights are unusable")
+            raise UnusableCheckpoint(
+                f"checkpoint {path}: {one_line(key, 200)} holds NaN or infinite values; the weights are unusable"
+            )
 
 
 def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat = "auto") -> None:

@@ -21,7 +21,6 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from robustbench_cnn.report.latency_gate import (
     latency_verdict,
 )
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
+from robustbench_cnn.suite.manifest import read_run_manifest
 from robustbench_cnn.suite.results import read_csv
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
@@ -89,14 +89,7 @@ def load_run(path: Path) -> Run:
     if not csv.is_file():
         raise CompareError(f"{path}: no results table found")
     table = read_csv(csv)  # validated: a contract breach is a one-line ResultsError (exit 2)
-    env = None
-    if manifest.is_file():
-        try:
-            env = json.loads(manifest.read_text(encoding="utf-8")).get("environment")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise CompareError(f"{manifest}: malformed manifest ({str(exc).splitlines()[0]})") from None
-        if env is not None and not isinstance(env, dict):
-            raise CompareError(f"{manifest}: 'environment' is not an object; re-run to rewrite the manifest")
+    env = read_run_manifest(manifest).get("environment") if manifest.is_file() else None
     samples = samples_dir(path)
     return Run(table, env, str(path), samples if samples.is_dir() else None)
 

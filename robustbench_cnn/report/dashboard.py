@@ -10,7 +10,6 @@ runs present only in ``<root>/history.sqlite`` are shown too, without regression
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from html import escape
@@ -23,6 +22,7 @@ from robustbench_cnn.errors import InputError
 from robustbench_cnn.report import svg
 from robustbench_cnn.report.html import page, slug
 from robustbench_cnn.report.leaderboard import leaderboard, variant_label
+from robustbench_cnn.suite.manifest import read_run_manifest
 from robustbench_cnn.suite.results import read_csv
 
 METRICS = [("clean", "clean accuracy (%)", 100.0), ("robust", "robust accuracy at the main eps (%)", 100.0),
@@ -49,9 +49,9 @@ def discover(root: Path) -> list[RunData]:
         if run_dir.is_symlink() or not (run_dir / "manifest.json").is_file():
             continue  # results/<suite>/latest, or a run without provenance
         try:
-            manifest = json.loads((run_dir / "manifest.json").read_text())
+            manifest = read_run_manifest(run_dir / "manifest.json")
             table = read_csv(csv)
-        except (ValueError, json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError):
+        except (ValueError, InputError, UnicodeDecodeError, pd.errors.ParserError):
             continue  # a half-written or foreign directory is not a run; the page lists what it read
         run_id = str(manifest.get("run_id", run_dir.name))
         runs[run_id] = RunData(run_id, str(manifest.get("suite", run_dir.parent.name)),

@@ -18,7 +18,7 @@ import pandas as pd
 
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.report.leaderboard import variant_label
-from robustbench_cnn.suite.manifest import write_json
+from robustbench_cnn.suite.manifest import read_run_manifest, write_json
 from robustbench_cnn.suite.results import read_csv
 
 FORMAT = "robustbench-cnn-results"
@@ -36,13 +36,7 @@ def load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         table = read_csv(csv)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"{csv}: malformed results table ({str(exc).splitlines()[0]})") from None
-    try:
-        meta = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{manifest}: malformed manifest ({exc}); re-run or restore it") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{manifest}: the manifest must be a JSON object")
-    return table, meta
+    return table, read_run_manifest(manifest)
 
 
 def to_document(table: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_cnn.errors import UnknownNameError, did_you_mean
+from robustbench_cnn.errors import InputError, UnknownNameError, did_you_mean
 from robustbench_cnn.schema import COLUMNS, METRICS
 
 TABLE = "results"
@@ -57,19 +57,29 @@ def query(db: Path, metric: str, model: str | None = None, suite: str | None = N
         if val is not None:
             sql += f" AND {col} = ?"
             args.append(val)
-    with sqlite3.connect(db) as con:
-        return pd.read_sql_query(sql + " ORDER BY started, run_id", con, params=args)
+    try:
+        with sqlite3.connect(db) as con:
+            return pd.read_sql_query(sql + " ORDER BY started, run_id", con, params=args)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise _unreadable(db, exc) from None
+
+
+def _unreadable(db: Path, exc: BaseException) -> InputError:
+    return InputError(f"{db}: not a readable history store ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                      "move it aside, and the next run starts a new one")  # fmt: skip
 
 
 def known(db: Path, column: str) -> list[str]:
     """The distinct values of ``column`` in the store (empty without a store)."""
     if not db.is_file() or column not in COLUMNS:
         return []
-    with sqlite3.connect(db) as con:
-        try:
+    try:
+        with sqlite3.connect(db) as con:
             rows = con.execute(f'SELECT DISTINCT "{column}" FROM {TABLE}').fetchall()
-        except sqlite3.OperationalError:  # an empty or foreign file
-            return []
+    except sqlite3.OperationalError:  # an empty store, or a database without our table
+        return []
+    except sqlite3.DatabaseError as exc:  # not a database at all
+        raise _unreadable(db, exc) from None
     return sorted(str(v) for (v,) in rows if v is not None)
 
 

@@ -9,7 +9,6 @@ certifiable radius.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pandas as pd
 
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, variant_label
 from robustbench_cnn.report.summary import render as render_summary
+from robustbench_cnn.suite.manifest import read_run_manifest
 from robustbench_cnn.suite.results import read_csv
 
 MARKERS = {("torch", "none"): ("o", "-"), ("onnx", "none"): ("s", "--"), ("onnx", "int8"): ("^", ":"),
@@ -244,7 +244,7 @@ def write_report(run_dir: Path) -> Path:
     from robustbench_cnn.report.html import write_html
 
     df = read_csv(run_dir / "results.csv")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_run_manifest(run_dir / "manifest.json")
     plots = robust_vs_eps(df, run_dir) + certified_vs_radius(df, run_dir, manifest)
     plots += accuracy_vs_cost(df, run_dir, manifest)
     lines = [render_summary(df, manifest).rstrip(), "", "## Plots", ""]

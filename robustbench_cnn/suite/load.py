@@ -108,8 +108,10 @@ def _tokens(text: str) -> Iterator[str]:
 
 
 def _read(path: Path) -> bytes:
-    """At most ``MAX_BYTES + 1`` bytes of a regular file (never a FIFO or a device)."""
-    with path.open("rb") as fh:
+    """At most ``MAX_BYTES + 1`` bytes of a regular file (never a FIFO or a device: opened without
+    blocking, so a FIFO with no writer is refused instead of waited on forever)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise IsADirectoryError(21, "not a regular file")
         return fh.read(MAX_BYTES + 1)

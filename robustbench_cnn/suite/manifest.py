@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -76,3 +77,89 @@ def environment() -> dict[str, Any]:
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write ``data`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+@functools.cache
+def _run_manifest_schema() -> Any:
+    """The fields of a run's ``manifest.json`` that readers (compare, report, dashboard, bundle, resume,
+    export) use, typed; anything else is kept as it is. Built on first use (pydantic is imported then)."""
+    from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+
+    open_ = ConfigDict(extra="allow")
+    Number = StrictInt | StrictFloat
+
+    class Check(BaseModel):
+        model_config = open_
+        passed: StrictBool
+        detail: StrictStr = ""
+
+    class Model(BaseModel):
+        model_config = open_
+        zoo: StrictStr | None = None
+        source: StrictStr | None = None
+        cache: StrictStr | None = None
+        key: StrictStr | None = None
+        checks: dict[StrictStr, Check] = {}
+        cell_seconds: dict[StrictStr, Number] = {}
+
+    class Environment(BaseModel):
+        model_config = open_
+        cpu: StrictStr | None = None
+        gpu: StrictStr | None = None
+        torch_threads: StrictInt | None = None
+        packages: dict[StrictStr, StrictStr | None] = {}
+
+    class FailedCell(BaseModel):
+        model_config = open_
+        cell: StrictStr = ""
+        message: StrictStr = ""
+
+    class RunManifest(BaseModel):
+        model_config = open_
+        format: StrictInt | None = None
+        run_id: StrictStr | None = None
+        suite: StrictStr | None = None
+        status: StrictStr | None = None
+        started: StrictStr | None = None
+        seed: StrictInt | None = None
+        device: StrictStr | None = None
+        wall_seconds: Number | None = None
+        environment: Environment | None = None
+        models: dict[StrictStr, Model] = {}
+        failed_cells: list[FailedCell] = []
+        stage_seconds: dict[StrictStr, Number] = {}
+        dataset: dict[StrictStr, Any] = {}
+
+    return RunManifest
+
+
+def read_run_manifest(path: Path) -> dict[str, Any]:
+    """A run's ``manifest.json``, with every field a reader uses checked for its JSON type (an object
+    where an object is read, a string where a string is): the same dict back, or one
+    :class:`~robustbench_cnn.errors.InputError` line naming the file, the field and the fix. Duplicate
+    keys are refused."""
+    from pydantic import ValidationError
+
+    from robustbench_cnn.errors import InputError, one_line
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)[:60]!r}")
+        return dict(pairs)
+
+    fix = "re-run (or --resume) the run to rewrite its manifest"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = one_line(str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+        raise InputError(f"{path}: unreadable manifest ({reason}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a manifest is a JSON object, found {type(data).__name__}; {fix}")
+    try:
+        _run_manifest_schema().model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(one_line(str(p), 60) for p in err["loc"])
+        raise InputError(f"{path}: {field}: {err['msg']}; {fix}") from None
+    return data

@@ -9,7 +9,6 @@ points at the newest finished run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -35,7 +34,7 @@ from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.device_defaults import resolve_for_device
 from robustbench_cnn.suite.execute import PlannedCell, compute, load_inputs, plan_run, surrogate_name, write_index
 from robustbench_cnn.suite.load import LoadedSuite
-from robustbench_cnn.suite.manifest import environment, write_json
+from robustbench_cnn.suite.manifest import environment, read_run_manifest, write_json
 from robustbench_cnn.suite.paths import run_root
 from robustbench_cnn.suite.prepare import build, prepare_model
 from robustbench_cnn.suite.run_record import MANIFEST_FORMAT, RunRecord
@@ -171,10 +170,7 @@ def _run_lock(run_dir: Path):
 
 
 def _reopen(run_dir: Path, suite: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RobustBenchError(f"--resume: {run_dir} has no readable manifest.json ({exc})") from None
+    manifest = read_run_manifest(run_dir / "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("suite") != suite:
         found = manifest.get("suite") if isinstance(manifest, dict) else None
         raise RobustBenchError(f"--resume: {run_dir} is a run of suite '{found}', not '{suite}'")
