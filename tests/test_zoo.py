@@ -6,6 +6,7 @@ Needs ``../shared/zoo`` (the published files are never part of this repository):
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -142,6 +143,10 @@ def test_a_zoo_suite_reports_published_vs_measured(tmp_path, capsys):
     df = pd.read_csv(next(out.glob("zoo-mini/*/results.csv")))
     worst = df[(df.attack == "worst_case")]
     assert list(worst.n) == [100]  # the ensemble's seeded subset
+    manifest = json.loads(next(out.glob("zoo-mini/*/manifest.json")).read_text())
+    assert manifest["models"]["wk"]["weights_sha256"] == ZOO["wong_kolter_convex"].sha256
+    math = manifest["environment"]["math"]  # what tells two x86 machines' trained weights apart
+    assert math["torch_cpu_capability"] and math["onednn"].startswith("v") and "env" in math
     assert worst.value.item() >= 0.942 - 0.06  # certified 94.2% (100 images: a wide interval)
 
 

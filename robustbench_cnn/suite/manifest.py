@@ -55,6 +55,50 @@ def git_state(start: Path) -> dict[str, Any]:
     return {"sha": sha, "dirty": bool(dirty) if sha is not None and dirty is not None else None}
 
 
+ISA_FLAGS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX512_BF16"), ("avx512_vnni", "AVX512_VNNI"),
+             ("avx512f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_1", "SSE4.1"))  # fmt: skip
+MATH_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # fmt: skip
+
+
+def cpu_isa() -> str | None:
+    """The highest vector instruction set the CPU reports (``/proc/cpuinfo`` flags), e.g. ``AVX512_BF16``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    return next((name for flag, name in ISA_FLAGS if flag in flags), None)
+
+
+def math_backends() -> dict[str, Any]:
+    """What computes: torch's CPU kernel level and its oneDNN and MKL versions, numpy's BLAS, thread counts
+    and the environment variables that steer them (trained weights depend on all of them)."""
+    import re
+
+    import torch
+
+    config = torch.__config__.show()
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) (v[0-9.]+)", config)
+    mkl = re.search(r"Math Kernel Library Version ([0-9.]+)", config)
+    blas = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = next((f"{i.get('internal_api')} {i.get('version')}" for i in threadpool_info()
+                     if i.get("user_api") == "blas"), None)  # fmt: skip
+    except Exception:  # threadpoolctl is optional and inspects native libraries: never fail a run on it
+        pass
+    return {
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn": onednn.group(1) if onednn else None,
+        "mkl": mkl.group(1) if mkl else None,
+        "numpy_blas": blas,
+        "interop_threads": torch.get_num_interop_threads(),
+        "env": {k: os.environ[k] for k in MATH_ENV if k in os.environ},
+    }
+
+
 def environment() -> dict[str, Any]:
     """A fingerprint of the software and hardware; latencies are comparable only between equal ones."""
     import torch
@@ -65,10 +109,12 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
         "gpu": gpu,
+        "math": math_backends(),
         "packages": package_versions(),
         "git": git_state(Path(__file__).resolve().parent),
     }

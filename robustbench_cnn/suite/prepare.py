@@ -18,7 +18,7 @@ from robustbench_cnn.models.sources import ModelSourceError
 from robustbench_cnn.suite.context import RunContext
 from robustbench_cnn.suite.plan_cmd import model_identity
 from robustbench_cnn.suite.spec import ModelSpec
-from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights
+from robustbench_cnn.train.cache import WEIGHTS, ModelCache, cache_key, code_fingerprint, load_weights, sha256_file
 from robustbench_cnn.train.loop import to_device, train
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def prepare_model(
     if spec.checkpoint is not None:
         path = ctx.checkpoint(spec)  # checked at load: a file relative to the suite, or a verified zoo file
         load_weights(model, path, spec.checkpoint_format)
-        info.update(source="checkpoint", weights=str(path), key=hashlib.sha256(path.read_bytes()).hexdigest()[:20])
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        info.update(source="checkpoint", weights=str(path), key=digest[:20], weights_sha256=digest)
         if spec.zoo is not None:
             info["zoo"] = spec.zoo
         to_device(model, ctx.device).eval()
@@ -114,6 +115,7 @@ def prepare_model(
         else:
             info["cache"] = "hit"
     info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
+                weights_sha256=sha256_file(cache.entry(spec.arch, key) / WEIGHTS),
                 train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
     to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
     return model, info

@@ -8,10 +8,10 @@ identified by its sha256, never by its name. Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from robustbench_cnn.edge.bundle_format import sha256  # standard library only: the one file hasher
 from robustbench_cnn.errors import RobustBenchError, UnknownNameError, did_you_mean, shown
 from robustbench_cnn.zoo.catalog import ENTRIES
 from robustbench_cnn.zoo.entries import RAW, Figure, Preprocess, ZooEntry
@@ -47,14 +47,6 @@ def zoo_dir(explicit: Path | None = None) -> Path | None:
     return Path(env).resolve() if env else None
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def locate(name: str, folder: Path | None, where: str = "") -> Path:
     """The verified file of zoo entry ``name`` in ``folder`` (or its ``models/``): a missing folder or
     file, or a file whose sha256 is not the published one, is one :class:`ZooError` line."""
@@ -68,7 +60,7 @@ def locate(name: str, folder: Path | None, where: str = "") -> Path:
     if path is None:
         raise ZooError(f"{prefix}zoo model '{e.name}': no file {e.file} in {shown(folder)} or its models/ folder; "
                        "point --zoo-dir at the folder that holds it")  # fmt: skip
-    digest = sha256_of(path)
+    digest = sha256(path)
     if digest != e.sha256:
         raise ZooError(f"{prefix}zoo model '{e.name}': {shown(path)} has sha256 {digest[:16]}..., not the published "
                        f"{e.sha256[:16]}...; it is another file: restore the published one")  # fmt: skip
