@@ -36,6 +36,9 @@ METRICS = frozenset(
         # extensions: 0 when a zoo model's clean accuracy contradicts its published figure (95% interval), or
         # its worst case lies below its published certified lower bound (no correct attack can do that)
         "check_published_clean", "check_certified_bound",
+        # extensions: 1 when the worst case at a budget is no higher than any attack's stronger run there (it
+        # is then the headline's verdict, and an attack's own check_more_steps there is a note, not a verdict)
+        "check_headline_converged",
     }
 )  # fmt: skip
 

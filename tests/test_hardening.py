@@ -246,3 +246,45 @@ def test_checkpoint_metadata_with_any_keys_loads_or_is_one_line(layers):
         for attr in ("in_channels", "out_channels", "num_features"):
             if hasattr(module, attr):
                 assert isinstance(getattr(module, attr), int) and 1 <= getattr(module, attr) <= MAX_WIDTH
+
+
+def test_a_non_converged_attack_row_is_a_note_when_the_headline_converged():
+    """PGD-20 at 0.250 against its stronger run at 0.170 fails its own more_steps, but the worst case
+    (0.144) is below both: the model stays reliable, the failure is a note. Where the worst case is
+    above a stronger run by more than the tolerance, the headline itself is flagged."""
+    import pandas as pd
+
+    from robustbench_cnn.report.leaderboard import verdicts
+
+    def rows(headline: float | None) -> pd.DataFrame:
+        base = {"model": "cnn", "format": "torch", "norm": "linf", "eps": 0.05}
+        out = [{**base, "metric": "check_more_steps", "attack": "pgd", "value": 0.0},
+               {**base, "metric": "check_large_eps", "attack": None, "value": 1.0, "eps": 0.5}]  # fmt: skip
+        if headline is not None:
+            out.append({**base, "metric": "check_headline_converged", "attack": None, "value": headline})
+        return pd.DataFrame(out)
+
+    assert verdicts(rows(1.0)) == {"cnn": "reliable"}
+    assert verdicts(rows(0.0)) == {"cnn": "UNRELIABLE (2 checks failed)"}
+    assert verdicts(rows(None)) == {"cnn": "UNRELIABLE (1 checks failed)"}  # no headline judgement: as before
+
+
+def test_headline_convergence_compares_the_worst_case_with_each_stronger_run():
+    from types import SimpleNamespace
+
+    from robustbench_cnn.suite.cell_types import AttackParams, ConvergeParams
+    from robustbench_cnn.suite.measure_attack import headline_convergence
+
+    def stored(stronger: list[bool]):
+        params = ConvergeParams(AttackParams("pgd", "linf", 0.05, steps=20), tolerance=0.05)
+        return SimpleNamespace(cell=SimpleNamespace(params=params), arrays={"stronger": torch.tensor(stronger)})
+
+    worst = torch.tensor([True, False, False, False, True, False, False, False, False, False])  # 0.2
+    passed, detail, notes = headline_convergence(worst, None, [stored([True, True] + [False] * 8)], "linf", 0.05)
+    assert passed and "converged" in detail and "superseded" in notes["more_steps(pgd,linf,0.05)"]
+    failed = headline_convergence(worst, None, [stored([False] * 10)], "linf", 0.05)
+    assert failed is not None and not failed[0] and "not converged" in failed[1] and failed[2] == {}
+    # a subset: only the images both saw count (positions 0 and 4 of the eval split)
+    subset = torch.tensor([0, 4, 12])
+    assert headline_convergence(torch.tensor([True, True, False]), subset, [stored([True] * 10)], "linf", 0.05)[0]
+    assert headline_convergence(worst, None, [], "linf", 0.05) is None

@@ -19,7 +19,7 @@ A model that fails any check gets an "evaluation unreliable" flag in the summary
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -46,6 +46,7 @@ class CheckResult:
     detail: str
     value: float | None = None
     reference: float | None = None
+    survivors: torch.Tensor | None = field(default=None, repr=False, compare=False)  # more_steps: per image
 
 
 def convergence(
@@ -78,7 +79,7 @@ def convergence(
     stronger = robust_correct(model, make(more_steps), x, y, reported, eps, norm, restarts=more_runs, **attack_kwargs)
     base, more = float(reported.float().mean()), float(stronger.float().mean())
     detail = f"{label}-{steps}x{restarts} {base:.3f} vs {label}-{more_steps}x{more_runs} {more:.3f} ({norm} {eps:g})"
-    return CheckResult("more_steps", base - more <= tolerance, detail, value=more, reference=base)
+    return CheckResult("more_steps", base - more <= tolerance, detail, value=more, reference=base, survivors=stronger)
 
 
 def input_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

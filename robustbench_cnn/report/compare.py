@@ -168,9 +168,20 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
+    both.loc[_superseded(both, keyed(new.table)), "verdict"] = "note"
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
+
+
+def _superseded(both: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
+    """``check_more_steps`` rows that turned 0 where the new run's worst case converged at that budget
+    (``check_headline_converged`` = 1): notes about one attack, not a model turning unreliable."""
+    head = new[(new.metric == "check_headline_converged") & (new.value >= 1)]
+    converged = set(zip(head.model, head.norm, head.eps, strict=True))
+    keys = zip(both.model, both.norm, both.eps, strict=True)
+    hit = pd.Series([k in converged for k in keys], index=both.index, dtype=bool)
+    return hit & (both.metric == "check_more_steps") & (both.verdict == "REGRESSION")
 
 
 def describe(r: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_cnn.report import page_assets, svg
+from robustbench_cnn.report.checks import failing
 from robustbench_cnn.report.leaderboard import (
     NO_INTERVAL,
     VARIANT,
@@ -256,7 +257,7 @@ def _warnings(manifest: dict[str, Any]) -> str:
     items = []
     for name, info in manifest.get("models", {}).items():
         for check, r in info.get("checks", {}).items():
-            if not r.get("passed", True):
+            if failing(r):
                 items.append(f"<b>{escape(name)}</b>: evaluation unreliable, failed <code>{escape(check)}</code> "
                              f"({escape(str(r.get('detail', '')))})")  # fmt: skip
     for cell in manifest.get("failed_cells", []):

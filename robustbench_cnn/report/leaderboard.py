@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 from scipy.stats import norm as normal
 
+from robustbench_cnn.report.checks import deciding
+
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
 KEY = ["model", "compression", "format", "runtime"]
 
@@ -79,7 +81,8 @@ def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
 def verdicts(df: pd.DataFrame) -> dict[str, str]:
     """Per model: ``reliable``, ``UNRELIABLE (k checks failed)`` from the ``check_*`` rows of its torch
     form (an export's own ``check_parity`` counts for that export only: :func:`variant_verdict`)."""
-    checks = df[df.metric.str.startswith("check_") & (df.format.fillna("torch") == "torch")]
+    checks = deciding(df)
+    checks = checks[checks.format.fillna("torch") == "torch"]
     failed = checks.assign(failed=checks.value < 1).groupby("model")["failed"].sum()
     return {m: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)" for m, k in failed.items()}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.report.checks import deciding
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, variant_label
 from robustbench_cnn.report.summary import render as render_summary
 from robustbench_cnn.suite.manifest import read_run_manifest
@@ -62,7 +63,7 @@ def _save(fig, ax, path: Path) -> str:
 
 
 def unreliable_models(df: pd.DataFrame) -> set[str]:
-    checks = df[df.metric.str.startswith("check_")]
+    checks = deciding(df)
     return set(checks.loc[checks.value < 1, "model"])
 
 

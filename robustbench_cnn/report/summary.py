@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.report.checks import deciding, failing, notes
 from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
@@ -56,7 +57,7 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
     certified = keyed[keyed.metric == "certified_acc"]
     for r, sub in certified.groupby("eps", sort=True):
         put(f"certified l2 @{r:.4g} %", _with_interval(sub))
-    checks = keyed[keyed.metric.str.startswith("check_")]
+    checks = deciding(keyed)
     if not checks.empty:
         failed = checks.assign(failed=checks.value < 1).groupby(VARIANT)["failed"].sum()
         out["evaluation"] = failed.map(lambda k: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)")
@@ -94,7 +95,7 @@ def _warnings(manifest: dict[str, Any]) -> list[str]:
     """A section listing failed gradient-masking checks: those models' robust numbers are unreliable."""
     lines = []
     for name, info in manifest.get("models", {}).items():
-        failed = {c: r["detail"] for c, r in info.get("checks", {}).items() if not r["passed"]}
+        failed = {c: r["detail"] for c, r in info.get("checks", {}).items() if failing(r)}
         if failed:
             details = "; ".join(f"`{c}` ({d})" for c, d in failed.items())
             lines.append(f"- **{name}**: evaluation unreliable, failed {details}")
@@ -106,6 +107,11 @@ def _warnings(manifest: dict[str, Any]) -> list[str]:
             "Sanity checks (Carlini et al. 2019) failed; robust accuracy may be overstated:",
             "",
         ] + lines
+    superseded = [f"- {name}: `{c}` {n}" for name, info in manifest.get("models", {}).items()
+                  for c, n in notes(info.get("checks", {})).items()]  # fmt: skip
+    if superseded:
+        lines += ["", "## Notes", "", "Attack rows not converged where the worst case is (not a verdict):", "",
+                  *superseded]  # fmt: skip
     return lines
 
 
@@ -171,7 +177,7 @@ def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str
     if (board.robust_kind == "min").any():
         lines.append("* min over attacks (no per-example worst case for this variant)")
     for name, info in manifest.get("models", {}).items():
-        failed = [c for c, r in info.get("checks", {}).items() if not r["passed"]]
+        failed = [c for c, r in info.get("checks", {}).items() if failing(r)]
         if failed:
             lines.append(_cell(f"warning: {name}: evaluation unreliable, failed {', '.join(failed)}", width))
     lines += render_terminal(reproduction(df, manifest), width)

@@ -49,10 +49,14 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
             cell = Cell(m, "attack", params, needs_clean)
             cells.append(cell)
             groups.setdefault((ev.norm, float(eps)), []).append(cell.label)
-    cells += convergence_cells(spec, cells, clean.label)
+    converge = convergence_cells(spec, cells, clean.label)
+    cells += converge
     ens = spec.ensemble
     for (norm, eps), labels in groups.items():
         inputs = [("attack", label) for label in labels]
+        inputs += [
+            ("converge", c.label) for c in converge if (c.params.attack.norm, c.params.attack.eps) == (norm, eps)
+        ]
         with_ensemble = ens.enabled and eps > 0  # the headline worst case: the suite's attacks and the ensemble
         if with_ensemble:
             ensemble = Cell(m, "ensemble", EnsembleParams(norm, eps, ens, perf.attack_shard_size, craft), needs_clean)
