@@ -196,25 +196,29 @@ def test_a_model_twice_as_slow_is_reported(base_runs, models, env, tmp_path, cap
     --latency-ratio tolerates 2.0x, so the test asks for 1.4x (the margin covers the group drift's own
     noise, up to x1.25 at batch 1 here); these models take < 0.5 ms at batch 1, hence the lower floor.
     A row none of whose calls ran calm (a machine saturated by other work) cannot be judged: both runs
-    are re-measured, up to 3 times, until one of cnn_w16's rows can be."""
+    are re-measured, up to 3 times, until one of cnn_w16's rows can be. A fresh CI machine's timings
+    once showed the 2x as x1.29-1.36 against its group's drift (a noisy pair of runs): a pair that
+    flags nothing is re-measured too, up to 3 times; any pair that flags another model fails at once."""
     slow = {**models, "cnn_w16": Twice(models["cnn_w16"])}
     tol = Tolerances(latency_ratio=1.4, latency_floor_ms=0.05)
-    base = base_runs[threads]
+    base, judged, out = base_runs[threads], False, ""
     for attempt in range(3):
         run = tmp_path / f"slow{attempt}"
         measure_run(run, slow, env, threads)
         verdicts = p50_verdicts(base, run, tol)
         if any(v != CONTENDED for (m, _), v in verdicts.items() if m == "cnn_w16"):
-            break
-        base = tmp_path / f"base{attempt}"  # the baseline may have been the saturated one
+            judged = True
+            code = main(["compare", str(base), str(run), "--latency-ratio", "1.4", "--latency-floor-ms", "0.05"])
+            out = capsys.readouterr().out
+            flagged = [ln for ln in out.splitlines() if "REGRESSION" in ln]
+            assert all("cnn_w16" in ln for ln in flagged), out  # never another model
+            if code == 1 and flagged:
+                return
+        base = tmp_path / f"base{attempt}"  # the baseline may have been the saturated (or noisy) one
         measure_run(base, models, env, threads)
-    else:
+    if not judged:
         pytest.skip(f"no calm calls of cnn_w16 in 3 runs: the machine is saturated ({verdicts})")
-    code = main(["compare", str(base), str(run), "--latency-ratio", "1.4", "--latency-floor-ms", "0.05"])
-    out = capsys.readouterr().out
-    assert code == 1, out
-    flagged = [ln for ln in out.splitlines() if "REGRESSION" in ln]
-    assert flagged and all("cnn_w16" in ln for ln in flagged)
+    pytest.fail(f"a 2x slower cnn_w16 was not reported in 3 pairs of runs:\n{out}")
 
 
 def test_drift_is_per_batch_size_and_runtime():
