@@ -52,7 +52,15 @@ def _zoo_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
-    from robustbench_cnn.report.compare import Tolerances, check_coverage, compare, describe, load_run, render
+    from robustbench_cnn.report.compare import (
+        Tolerances,
+        check_coverage,
+        compare,
+        describe,
+        load_run,
+        render,
+        stale_models,
+    )
 
     b, n = load_run(base), load_run(new)
     tol = Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms, not args.no_normalize_latency,
@@ -65,6 +73,8 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
         out.write_text(text)
     if env:
         log.warning("environments differ (%s): latencies not compared", "; ".join(env))
+    for line in stale_models(b, n):
+        log.warning("stale baseline for %s", line)
     regressions = joined[joined.verdict == "REGRESSION"]
     for _, r in regressions.iterrows():
         log.error("regression: %s: %.4g -> %.4g", describe(r), r.value_base, r.value_new)

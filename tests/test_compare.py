@@ -148,3 +148,18 @@ def test_malformed_csv_is_exit_2_with_one_line(tmp_path, capsys, content):
 
 def test_missing_input_is_exit_2(tmp_path, capsys):
     assert run_cli(tmp_path / "nope.csv", tmp_path / "nope.csv") == 2
+
+
+def test_a_model_whose_weights_key_changed_is_named_a_stale_baseline(tmp_path, capsys):
+    """The baseline's resnet20 was trained before a change to code its key covers: compare says so (and
+    how to refresh it) instead of comparing silently; an unchanged key says nothing."""
+    base, new = write(tmp_path, "a", table(), ENV), write(tmp_path, "b", table(), ENV)
+    for name, key in (("a", "k-old"), ("b", "k-new")):
+        (tmp_path / f"{name}.manifest.json").write_text(json.dumps({"environment": ENV,
+                                                                    "models": {"cnn": {"key": key}}}))  # fmt: skip
+    assert run_cli(base, new) == 0
+    out = capsys.readouterr().out
+    assert "> stale baseline for cnn: weights key k-old -> k-new" in out and "refresh the baseline" in out
+    (tmp_path / "b.manifest.json").write_text(json.dumps({"environment": ENV, "models": {"cnn": {"key": "k-old"}}}))
+    assert run_cli(base, new) == 0
+    assert "stale baseline" not in capsys.readouterr().out

@@ -22,7 +22,7 @@ regression only when it is beyond a tolerance *and* meaningful for the sample si
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ class Run:
     environment: dict[str, Any] | None
     source: str
     samples: Path | None = None  # the run's latency_samples/ directory, if it has one
+    models: Mapping[str, Any] = field(default_factory=dict)  # the manifest's per-model facts (key, weights_sha256)
 
     def latency_samples(self, key: SampleKey) -> tuple[np.ndarray, np.ndarray | None] | None:
         """A latency row's per-call timings and, where recorded, per-call CPU waits (ms)."""
@@ -89,9 +90,25 @@ def load_run(path: Path) -> Run:
     if not csv.is_file():
         raise CompareError(f"{path}: no results table found")
     table = read_csv(csv)  # validated: a contract breach is a one-line ResultsError (exit 2)
-    env = read_run_manifest(manifest).get("environment") if manifest.is_file() else None
+    facts = read_run_manifest(manifest) if manifest.is_file() else {}
     samples = samples_dir(path)
-    return Run(table, env, str(path), samples if samples.is_dir() else None)
+    return Run(table, facts.get("environment"), str(path), samples if samples.is_dir() else None,
+               facts.get("models", {}))  # fmt: skip
+
+
+def stale_models(base: Run, new: Run) -> list[str]:
+    """One line per model whose weights key (a hash of its recipe, data, seed and the code it covers)
+    differs from the baseline's: the baseline predates a change, so its rows say little about this one."""
+    lines = []
+    for name, b in base.models.items():
+        n = new.models.get(name)
+        if not isinstance(n, Mapping) or not isinstance(b, Mapping) or not b.get("key") or not n.get("key"):
+            continue
+        if b["key"] != n["key"]:
+            lines.append(f"{name}: weights key {b['key']} -> {n['key']}: the baseline predates a change to its recipe, "
+                         "data or code; refresh the baseline (run the suite, then copy the run's results.csv, "
+                         "manifest.json and latency_samples/ over the baseline's files)")  # fmt: skip
+    return lines
 
 
 def environment_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
@@ -240,6 +257,8 @@ def render(
     lines = [f"# compare {base.source} -> {new.source}", "",
              f"**{len(regressions)} regression(s)** in {len(joined)} matched rows; "
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
+    stale = stale_models(base, new)
+    lines += [f"> stale baseline for {s}" for s in stale] + ([""] if stale else [])
     lines += _notes(joined, env, base, new)
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:
