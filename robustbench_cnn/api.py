@@ -56,18 +56,22 @@ def _dataset(
 def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize: bool) -> nn.Module:
     """``model`` behind its declared preprocessing (``"none"``, ``"dataset"``, a mapping or a
     :class:`~robustbench_cnn.zoo.Preprocess`); ``normalize=True`` is ``preprocess="dataset"``."""
+    from pydantic import TypeAdapter
+
     from robustbench_cnn.models import Normalized
-    from robustbench_cnn.suite.spec import ModelSpec
+    from robustbench_cnn.suite.prepare import preprocess_stats
+    from robustbench_cnn.suite.spec import PreprocessField
+    from robustbench_cnn.zoo import Preprocess
 
     if preprocess is None and not normalize:
         return model
     try:
-        spec = ModelSpec(name="api", arch="simple_cnn", preprocess="dataset" if preprocess is None else preprocess)
+        declared: Preprocess | str | None = TypeAdapter(PreprocessField).validate_python(
+            "dataset" if preprocess is None else preprocess
+        )
     except ValidationError as exc:
         raise _one_line("preprocess", exc) from None
-    from robustbench_cnn.suite.prepare import normalization
-
-    return Normalized(model, *normalization(spec, ds))
+    return Normalized(model, *preprocess_stats(declared, ds, "evaluate(): preprocess"))
 
 
 def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | None) -> nn.Module:
@@ -75,15 +79,14 @@ def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | No
     from robustbench_cnn import zoo
     from robustbench_cnn.models import build_model
     from robustbench_cnn.models.checkpoint import load_checkpoint
+    from robustbench_cnn.suite.prepare import preprocess_stats
 
     e = zoo.entry(name)
     if e.kind != "torch":
         raise InputError(f"evaluate(): zoo model '{e.name}' is an edge build ({e.file}), not torch weights")
-    if (ds.in_channels, ds.image_size) != e.image_shape[:2]:
-        raise InputError(f"evaluate(): zoo model '{e.name}' takes {e.image_shape} images ({e.dataset}); the data "
-                         f"has {ds.in_channels}x{ds.image_size}x{ds.image_size}")  # fmt: skip
+    zoo.require_shape(e.name, (ds.in_channels, ds.image_size, ds.image_size), "evaluate()")
     path = zoo.locate(e.name, zoo.zoo_dir(Path(zoo_dir) if zoo_dir is not None else None), "evaluate()")
-    mean, std = e.preprocess.on_unit_images()
+    mean, std = preprocess_stats(e.preprocess, ds, f"zoo:{e.name}")
     model = build_model(e.arch, ds.num_classes, ds.in_channels, mean, std, dict(e.params), image_size=ds.image_size)
     load_checkpoint(model, path, "net")
     return model

@@ -113,7 +113,7 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
     from safetensors import SafetensorError
 
     from robustbench_cnn.errors import SuiteError, one_line
-    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state
+    from robustbench_cnn.models.checkpoint import UnusableCheckpoint, read_state, resolve_format
     from robustbench_cnn.suite.spec import NEEDS_PREPROCESS
 
     for i, m in enumerate(loaded.spec.models):
@@ -129,8 +129,7 @@ def _check_checkpoints(loaded: LoadedSuite) -> None:
         if bad is not None:
             raise UnusableCheckpoint(f"checkpoint {path}: {one_line(bad, 200)} holds NaN or infinite values; the "
                                      "weights are unusable")  # fmt: skip
-        wrapped = any(k.startswith("net.") for k in state)
-        if m.preprocess is None and (m.checkpoint_format == "net" or (m.checkpoint_format == "auto" and not wrapped)):
+        if m.preprocess is None and resolve_format(state, m.checkpoint_format) == "net":
             raise SuiteError(f"{loaded.path}: models[{i}].preprocess: {path.name}: {NEEDS_PREPROCESS}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -42,6 +43,17 @@ VALIDATOR_FILES = tuple(
         "runtime/__init__.py", "runtime/timing.py", "runtime/tflite_runtime.py",
     )
 )  # fmt: skip
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads(..., object_pairs_hook=unique_keys)``: a JSON object whose keys are unique. A duplicate
+    (which JSON parsers resolve differently, the last one winning in Python's) is refused, not resolved."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
 
 
 def sha256(path: Path) -> str:

@@ -25,6 +25,7 @@ from robustbench_cnn.edge.bundle_format import (
     MAX_MANIFEST_BYTES,
     PRECISIONS,
     sha256,
+    unique_keys,
 )
 from robustbench_cnn.errors import InputError
 
@@ -163,22 +164,11 @@ def read_manifest(bundle: Path) -> Manifest:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BundleError(where, "manifest", f"larger than {MAX_MANIFEST_BYTES >> 20} MiB", RECOPY)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
+        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         problem = f"unreadable manifest ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
         raise BundleError(where, "manifest", problem, RECOPY) from None
     return parse_manifest(raw, bundle, root)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are unique: a duplicate (which JSON parsers resolve differently, the
-    last one winning here) is refused, not silently resolved."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:60]!r}")
-        out[key] = value
-    return out
 
 
 def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:

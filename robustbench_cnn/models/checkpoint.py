@@ -127,9 +127,15 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str,
     return _read_safetensors(path)
 
 
+def resolve_format(state: dict[str, torch.Tensor], fmt: CheckpointFormat) -> CheckpointFormat:
+    """``auto`` made concrete: ``wrapped`` if any key starts with ``net.``, else ``net`` (a bare network)."""
+    if fmt != "auto":
+        return fmt
+    return "wrapped" if any(k.startswith("net.") for k in state) else "net"
+
+
 def _prefix(state: dict[str, torch.Tensor], model: nn.Module, fmt: CheckpointFormat) -> dict[str, torch.Tensor]:
-    if fmt == "auto":
-        fmt = "wrapped" if any(k.startswith("net.") for k in state) else "net"
+    fmt = resolve_format(state, fmt)
     if fmt == "wrapped" or not hasattr(model, "net"):
         return state
     own = model.state_dict()

@@ -12,18 +12,19 @@ from __future__ import annotations
 import pandas as pd
 
 
+def superseded(df: pd.DataFrame) -> pd.Series:
+    """Per row of ``df`` (a results table; ``eps`` numbers or their text): a ``check_more_steps`` (an
+    attack's own, or the checks' PGD at checks.eps) at a budget where the model's worst case converged."""
+    budgets = list(zip(df.model, df.norm, pd.to_numeric(df.eps, errors="coerce").fillna(-1).round(12), strict=True))
+    head = (df.metric == "check_headline_converged") & (pd.to_numeric(df.value) >= 1)
+    converged = {b for b, h in zip(budgets, head, strict=True) if h}
+    return (df.metric == "check_more_steps") & pd.Series([b in converged for b in budgets], index=df.index, dtype=bool)
+
+
 def deciding(df: pd.DataFrame) -> pd.DataFrame:
     """The check rows of ``df`` that count toward a verdict (see the module docstring)."""
     checks = df[df.metric.str.startswith("check_")]
-    head = checks[(checks.metric == "check_headline_converged") & (checks.value >= 1)]
-    converged = {(m, n, round(float(e), 12)) for m, n, e in zip(head.model, head.norm, head.eps, strict=True)}
-    if not converged:
-        return checks
-    attack_level = checks.metric == "check_more_steps"  # an attack's own, or the checks' PGD at checks.eps
-    keys = zip(checks.model, checks.norm, pd.to_numeric(checks.eps, errors="coerce").fillna(-1), strict=True)
-    superseded = attack_level & pd.Series([(m, n, round(float(e), 12)) in converged for m, n, e in keys],
-                                          index=checks.index)  # fmt: skip
-    return checks[~superseded]
+    return checks[~superseded(checks)]
 
 
 def failing(fact: dict) -> bool:

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.report.checks import superseded
 from robustbench_cnn.report.latency_gate import (
     CONTENDED,
     CONTENDED_SHARE,
@@ -185,7 +186,7 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     both.attrs["machine_factors"] = drift.p50
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
-    both.loc[_superseded(both, keyed(new.table)), "verdict"] = "note"
+    both.loc[_superseded(both, keyed(new.table)), "verdict"] = "note"  # see report.checks
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
@@ -194,11 +195,9 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
 def _superseded(both: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
     """``check_more_steps`` rows that turned 0 where the new run's worst case converged at that budget
     (``check_headline_converged`` = 1): notes about one attack, not a model turning unreliable."""
-    head = new[(new.metric == "check_headline_converged") & (new.value >= 1)]
-    converged = set(zip(head.model, head.norm, head.eps, strict=True))
-    keys = zip(both.model, both.norm, both.eps, strict=True)
-    hit = pd.Series([k in converged for k in keys], index=both.index, dtype=bool)
-    return hit & (both.metric == "check_more_steps") & (both.verdict == "REGRESSION")
+    notes = {tuple(r) for r in new.loc[superseded(new), IDENTITY].itertuples(index=False)}
+    hit = pd.Series([tuple(r) in notes for r in both[IDENTITY].itertuples(index=False)], index=both.index, dtype=bool)
+    return hit & (both.verdict == "REGRESSION")
 
 
 def describe(r: Mapping[str, Any]) -> str:

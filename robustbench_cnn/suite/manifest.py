@@ -186,17 +186,12 @@ def read_run_manifest(path: Path) -> dict[str, Any]:
     keys are refused."""
     from pydantic import ValidationError
 
+    from robustbench_cnn.edge.bundle_format import unique_keys
     from robustbench_cnn.errors import InputError, one_line
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)[:60]!r}")
-        return dict(pairs)
 
     fix = "re-run (or --resume) the run to rewrite its manifest"
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique)
+        data = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = one_line(str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
         raise InputError(f"{path}: unreadable manifest ({reason}); {fix}") from None

@@ -20,6 +20,7 @@ from robustbench_cnn.suite.plan_cmd import model_identity
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import WEIGHTS, ModelCache, cache_key, code_fingerprint, load_weights, sha256_file
 from robustbench_cnn.train.loop import to_device, train
+from robustbench_cnn.zoo import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,25 @@ def normalization(spec: ModelSpec, data: ImageDataset) -> tuple[tuple[float, ...
     """The (mean, std) of ``spec``'s normalization layer on [0, 1] images: its declared preprocessing,
     else the training images' statistics (models the suite trains)."""
     if spec.zoo is not None:
-        from robustbench_cnn.zoo import entry
+        from robustbench_cnn.zoo import require_shape
 
-        shape = (data.in_channels, data.image_size, data.image_size)
-        if shape != entry(spec.zoo).image_shape:
-            raise ModelSourceError(f"model '{spec.name}': zoo:{spec.zoo} takes {entry(spec.zoo).image_shape} images "
-                                   f"(C, H, W); the dataset has {shape}")  # fmt: skip
-    p = spec.preprocess
+        require_shape(spec.zoo, (data.in_channels, data.image_size, data.image_size), f"model '{spec.name}'")
+    return preprocess_stats(spec.preprocess, data, f"model '{spec.name}'")
+
+
+def preprocess_stats(
+    p: Preprocess | str | None, data: ImageDataset, what: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) on [0, 1] images of a declared preprocessing (``None``/``"dataset"``: the training
+    images' statistics), one value per channel of ``data``."""
     if p is None or p == "dataset":
         return data.mean, data.std
+    assert isinstance(p, Preprocess)
     mean, std = p.on_unit_images()
     for values in (mean, std):
         if len(values) not in (1, data.in_channels):
-            raise ModelSourceError(f"model '{spec.name}': preprocess has {len(values)} values for "
-                                   f"{data.in_channels}-channel images; give one per channel or one for "
-                                   "all")  # fmt: skip
+            raise ModelSourceError(f"{what}: preprocess has {len(values)} values for {data.in_channels}-channel "
+                                   "images; give one per channel or one for all")  # fmt: skip
     return mean * (data.in_channels // len(mean)), std * (data.in_channels // len(std))
 
 
@@ -115,7 +120,7 @@ def prepare_model(
         else:
             info["cache"] = "hit"
     info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
-                weights_sha256=sha256_file(cache.entry(spec.arch, key) / WEIGHTS),
+                weights_sha256=meta.get("weights_sha256") or sha256_file(cache.entry(spec.arch, key) / WEIGHTS),
                 train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
     to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
     return model, info

@@ -35,6 +35,14 @@ def entry(name: str) -> ZooEntry:
     return ZOO[bare]
 
 
+def require_shape(name: str, shape: tuple[int, int, int], where: str) -> None:
+    """Zoo entry ``name`` takes images of its published shape ``(C, H, W)``; other ones are one line."""
+    e = entry(name)
+    if tuple(shape) != e.image_shape:
+        raise ZooError(f"{where}: zoo:{e.name} takes {e.image_shape} images (C, H, W, {e.dataset}); the dataset has "
+                       f"{tuple(shape)}")  # fmt: skip
+
+
 def is_zoo(checkpoint: str | None) -> bool:
     return checkpoint is not None and checkpoint.startswith(PREFIX)
 
@@ -75,4 +83,4 @@ def resolve_checkpoint(text: str, base_dir: Path, folder: Path | None, where: st
 
 
 __all__ = ["ENV", "PREFIX", "RAW", "ZOO", "Figure", "Preprocess", "ZooEntry", "ZooError", "entry", "is_zoo",
-           "locate", "resolve_checkpoint", "zoo_dir"]  # fmt: skip
+           "locate", "require_shape", "resolve_checkpoint", "zoo_dir"]  # fmt: skip

@@ -6,7 +6,6 @@ the interpreter's package), ``manifest.json`` and ``summary.md`` with the reprod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +36,7 @@ def measure(opts: MeasureOptions) -> tuple[Path, str]:
 
     from robustbench_cnn.data import load_dataset
     from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
+    from robustbench_cnn.suite.manifest import write_json
     from robustbench_cnn.suite.results import Row, frame, write_csv
     from robustbench_cnn.suite.runner import new_run_id
     from robustbench_cnn.suite.spec import DatasetSpec
@@ -65,7 +65,7 @@ def measure(opts: MeasureOptions) -> tuple[Path, str]:
     manifest = {"run_id": run_id, "suite": f"zoo-{e.name}", "interpreter": artifact.runtime,
                 "models": {e.name: {"zoo": e.name, "source": "artifact", "weights": str(path), "sha256": e.sha256}},
                 "dataset": {"name": data.name, "eval": len(y), "shape": list(data.x_eval.shape[1:])}}  # fmt: skip
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(manifest, run_dir / "manifest.json")
     table = reproduction(df, manifest)
     shown = df[["model", "format", "compression", "metric", "attack", "eps", "value", "ci_low", "ci_high", "n",
                 "batch_size"]]  # fmt: skip
