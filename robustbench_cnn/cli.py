@@ -60,6 +60,7 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
         load_run,
         render,
         stale_models,
+        turned_unreliable,
     )
 
     b, n = load_run(base), load_run(new)
@@ -78,7 +79,10 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
     regressions = joined[joined.verdict == "REGRESSION"]
     for _, r in regressions.iterrows():
         log.error("regression: %s: %.4g -> %.4g", describe(r), r.value_base, r.value_new)
-    return 1 if len(regressions) else 0
+    turned = turned_unreliable(b, n)
+    for line in turned:
+        log.error("regression: %s (reliable in the baseline)", line)
+    return 1 if len(regressions) or turned else 0
 
 
 def _plan(args: argparse.Namespace, loaded: LoadedSuite, out: Path) -> tuple[str, str]:

@@ -39,6 +39,8 @@ METRICS = frozenset(
         # extensions: 1 when the worst case at a budget is no higher than any attack's stronger run there (it
         # is then the headline's verdict, and an attack's own check_more_steps there is a note, not a verdict)
         "check_headline_converged",
+        # extensions: 0 when a randomized model (``randomized`` = 1) is attacked without EOT (checks.eot_samples < 2)
+        "check_eot",
     }
 )  # fmt: skip
 

@@ -265,8 +265,8 @@ def test_a_non_converged_attack_row_is_a_note_when_the_headline_converged():
         return pd.DataFrame(out)
 
     assert verdicts(rows(1.0)) == {"cnn": "reliable"}
-    assert verdicts(rows(0.0)) == {"cnn": "UNRELIABLE (2 checks failed)"}
-    assert verdicts(rows(None)) == {"cnn": "UNRELIABLE (1 checks failed)"}  # no headline judgement: as before
+    assert verdicts(rows(0.0)) == {"cnn": "UNRELIABLE (more_steps pgd linf 0.05, headline_converged linf 0.05)"}
+    assert verdicts(rows(None)) == {"cnn": "UNRELIABLE (more_steps pgd linf 0.05)"}  # no headline judgement
 
 
 def test_headline_convergence_compares_the_worst_case_with_each_stronger_run():

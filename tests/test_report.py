@@ -86,7 +86,7 @@ def test_summary_leaves_missing_cells_blank_and_flags_unreliable_models():
     manifest = {"models": {"a": {"checks": {"grad_norm": {"passed": False, "detail": "100% zero gradients"}}}}}
     text = render(df, manifest)
     assert "nan" not in text.lower()
-    assert "certified l2 @0.25 %" in text and "UNRELIABLE (1 checks failed)" in text and "| reliable" in text
+    assert "certified l2 @0.25 %" in text and "UNRELIABLE (grad_norm)" in text and "| reliable" in text
     assert "## Warnings" in text and "**a**: evaluation unreliable, failed `grad_norm` (100% zero gradients)" in text
 
 
@@ -111,7 +111,9 @@ def test_compact_summary_fits_120_columns_with_the_verdict_first(name):
     rows = [ln for ln in lines[2:] if ln.split(" ")[0] in ("reliable", "UNRELIABLE", "unchecked")]
     assert len(rows) == len(variants)
     pgd = df[(df.model == "simple_cnn_pgd_at") & (df.format == "torch")]
-    worst = pgd[(pgd.attack == "worst_case") & (pgd.eps == pgd[pgd.norm == "linf"].eps.max())].value.item()
+    linf = sorted(pgd.loc[(pgd.norm == "linf") & (pgd.eps > 0), "eps"].unique())
+    headline = linf[(len(linf) - 1) // 2]  # these baselines predate declared threat models: the middle eps
+    worst = pgd[(pgd.attack == "worst_case") & (pgd.eps == headline)].value.item()
     clean = pgd[pgd.metric == "clean_acc"].value.item()
     row = next(ln for ln in rows if re.match(r"\S+ +simple_cnn_pgd_at +\d", ln))
     assert row.split()[2:4] == [f"{clean * 100:.1f}", f"{worst * 100:.1f}"]
@@ -129,17 +131,29 @@ def test_compact_summary_names_the_unreliable_model_on_the_left():
     )
 
 
-def test_threat_model_reads_the_largest_linf_eps_and_a_certifiable_radius():
+def test_threat_model_reads_the_declared_budget_else_the_middle_eps_and_a_certifiable_radius():
     from scipy.stats import beta, norm
 
-    from robustbench_cnn.report.leaderboard import certifiable_radius, threat_model
+    from robustbench_cnn.report.leaderboard import certifiable_radius, threat_model, threat_models
+    from robustbench_cnn.report.summary import compact
 
     # CERTIFY's radius when all n samples vote for the top class: sigma * PhiInv(Clopper-Pearson lower bound)
     assert certifiable_radius(0.25, 1000, 0.001) == pytest.approx(0.25 * norm.ppf(beta.ppf(0.001, 1000, 1)))
     assert round(certifiable_radius(0.25, 1000, 0.001), 2) == 0.62
     df, manifest = _baseline("smoke")
     tm = threat_model(df, manifest)
-    assert (tm.norm, tm.eps, tm.radius) == ("linf", 0.2, 0.5) and round(tm.certifiable, 3) == 0.616
+    assert (tm.norm, tm.eps, tm.radius) == ("linf", 0.1, 0.5) and round(tm.certifiable, 3) == 0.616
+    assert "middle" in tm.rule  # the baseline's manifest predates [[threat_models]]
+    declared = {
+        **manifest,
+        "threat_models": [
+            {"norm": "linf", "eps": 0.2, "rule": "declared in the suite"},
+            {"norm": "l2", "eps": 1.0, "rule": "declared in the suite"},
+        ],
+    }
+    assert [(t.norm, t.eps) for t in threat_models(df, declared)] == [("linf", 0.2), ("l2", 1.0)]
+    text = compact(df, declared)
+    assert "robust linf @0.2 %" in text and "robust l2 @1 %" in text and "at l2 1 (declared in the suite)" in text
 
 
 def test_certified_plot_marks_the_certifiable_limit_and_leaves_zeros_beyond_it_unjoined(tmp_path, monkeypatch):
@@ -187,7 +201,7 @@ def test_cost_plots_have_clean_and_robust_panels_on_log_axes(tmp_path, monkeypat
     assert plots.accuracy_vs_cost(df, tmp_path, manifest) == ["accuracy_vs_latency.png", "accuracy_vs_size.png"]
     for fig in figures:
         axes = fig.get_axes()
-        assert [ax.get_title().split(" vs ")[0] for ax in axes] == ["clean accuracy", "robust linf @0.2"]
+        assert [ax.get_title().split(" vs ")[0] for ax in axes] == ["clean accuracy", "robust linf @0.1"]
         assert all(ax.get_xscale() == "log" for ax in axes)
         legend_box = fig.legends[0].get_window_extent()
         assert all(not legend_box.overlaps(ax.get_window_extent()) for ax in axes)  # the key is outside the data

@@ -45,7 +45,8 @@ def _run(tmp_path: Path) -> tuple[pd.DataFrame, dict, Path]:
     checks = {"grad_norm": {"passed": False, "detail": "90% zero gradients"}}
     models = {"g": {"certify": {"sigma": 0.25, "n": 1000, "alpha": 0.001}, "checks": checks}}
     manifest = {"run_id": "r1", "suite": "s", "status": "complete", "seed": 0, "device": "cpu",
-                "started": "2026-01-01", "models": models}  # fmt: skip
+                "started": "2026-01-01", "models": models,
+                "threat_models": [{"norm": "linf", "eps": 0.1, "rule": "declared in the suite"}]}  # fmt: skip
     run_dir = tmp_path / "run"
     write_csv(df.iloc[:2], run_dir / "cells" / "abc123.csv")  # the clean cell of both variants of a
     write_csv(df, run_dir / "results.csv")
@@ -67,7 +68,7 @@ def test_report_html_is_self_contained_and_every_link_resolves(tmp_path):
     assert board.count("<tr id=") == 3  # a, a / int8 / onnx / onnxruntime, g
     # worst case at the main eps (linf 0.1) for a; min over attacks for the export; certified at 0.5 (< 0.62)
     assert 'data-v="0.15"' in board and ">25.0*<" in board and 'data-v="0.4"' in board
-    assert "UNRELIABLE (1 checks failed)" in board and "certifiable 0.62" in text
+    assert "UNRELIABLE (grad_norm)" in board and "certifiable 0.62" in text
     assert "90% zero gradients" in text and text.count("<svg") == 7  # pgd, worst case, certified, 4 cost charts
 
 
@@ -79,7 +80,7 @@ def test_report_renders_and_sorts_in_headless_chromium(tmp_path):
     with Browser(find_chromium()) as browser:
         browser.open(page.as_uri())
         assert browser.evaluate("document.querySelectorAll('svg.chart circle, svg.chart polygon').length") > 10
-        first = browser.evaluate(column)  # reliable by robust accuracy, then the UNRELIABLE g
+        first = browser.evaluate(column)  # a's worst case, then the export's upper bound, then the UNRELIABLE g
         browser.evaluate("document.querySelectorAll('#leaderboard th')[4].click()")  # clean %
         desc = browser.evaluate(column)
         browser.evaluate("document.querySelectorAll('#leaderboard th')[4].click()")
@@ -92,7 +93,7 @@ def test_report_renders_and_sorts_in_headless_chromium(tmp_path):
         shot = browser.screenshot(tmp_path / "report.png")
         errors = browser.errors()
     assert errors == []
-    assert first == [0.97, 0.98, 0.95] and desc == [0.98, 0.97, 0.95] and asc == [0.95, 0.97, 0.98]
+    assert first == [0.98, 0.97, 0.95] and desc == [0.98, 0.97, 0.95] and asc == [0.95, 0.97, 0.98]
     assert shown == 1
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     if os.environ.get("RB_SCREENSHOT_DIR"):  # to look at it

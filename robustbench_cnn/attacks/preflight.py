@@ -10,7 +10,7 @@ Three properties every gradient attack here assumes (cf. AutoAttack's ``checks.p
 - randomness: two identical forward passes agree. A randomized model is attacked with EOT
   (Athalye et al. 2018, "Obfuscated Gradients Give a False Sense of Security"): the attack
   differentiates :class:`EOT`, the mean logits of ``samples`` forward passes, whose input gradient
-  is the average of the samples' logit gradients.
+  is the average of the samples' logit gradients; ``eot`` fails where it was asked to use fewer than 2.
 
 Tensor contract: probe images ``(N, C, H, W)`` in [0, 1] on the model's device; logits ``(N, K)``.
 """
@@ -45,6 +45,17 @@ def is_randomized(model: nn.Module, probe: torch.Tensor) -> bool:
     model.eval()
     first, second = model(probe), model(probe)
     return not torch.allclose(first, second, rtol=0.0, atol=RANDOM_ATOL)
+
+
+def eot_check(randomized: bool, samples: int) -> CheckResult:
+    """``eot``: a randomized model's attacks must differentiate an expectation (``samples`` >= 2 passes);
+    one random pass per step is the single-sample gradient Athalye et al. show to overstate robustness."""
+    if not randomized:
+        return CheckResult("eot", True, "deterministic: no EOT needed", float(samples))
+    if samples >= 2:
+        return CheckResult("eot", True, f"randomized: attacked through EOT over {samples} passes", float(samples))
+    return CheckResult("eot", False, f"randomized, but attacked through {samples} pass (no EOT): set "
+                       "checks.eot_samples >= 2 (AutoAttack's rand version uses 20)", float(samples))  # fmt: skip
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """The ``export`` cell: export one model (ONNX, TFLite or an AOTInductor GPU build; fp32, fp16, bf16
 or int8), check parity with its torch source, measure it on its runtime, and evaluate it on the
-adversarial examples crafted on the float model (transfer robustness of the deployed artefact).
+adversarial examples crafted on the float model (transfer robustness of the deployed artefact), under
+Square Attack on its own runtime, and per image over both (its ``worst_case`` row at each budget).
 
 Parity (on the eval set): top-1 agreement with torch >= ``min_agreement`` (default 0.995 for fp32,
 0.99 for fp16/bf16, 0.97 for int8), clean accuracy lost <= ``max_accuracy_loss`` (0.02 for int8,
@@ -161,9 +162,29 @@ def export_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inp
     ]
     rows += _latency_rows(ctx, params, deployed, runtime, row, fields)
     clean_correct = pred == y.numpy()
-    rows += _transfer_rows(ctx, inputs, deployed, y.numpy(), clean_correct, row, fields)
-    rows += _direct_rows(ctx, params, deployed, x.numpy(), y.numpy(), clean_correct, row, fields)
+    masks: Masks = {}
+    rows += _transfer_rows(ctx, inputs, deployed, y.numpy(), clean_correct, row, fields, masks)
+    rows += _direct_rows(ctx, params, deployed, x.numpy(), y.numpy(), clean_correct, row, fields, masks)
+    rows += _worst_rows(masks, row, fields)
     return CellResult(rows, {}, meta)
+
+
+Masks = dict[tuple[str, float], list[np.ndarray]]  # (norm, eps) -> per-image robust masks of each attack
+
+
+def _worst_rows(masks: Masks, row, fields) -> list:
+    """The export's per-example worst case at each budget (``attack = worst_case``): an image counts
+    only if the export classifies it right clean, under every transferred attack and under the direct
+    Square on its own runtime; on the images every one of them saw (Square may run on fewer)."""
+    rows = []
+    for (norm, eps), found in masks.items():
+        if eps <= 0 or len(found) < 2:
+            continue
+        n = min(len(m) for m in found)
+        robust = np.logical_and.reduce([m[:n] for m in found])
+        rows.append(row(metric="robust_acc", value=float(robust.mean()), attack="worst_case", norm=norm, eps=eps,
+                        n=n, **fields))  # fmt: skip
+    return rows
 
 
 def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str, row, fields) -> list:
@@ -181,7 +202,8 @@ def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str,
     return latency_rows(row, stats, samples_dir(ctx.run_dir), **fields)
 
 
-def _direct_rows(ctx: RunContext, params: ExportParams, deployed, x, y, clean_correct, row, fields) -> list:
+def _direct_rows(ctx: RunContext, params: ExportParams, deployed, x, y, clean_correct, row, fields,
+                 masks: Masks) -> list:  # fmt: skip
     """``robust_acc`` of the export under Square Attack run on its own runtime, at each Linf eps the
     suite evaluates (attack column ``square_direct``); ``direct_queries = 0`` turns it off."""
     from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
@@ -195,12 +217,14 @@ def _direct_rows(ctx: RunContext, params: ExportParams, deployed, x, y, clean_co
                                ctx.spec.eval_batch_size)  # fmt: skip
         rows.append(row(metric="robust_acc", value=float(robust.mean()), attack=DIRECT_ATTACK, norm="linf",
                         eps=eps, n=n, **fields))  # fmt: skip
+        masks.setdefault(("linf", float(eps)), []).append(robust)
     return rows
 
 
-def _transfer_rows(ctx: RunContext, inputs: Inputs, deployed, y, clean_correct, row, fields) -> list:
+def _transfer_rows(ctx: RunContext, inputs: Inputs, deployed, y, clean_correct, row, fields, masks: Masks) -> list:
     """``robust_acc`` of the deployed model on the adversarial examples crafted on its float source:
-    one row per attack and eps; an image counts if the export classifies it right clean and attacked."""
+    one row per attack and eps; an image counts if the export classifies it right clean and attacked
+    (its mask goes to ``masks``)."""
     rows = []
     for stored in inputs.many("attack"):
         adv = stored.arrays.get("adv")
@@ -208,8 +232,9 @@ def _transfer_rows(ctx: RunContext, inputs: Inputs, deployed, y, clean_correct, 
             continue
         a = stored.cell.params
         pred = deployed.predict(adv.numpy(), ctx.spec.eval_batch_size).argmax(1)
-        robust = float((clean_correct & (pred == y)).mean())
-        rows.append(row(metric="robust_acc", value=robust, attack=a.attack, norm=a.norm, eps=a.eps,
+        mask = clean_correct & (pred == y)
+        masks.setdefault((a.norm, float(a.eps)), []).append(mask)
+        rows.append(row(metric="robust_acc", value=float(mask.mean()), attack=a.attack, norm=a.norm, eps=a.eps,
                         n=len(y), **fields))  # fmt: skip
     return rows
 

@@ -41,6 +41,7 @@ from robustbench_cnn.report.latency_gate import (
     group_drift,
     latency_verdict,
 )
+from robustbench_cnn.report.leaderboard import verdict_reasons, verdict_text
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
 from robustbench_cnn.suite.manifest import read_run_manifest
 from robustbench_cnn.suite.results import read_csv
@@ -200,6 +201,13 @@ def _superseded(both: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
     return hit & (both.verdict == "REGRESSION")
 
 
+def turned_unreliable(base: Run, new: Run) -> list[str]:
+    """``model: UNRELIABLE (reasons)`` for each model reliable in the baseline and not in the new run, a
+    regression whichever check says so (also one the baseline did not run, e.g. a new ``check_eot``)."""
+    before, after = verdict_reasons(base.table), verdict_reasons(new.table)
+    return [f"{m}: {verdict_text(r)}" for m, r in after.items() if r and m in before and not before[m]]
+
+
 def describe(r: Mapping[str, Any]) -> str:
     """One row's identity in words: model, format/runtime, compression, metric, attack, norm, eps, batch."""
     parts = [r["model"], f"{r['format']}/{r['runtime']}"]
@@ -258,6 +266,8 @@ def render(
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
     stale = stale_models(base, new)
     lines += [f"> stale baseline for {s}" for s in stale] + ([""] if stale else [])
+    turned = turned_unreliable(base, new)
+    lines += [f"> **REGRESSION**: {t} (reliable in the baseline)" for t in turned] + ([""] if turned else [])
     lines += _notes(joined, env, base, new)
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()
     if not shown.empty:

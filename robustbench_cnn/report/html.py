@@ -27,6 +27,7 @@ from robustbench_cnn.report.leaderboard import (
     interval_of,
     leaderboard,
     ranked,
+    threat_models,
     variant_label,
 )
 from robustbench_cnn.report.plots import pareto_front
@@ -101,14 +102,16 @@ def _source(rows: pd.DataFrame, metric: str, **where: Any) -> int | None:
     return None if sub.empty else int(sub.value.idxmin())
 
 
-def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel) -> str:
+def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel, k: int = 1) -> str:
+    """The ``k``-th headline threat model's leaderboard (the first carries the filter box)."""
     keyed = df.fillna({c: "" for c in VARIANT})
     batch = board.latency_batch.dropna()
     lat = f"p50 ms bs{int(batch.iloc[0])}" if not batch.empty else "p50 ms"
     heads = ["#", "verdict", "variant", "defense", "clean %", tm.robust_header() + " %", tm.certified_header() + " %",
              "size KiB", lat]  # fmt: skip
-    out = ['<input id="filter" type="search" placeholder="filter rows (e.g. onnx, UNRELIABLE, pgd_at)">',
-           '<div class="scroll"><table id="leaderboard" class="sortable"><thead><tr>',
+    box = '<input id="filter" type="search" placeholder="filter rows (e.g. onnx, UNRELIABLE, pgd_at)">'
+    table_id = "leaderboard" if k == 1 else f"leaderboard-{k}"
+    out = [box if k == 1 else "", f'<div class="scroll"><table id="{table_id}" class="sortable filterable"><thead><tr>',
            *(f'<th title="click to sort">{escape(h)}</th>' for h in heads), "</tr></thead><tbody>"]  # fmt: skip
     for i, r in enumerate(board.itertuples(), 1):
         rows = keyed[(keyed[VARIANT] == pd.Series(dict(zip(VARIANT, r[1:7], strict=True)))).all(axis=1)]
@@ -127,26 +130,32 @@ def _leaderboard_html(df: pd.DataFrame, board: pd.DataFrame, tm: ThreatModel) ->
                  f'<td class="{"bad" if r.verdict.startswith("UNRELIABLE") else "ok"}">{escape(r.verdict)}</td>',
                  f'<td><a href="#v-{anchor}">{escape(r.variant)}</a></td>', f"<td>{escape(str(r.defense))}</td>",
                  _num(r.clean, _fmt(r.clean), link(_source(rows, "clean_acc")), r.clean_ci),
-                 _num(r.robust, _fmt(r.robust) + ("*" if r.robust_kind == "min" else ""), link(robust_idx),
+                 _num(r.robust, _fmt(r.robust) + ("*" if r.robust_kind == "min" else "") + ("~" if r.eot else ""),
+                      link(robust_idx),
                       r.robust_ci),
                  _num(r.certified, _fmt(r.certified), link(_source(rows, "certified_acc", eps=tm.radius)),
                       r.certified_ci),
                  _num(r.size_bytes, _fmt(r.size_bytes, 1 / 1024), link(_source(rows, "size_bytes"))),
                  _num(r.p50_ms, "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}",
                       link(_source(rows, "latency_ms_p50", batch_size=r.latency_batch)))]  # fmt: skip
-        out.append(f'<tr id="lb-{anchor}">' + "".join(cells) + "</tr>")
+        row_id = f"lb-{anchor}" if k == 1 else f"lb{k}-{anchor}"
+        out.append(f'<tr id="{row_id}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     if (board.robust_kind == "min").any():
         out.append("<p class='note'>* no per-example worst case for this variant: the minimum over the attacks' "
-                   "accuracies (an upper bound on the worst case).</p>")  # fmt: skip
+                   "accuracies (an upper bound on the worst case), ranked after every worst case.</p>")  # fmt: skip
+    if board.eot.any():
+        out.append("<p class='note'>~ randomized model: its attacks differentiate the mean of checks.eot_samples "
+                   "forward passes (EOT, Athalye et al. 2018), as AutoAttack's rand version does.</p>")  # fmt: skip
     return "\n".join(out)
 
 
 def _threat_note(tm: ThreatModel) -> str:
     parts = []
     if tm.eps is not None:
-        parts.append(f"robust = per-example worst case over every attack at the main eps, {tm.norm} {tm.eps:g} "
-                     f"(the largest {tm.norm} eps evaluated)")  # fmt: skip
+        parts.append(f"robust = per-example worst case over every attack at the headline threat model, "
+                     f"{tm.norm} {tm.eps:g} ({tm.rule or 'the run names none'}); other budgets: the details and "
+                     "curves below")  # fmt: skip
     if tm.radius is not None:
         limit = f"; the largest certifiable radius is {tm.certifiable:.2f}" if tm.certifiable is not None else ""
         parts.append(f"certified = randomized-smoothing certified accuracy at L2 radius {tm.radius:g} (the largest "
@@ -301,8 +310,10 @@ def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None
     facts = (f"status <b>{m['status']}</b> · seed {m['seed']} · device {m['device']} "
              f"({escape(str(env.get('gpu') or env.get('cpu', '?')))}) · "
              f"wall {float(manifest.get('wall_seconds') or 0):.0f} s · started {m['started']}")  # fmt: skip
-    body = [f"<h1>{escape(title)}</h1><p>{facts}</p>", "<h2>Leaderboard</h2>", _threat_note(tm),
-            _leaderboard_html(df, board, tm), "<h2>Warnings</h2>", _warnings(manifest),
+    boards = [f"<h2>Leaderboard{f' at {t.norm} {t.eps:g}' if k > 1 else ''}</h2>" + _threat_note(t)
+              + _leaderboard_html(df, ranked(leaderboard(df, manifest, t)[0]), t, k)
+              for k, t in enumerate(threat_models(df, manifest), 1)]  # fmt: skip
+    body = [f"<h1>{escape(title)}</h1><p>{facts}</p>", *boards, "<h2>Warnings</h2>", _warnings(manifest),
             _reproduction_html(reproduction(df, manifest)), "<h2>Charts</h2>",
             "<p class='note'>Hover a point for its value; click it to jump to its row.</p>",
             "<div class='charts'>" + "\n".join(svg.render(c) for c in charts) + "</div>",

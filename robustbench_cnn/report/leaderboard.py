@@ -1,9 +1,12 @@
 """The headline numbers of a run: one row per model variant (model x format x runtime x compression).
 
-RobustBench ranks models by their worst-case robust accuracy at one threat model; here the *main eps*
-is the largest Linf eps evaluated (else the largest eps of any norm), the robust number is the
-per-example worst case over every attack at that eps (``attack = worst_case``) where the run has it,
-else the minimum over the attacks' accuracies (an upper bound on the worst case, marked ``min``).
+RobustBench ranks models by their worst-case robust accuracy at one threat model, one leaderboard per
+threat model; here the headline budgets are the suite's ``[[threat_models]]`` (recorded in the
+manifest with the rule that chose them: declared, else the eps of the suite's adversarial training,
+else the middle evaluated Linf eps). The robust number is the per-example worst case over every
+attack at that budget (``attack = worst_case``) where the run has it, else the minimum over the
+attacks' accuracies (an upper bound on the worst case, marked ``min``, ranked after every worst case).
+A randomized model's number comes from attacks through EOT (``randomized`` = 1), and says so.
 Certified accuracy is read at the *main radius*: the largest evaluated L2 radius that randomized
 smoothing can certify at all with the run's sample size (Cohen et al. 2019: with ``n`` samples the
 Clopper-Pearson lower bound never exceeds ``alpha^(1/n)``, so no radius beyond
@@ -32,6 +35,7 @@ class ThreatModel:
     eps: float | None
     radius: float | None
     certifiable: float | None  # the largest certifiable radius of the run's smoothed models
+    rule: str = ""  # what chose (norm, eps): "declared in the suite", ...
 
     def robust_header(self) -> str:
         return f"robust {self.norm} @{self.eps:.4g}" if self.eps is not None else "robust"
@@ -61,13 +65,24 @@ def certify_limits(manifest: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
+def headline_budgets(df: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """``(norm, eps, rule)`` of each headline threat model: the manifest's (the suite's declaration or
+    its default rule, see ``SuiteSpec.headline``); for a manifest older than that, the middle
+    evaluated Linf eps of the table (else of any norm)."""
+    declared = manifest.get("threat_models") or []
+    if declared:
+        return [(str(t["norm"]), float(t["eps"]), str(t.get("rule", ""))) for t in declared]
     robust = df[(df.metric == "robust_acc") & df.eps.notna() & (df.eps > 0)]
-    norm, eps = None, None
-    if not robust.empty:
-        pool = robust[robust.norm == "linf"] if (robust.norm == "linf").any() else robust
-        eps = float(pool.eps.max())
-        norm = str(pool.loc[pool.eps == eps, "norm"].iloc[0])
+    if robust.empty:
+        return []
+    pool = robust[robust.norm == "linf"] if (robust.norm == "linf").any() else robust
+    norm = str(pool.norm.iloc[0])
+    eps = sorted({float(e) for e in pool.loc[pool.norm == norm, "eps"]})
+    return [(norm, eps[(len(eps) - 1) // 2], f"the middle evaluated {norm} eps (the run names no threat model)")]
+
+
+def threat_models(df: pd.DataFrame, manifest: dict[str, Any]) -> list[ThreatModel]:
+    """One :class:`ThreatModel` per headline budget (at least one; without robust rows, eps None)."""
     limits = certify_limits(manifest)
     limit = max(limits.values()) if limits else None
     radii = sorted(float(r) for r in df.loc[(df.metric == "certified_acc") & (df.eps > 0), "eps"].unique())
@@ -75,26 +90,56 @@ def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
     if radii:
         inside = [r for r in radii if limit is None or r <= limit]
         radius = inside[-1] if inside else radii[0]
-    return ThreatModel(norm, eps, radius, limit)
+    heads = headline_budgets(df, manifest)
+    if not heads:
+        return [ThreatModel(None, None, radius, limit)]
+    return [ThreatModel(norm, eps, radius, limit, rule) for norm, eps, rule in heads]
+
+
+def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
+    """The first headline threat model (the one plots, Pareto fronts and the dashboard use)."""
+    return threat_models(df, manifest)[0]
+
+
+def reason(check: pd.Series) -> str:
+    """A failed check row as a verdict's reason: ``grad_norm``, ``more_steps pgd linf 0.2``, ``parity``."""
+    parts = [str(check.metric).removeprefix("check_")]
+    if isinstance(check.get("attack"), str) and check.attack:
+        parts.append(str(check.attack))
+    if check.metric in ("check_more_steps", "check_headline_converged") and pd.notna(check.get("eps")):
+        parts += [str(check.norm), f"{float(check.eps):g}"]
+    return " ".join(parts)
+
+
+def verdict_text(reasons: list[str]) -> str:
+    """``reliable``, or ``UNRELIABLE (<the failed checks>)``."""
+    return f"UNRELIABLE ({', '.join(reasons)})" if reasons else "reliable"
+
+
+def verdict_reasons(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per model: the failed checks of its torch form that decide its verdict (``[]``: reliable); an
+    export's own ``check_parity`` counts for that export only (:func:`variant_verdict`)."""
+    checks = deciding(df)
+    checks = checks[checks.format.fillna("torch") == "torch"]
+    out: dict[str, list[str]] = {}
+    for model, rows in checks.groupby("model", sort=False):
+        out[str(model)] = [reason(r) for _, r in rows[rows.value < 1].iterrows()]
+    return out
 
 
 def verdicts(df: pd.DataFrame) -> dict[str, str]:
-    """Per model: ``reliable``, ``UNRELIABLE (k checks failed)`` from the ``check_*`` rows of its torch
-    form (an export's own ``check_parity`` counts for that export only: :func:`variant_verdict`)."""
-    checks = deciding(df)
-    checks = checks[checks.format.fillna("torch") == "torch"]
-    failed = checks.assign(failed=checks.value < 1).groupby("model")["failed"].sum()
-    return {m: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)" for m, k in failed.items()}
+    """Per model: ``reliable`` or ``UNRELIABLE (<reasons>)`` (see :func:`verdict_reasons`)."""
+    return {m: verdict_text(r) for m, r in verdict_reasons(df).items()}
 
 
-def variant_verdict(model_verdict: str, rows: pd.DataFrame) -> str:
-    """An export's verdict: its model's, plus its own failed checks (e.g. ``check_parity`` = 0)."""
+def variant_verdict(model_reasons: list[str] | None, rows: pd.DataFrame) -> str:
+    """An export's verdict: its model's reasons plus its own failed checks (e.g. ``check_parity`` = 0);
+    ``unchecked`` for a model without check rows."""
     own = rows[rows.metric.str.startswith("check_") & (rows.format.fillna("torch") != "torch")]
-    extra = int((own.value < 1).sum())
-    if extra == 0:
-        return model_verdict
-    k = extra + (int(model_verdict.split("(")[1].split()[0]) if model_verdict.startswith("UNRELIABLE") else 0)
-    return f"UNRELIABLE ({k} checks failed)"
+    extra = [reason(r) for _, r in own[own.value < 1].iterrows()]
+    if model_reasons is None and not extra:
+        return "unchecked"
+    return verdict_text([*(model_reasons or []), *extra])
 
 
 Interval = tuple[float | None, float | None]  # a row's 95% interval (ci_low, ci_high), None where it has none
@@ -133,19 +178,24 @@ def _one(rows: pd.DataFrame, metric: str, **where: Any) -> float | None:
 
 
 def ranked(board: pd.DataFrame) -> pd.DataFrame:
-    """RobustBench's order: robust accuracy, then clean, best first; variants whose evaluation is
-    UNRELIABLE (a failed sanity check) after every reliable one, whatever their numbers."""
-    unreliable = board.verdict.str.startswith("UNRELIABLE")
-    order = board.assign(_u=unreliable).sort_values(["_u", "robust", "clean"], ascending=[True, False, False],
-                                                    na_position="last")  # fmt: skip
-    return order.drop(columns="_u").reset_index(drop=True)
+    """RobustBench's order: robust accuracy, then clean, best first; an upper bound (``robust_kind``
+    ``min``: no per-example worst case) after every worst case; variants whose evaluation is UNRELIABLE
+    (a failed sanity check) after every reliable one, whatever their numbers."""
+    order = board.assign(_u=board.verdict.str.startswith("UNRELIABLE"), _b=board.robust_kind == "min")
+    order = order.sort_values(["_u", "_b", "robust", "clean"], ascending=[True, True, False, False],
+                              na_position="last")  # fmt: skip
+    return order.drop(columns=["_u", "_b"]).reset_index(drop=True)
 
 
-def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFrame, ThreatModel]:
-    """One row per variant: verdict, clean, robust (and how), certified, size (bytes), p50 latency (ms);
-    the accuracies' 95% intervals as ``<name>_ci`` (``(low, high)``, ``(None, None)`` without)."""
-    tm = threat_model(df, manifest)
-    verdict = verdicts(df)
+def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
+                tm: ThreatModel | None = None) -> tuple[pd.DataFrame, ThreatModel]:  # fmt: skip
+    """One row per variant at threat model ``tm`` (default: the first headline): verdict, clean, robust
+    (and how), certified, size (bytes), p50 latency (ms); the accuracies' 95% intervals as
+    ``<name>_ci`` (``(low, high)``, ``(None, None)`` without)."""
+    tm = tm if tm is not None else threat_model(df, manifest)
+    reasons = verdict_reasons(df)
+    no_eot = set(df.loc[(df.metric == "check_eot") & (df.value < 1), "model"])
+    randomized = set(df.loc[(df.metric == "randomized") & (df.value >= 1), "model"]) - no_eot  # attacked with EOT
     keyed = df.fillna({c: "" for c in VARIANT})
     bs = keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna()
     batch = int(bs.min()) if not bs.empty else None
@@ -153,16 +203,17 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.DataFram
     for key, rows in keyed.groupby(VARIANT, sort=False):
         r = dict(zip(VARIANT, key, strict=True))
         robust, how, robust_ci = _robust(rows, tm)
-        judged = variant_verdict(verdict.get(r["model"], "unchecked"), rows)
+        judged = variant_verdict(reasons.get(r["model"]), rows)
         clean, clean_ci = _one_ci(rows, "clean_acc")
         certified, certified_ci = _one_ci(rows, "certified_acc", eps=tm.radius) if tm.radius is not None else (
             None, NO_INTERVAL)  # fmt: skip
         out.append({**r, "variant": variant_label(r), "verdict": judged,
-                    "clean": clean, "robust": robust, "robust_kind": how, "certified": certified,
+                    "clean": clean, "robust": robust, "robust_kind": how, "eot": r["model"] in randomized,
+                    "certified": certified,
                     "clean_ci": clean_ci, "robust_ci": robust_ci, "certified_ci": certified_ci,
                     "size_bytes": _one(rows, "size_bytes"),
                     "p50_ms": _one(rows, "latency_ms_p50", batch_size=batch) if batch is not None else None,
                     "latency_batch": batch})  # fmt: skip
-    cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "certified", "size_bytes", "p50_ms",
-            "latency_batch", "clean_ci", "robust_ci", "certified_ci"]  # fmt: skip
+    cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "eot", "certified", "size_bytes",
+            "p50_ms", "latency_batch", "clean_ci", "robust_ci", "certified_ci"]  # fmt: skip
     return pd.DataFrame(out, columns=cols), tm

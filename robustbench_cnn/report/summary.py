@@ -11,6 +11,14 @@ from typing import Any
 import pandas as pd
 
 from robustbench_cnn.report.checks import deciding, failing, notes
+from robustbench_cnn.report.leaderboard import (
+    ThreatModel,
+    leaderboard,
+    ranked,
+    reason,
+    threat_models,
+    verdict_text,
+)
 from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
@@ -59,8 +67,9 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
         put(f"certified l2 @{r:.4g} %", _with_interval(sub))
     checks = deciding(keyed)
     if not checks.empty:
-        failed = checks.assign(failed=checks.value < 1).groupby(VARIANT)["failed"].sum()
-        out["evaluation"] = failed.map(lambda k: "reliable" if k == 0 else f"UNRELIABLE ({int(k)} checks failed)")
+        out["evaluation"] = checks.groupby(VARIANT).apply(
+            lambda rows: verdict_text([reason(r) for _, r in rows[rows.value < 1].iterrows()])
+        )
     put("params (k)", keyed[keyed.metric == "params"].assign(value=lambda d: d.value / 1e3))
     put("MMACs", keyed[keyed.metric == "macs"].assign(value=lambda d: d.value / 1e6))
     for bs in sorted(keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna().unique()):
@@ -138,6 +147,33 @@ def _cell(text: str, width: int, middle: bool = False) -> str:
 DEFAULT_RUNTIME = {"torch": "torch", "onnx": "onnxruntime", "tflite": "tflite"}
 
 
+def _board_lines(board: pd.DataFrame, tm: ThreatModel, width: int) -> list[str]:
+    """One ranked leaderboard as terminal lines, with the footnotes its marks need."""
+    board = board.assign(variant=board.apply(short_label, axis=1))
+    rob, cert = tm.robust_header() + " %", tm.certified_header() + " %"
+    bs = board.latency_batch.dropna()
+    lat = f"p50 ms bs{int(bs.iloc[0])}" if not bs.empty else "p50 ms"
+    cols = [("verdict", 10, "<"), ("variant", 0, "<"), ("clean %", 7, ">"), (rob, max(len(rob), 8), ">"),
+            (cert, max(len(cert), 8), ">"), ("size KiB", 9, ">"), (lat, max(len(lat), 8), ">")]  # fmt: skip
+    room = width - sum(w for _, w, _ in cols) - 2 * (len(cols) - 1)  # what is left for the variant's name
+    cols[1] = ("variant", max(12, min(room, int(board.variant.str.len().max()))), "<")
+    lines = ["  ".join(f"{_cell(h, w):{a}{w}}" for h, w, a in cols)]
+    for _, r in board.iterrows():
+        robust = _pct(r.robust) + ("*" if r.robust_kind == "min" else "") + ("~" if r.eot else "")
+        size = "" if pd.isna(r.size_bytes) else f"{r.size_bytes / 1024:.1f}"
+        p50 = "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}"
+        verdict = "UNRELIABLE" if r.verdict.startswith("UNRELIABLE") else r.verdict
+        vals = [verdict, _cell(r.variant, cols[1][1], middle=True), _pct(r.clean), robust, _pct(r.certified), size, p50]
+        lines.append("  ".join(f"{_cell(v, w):{a}{w}}" for v, (_, w, a) in zip(vals, cols, strict=True)).rstrip())
+    if tm.eps is not None:
+        lines.append(f"robust: per-example worst case over every attack at {tm.norm} {tm.eps:g} ({tm.rule})")
+    if (board.robust_kind == "min").any():
+        lines.append("* min over attacks, an upper bound (no per-example worst case): ranked after every worst case")
+    if board.eot.any():
+        lines.append("~ randomized model: attacked through EOT (the mean of checks.eot_samples forward passes)")
+    return lines
+
+
 def short_label(r: pd.Series) -> str:
     """``model / compression / format``, the runtime only where it is not the format's usual one."""
     parts = [str(r["model"])] + [str(r[c]) for c in ("compression", "format") if r[c] not in ("none", "torch")]
@@ -147,35 +183,17 @@ def short_label(r: pd.Series) -> str:
 
 
 def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str:
-    """The terminal view: a leaderboard of at most ``width`` columns, verdict first, ranked (``ranked``).
+    """The terminal view: one leaderboard per headline threat model, at most ``width`` columns,
+    verdict first, ranked (``ranked``).
 
     The wide table stays in ``summary.md``; this is what a run prints at its end."""
-    from robustbench_cnn.report.leaderboard import leaderboard, ranked
-
-    board, tm = leaderboard(df, manifest)
     head = f"# {manifest.get('suite', '')} — run {manifest.get('run_id', '')}: {manifest.get('status')}"
     lines = [_cell(head, width)]
-    if board.empty:
-        return "\n".join([*lines, "no results"]) + "\n"
-    board = ranked(board)
-    board["variant"] = board.apply(short_label, axis=1)
-    rob, cert = tm.robust_header() + " %", tm.certified_header() + " %"
-    bs = board.latency_batch.dropna()
-    lat = f"p50 ms bs{int(bs.iloc[0])}" if not bs.empty else "p50 ms"
-    cols = [("verdict", 10, "<"), ("variant", 0, "<"), ("clean %", 7, ">"), (rob, max(len(rob), 8), ">"),
-            (cert, max(len(cert), 8), ">"), ("size KiB", 9, ">"), (lat, max(len(lat), 8), ">")]  # fmt: skip
-    room = width - sum(w for _, w, _ in cols) - 2 * (len(cols) - 1)  # what is left for the variant's name
-    cols[1] = ("variant", max(12, min(room, int(board.variant.str.len().max()))), "<")
-    lines.append("  ".join(f"{_cell(h, w):{a}{w}}" for h, w, a in cols))
-    for _, r in board.iterrows():
-        robust = _pct(r.robust) + ("*" if r.robust_kind == "min" else "")
-        size = "" if pd.isna(r.size_bytes) else f"{r.size_bytes / 1024:.1f}"
-        p50 = "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}"
-        verdict = "UNRELIABLE" if r.verdict.startswith("UNRELIABLE") else r.verdict
-        vals = [verdict, _cell(r.variant, cols[1][1], middle=True), _pct(r.clean), robust, _pct(r.certified), size, p50]
-        lines.append("  ".join(f"{_cell(v, w):{a}{w}}" for v, (_, w, a) in zip(vals, cols, strict=True)).rstrip())
-    if (board.robust_kind == "min").any():
-        lines.append("* min over attacks (no per-example worst case for this variant)")
+    for tm in threat_models(df, manifest):
+        board, _ = leaderboard(df, manifest, tm)
+        if board.empty:
+            return "\n".join([*lines, "no results"]) + "\n"
+        lines += _board_lines(ranked(board), tm, width)
     for name, info in manifest.get("models", {}).items():
         failed = [c for c, r in info.get("checks", {}).items() if failing(r)]
         if failed:

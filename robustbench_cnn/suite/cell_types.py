@@ -36,6 +36,7 @@ class CleanParams:
 @dataclass(frozen=True)
 class PreflightParams:
     attacks: tuple[str, ...] = ()
+    eot_samples: int = 8  # checks.eot_samples: a randomized model attacked through fewer than 2 is flagged
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def plan(spec: SuiteSpec, mspec: ModelSpec) -> list[Cell]:
         asked = {ev.attack for ev in spec.evaluations} | (
             set(spec.ensemble.members) if spec.ensemble.enabled else set()
         )
-        cells.append(Cell(m, "preflight", PreflightParams(tuple(sorted(asked)))))
+        cells.append(Cell(m, "preflight", PreflightParams(tuple(sorted(asked)), spec.checks.eot_samples)))
     groups: dict[tuple[str, float], list[str]] = {}
     exported = any(ex.models is None or m in ex.models for ex in spec.exports)
     for ev in (ev for ev in spec.evaluations if ev.applies_to(m)):

@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from robustbench_cnn.atomic import atomic_write_bytes
 
@@ -160,6 +160,12 @@ def _run_manifest_schema() -> Any:
         cell: StrictStr = ""
         message: StrictStr = ""
 
+    class Headline(BaseModel):
+        model_config = open_
+        norm: Literal["linf", "l2"]
+        eps: Number
+        rule: StrictStr = ""
+
     class RunManifest(BaseModel):
         model_config = open_
         format: StrictInt | None = None
@@ -175,6 +181,7 @@ def _run_manifest_schema() -> Any:
         failed_cells: list[FailedCell] = []
         stage_seconds: dict[StrictStr, Number] = {}
         dataset: dict[StrictStr, Any] = {}
+        threat_models: list[Headline] = []
 
     return RunManifest
 

@@ -168,12 +168,14 @@ def checks_meta(target: ModelUnderTest, results: dict, decides: bool = True) -> 
 def preflight_cell(
     ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None
 ) -> CellResult:
-    """``check_logits``, ``check_num_classes`` and ``randomized`` (1: two identical passes differ, so
-    attacks use EOT) on the first 64 eval images."""
-    from robustbench_cnn.attacks.preflight import preflight
+    """``check_logits``, ``check_num_classes``, ``randomized`` (1: two identical passes differ, so
+    attacks use EOT) and ``check_eot`` (0: randomized, but attacked through fewer than 2 passes) on
+    the first 64 eval images."""
+    from robustbench_cnn.attacks.preflight import eot_check, preflight
 
     probe = ctx.data.x_eval[:64].to(ctx.device)
     results, randomized = preflight(target.model, probe, cell.params.attacks)
+    results.append(eot_check(randomized, cell.params.eot_samples))
     meta = {**checks_meta(target, {r.name: r for r in results}), "randomized": randomized}
     row = ctx.row(target.spec)
     rows = [row(metric=f"check_{r.name}", value=float(r.passed), n=len(probe)) for r in results]

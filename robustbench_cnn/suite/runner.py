@@ -266,6 +266,7 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
                            "shape": list(data.x_eval.shape[1:]), "fingerprint": data.fingerprint}  # fmt: skip
     manifest["performance"] = {**spec.performance.model_dump(), "certify_runtime": spec.certify.runtime,
                                "certify_batch_size": spec.certify.batch_size}  # fmt: skip
+    manifest["threat_models"] = [{"norm": n, "eps": e, "rule": rule} for n, e, rule in spec.headline()]
     record = RunRecord(run_dir, manifest)
     record.add_seconds("data", data_seconds)
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
@@ -292,7 +293,11 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
             manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
             table = record.save()
+            from robustbench_cnn.report.leaderboard import verdict_reasons
             from robustbench_cnn.report.summary import write_summary
+
+            manifest["verdicts"] = {m: {"reliable": not r, "reasons": r} for m, r in verdict_reasons(table).items()}
+            write_json(manifest, run_dir / "manifest.json")  # the verdicts compare and dashboards read
 
             write_summary(table, manifest, run_dir / "summary.md")
     _update_latest(run_dir.parent, manifest["run_id"])

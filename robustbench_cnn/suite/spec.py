@@ -34,6 +34,7 @@ from robustbench_cnn.suite.spec_measure import (  # noqa: F401  (re-exported: th
     ExportSpec,
     LatencySpec,
     PerformanceSpec,
+    ThreatModelSpec,
 )
 from robustbench_cnn.suite.spec_types import (  # noqa: F401  (Number: re-exported for defenses and compressors)
     MAX_BATCH,
@@ -272,6 +273,10 @@ class SuiteSpec(_Spec):
     ensemble: EnsembleSpec = EnsembleSpec()
     exports: tuple[ExportSpec, ...] = Field((), max_length=MAX_ITEMS)
     performance: PerformanceSpec = PerformanceSpec()
+    threat_models: tuple[ThreatModelSpec, ...] = Field(
+        (), max_length=8, description="the headline budget(s), one leaderboard each; default: the eps the "
+        "suite's adversarial training used, else the middle evaluated Linf eps (see headline())",
+    )  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -354,7 +359,43 @@ class SuiteSpec(_Spec):
         problems(found)
         return self
 
+    @model_validator(mode="after")
+    def _declared_budgets_are_evaluated(self) -> SuiteSpec:
+        """A declared threat model is read from rows the evaluations write: its budget must be one."""
+        budgets = self.budgets()
+        found = [(f"threat_models[{i}]", f"{t.norm} eps {t.eps:g} is not evaluated; add it to an [[evaluations]] "
+                  f"eps list or declare one of {', '.join(f'{n} {e:g}' for n, e in budgets) or 'none'}")
+                 for i, t in enumerate(self.threat_models) if (t.norm, float(t.eps)) not in budgets]  # fmt: skip
+        problems(found)
+        return self
+
+    def budgets(self) -> list[tuple[str, float]]:
+        """Every evaluated (norm, eps > 0), in order of first appearance."""
+        seen = {(ev.norm, float(e)): None for ev in self.evaluations for e in ev.eps if e > 0}
+        return list(seen)
+
+    def headline(self) -> list[tuple[str, float, str]]:
+        """The headline threat models as ``(norm, eps, rule)``, ``rule`` saying what chose each: the
+        suite's declaration; else the budget its adversarial training used (where evaluated); else the
+        middle evaluated Linf eps (the middle of any norm's without Linf)."""
+        if self.threat_models:
+            return [(t.norm, float(t.eps), "declared in the suite") for t in self.threat_models]
+        budgets = self.budgets()
+        for m in self.models:
+            eps, norm = getattr(m.defense, "eps", None), getattr(m.defense, "norm", "linf")
+            if isinstance(eps, float) and (norm, eps) in budgets:
+                return [(norm, eps, f"the eps {m.name}'s adversarial training used")]
+        pool = [b for b in budgets if b[0] == "linf"] or budgets
+        if not pool:
+            return []
+        ordered = sorted(pool, key=lambda b: b[1])
+        norm, eps = ordered[(len(ordered) - 1) // 2]
+        return [(norm, eps, f"the middle evaluated {norm} eps (none declared, no adversarial training)")]
+
     @property
     def check_eps(self) -> float:
+        """The sanity checks' Linf budget: ``checks.eps``, else the first Linf headline, else the
+        largest Linf eps evaluated."""
         linf = [e for ev in self.evaluations if ev.norm == "linf" for e in ev.eps if e > 0]
-        return self.checks.eps or (max(linf) if linf else 8 / 255)
+        head = [eps for norm, eps, _ in self.headline() if norm == "linf"]
+        return self.checks.eps or (head[0] if head else max(linf) if linf else 8 / 255)

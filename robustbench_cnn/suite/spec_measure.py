@@ -118,6 +118,15 @@ class ChecksSpec(_Spec):
     )
 
 
+class ThreatModelSpec(_Spec):
+    """A headline threat model (RobustBench: one leaderboard per threat model): the leaderboard,
+    plots, Pareto fronts and the dashboard read robust accuracy at this (norm, eps); every other budget
+    stays in the detail table and the curves. It must be one of the budgets the evaluations run."""
+
+    norm: Literal["linf", "l2"] = "linf"
+    eps: Number = Field(gt=0, le=1e4)
+
+
 class EnsembleSpec(_Spec):
     """The strong, named ensemble behind the headline worst case, run at every evaluated (norm, eps)."""
 
