@@ -157,6 +157,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_checkpoints(loaded)  # before a run directory exists
 
     resume = None
+    from robustbench_cnn.suite import crashes
+
+    if os.environ.get(crashes.RESUME_ENV):  # a supervised child resumed after a native crash
+        args.resume = os.environ[crashes.RESUME_ENV]
     if args.resume is not None:
         resume = newest_run(out, loaded.spec.name) if args.resume == "newest" else Path(args.resume).resolve()
         if not resume.is_dir():
@@ -316,6 +320,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def supervise(args: argparse.Namespace) -> bool:
+    """Whether this ``run`` process supervises a child that runs the suite (see ``suite.crashes``): a
+    local run, not already a child, not a dry run, not ``--no-supervise``."""
+    from robustbench_cnn.suite import crashes
+
+    return (args.command == "run" and not args.dry_run and args.executor == "local" and not args.no_supervise
+            and os.environ.get(crashes.CHILD_ENV) != "1")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -329,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.raiseExceptions = False  # a log file on a full disk drops records; it never prints a traceback
     from robustbench_cnn.errors import RobustBenchError, one_line
 
+    if argv is None and supervise(args):  # the command line (a programmatic main(argv) runs in-process)
+        from robustbench_cnn.suite.crashes import supervised_run
+
+        return supervised_run(sys.argv[1:])
     try:
         commands = {"run": _cmd_run, "plan": _cmd_plan, "list": _cmd_list, "compare": _cmd_compare,
                     "report": _cmd_report, "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,

@@ -90,6 +90,9 @@ def _add_run(sub) -> None:
         help="with --executor ray on CUDA: GPU share per training/attack/certify task (e.g. 0.25)",
     )
     run.add_argument("--no-report", action="store_true", help="skip report.md, its plots and the history store")
+    run.add_argument("--no-supervise", action="store_true",
+                     help="run in this process: a native crash (SIGSEGV, SIGABRT) then ends the run; by default a "
+                     "child runs it, and a cell that crashes it twice is recorded failed and skipped")  # fmt: skip
     run.add_argument("--baseline", type=Path, default=None, metavar="CSV|RUN_DIR",
                      help="after the run, compare against this baseline and exit 1 on a regression")  # fmt: skip
     run.add_argument("--dry-run", action="store_true", help="print the plan (as `plan`) and run nothing")

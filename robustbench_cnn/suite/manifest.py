@@ -158,7 +158,8 @@ def _run_manifest_schema() -> Any:
     class FailedCell(BaseModel):
         model_config = open_
         cell: StrictStr = ""
-        message: StrictStr = ""
+        error: StrictStr = ""
+        signal: StrictStr | None = None
 
     class Headline(BaseModel):
         model_config = open_

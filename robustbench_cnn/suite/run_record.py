@@ -66,10 +66,10 @@ class RunRecord:
             self.computed += 1
         self.save()
 
-    def cell_failed(self, model: str, label: str, cell_id: str, message: str) -> None:
-        self.manifest.setdefault("failed_cells", []).append(
-            {"model": model, "cell": label, "id": cell_id, "status": "error", "error": message}
-        )
+    def cell_failed(self, model: str, label: str, cell_id: str, message: str, signal: str | None = None) -> None:
+        """``signal``: the native crash signal (``SIGSEGV``) of a cell that killed the run's process."""
+        entry = {"model": model, "cell": label, "id": cell_id, "status": "error", "error": message}
+        self.manifest.setdefault("failed_cells", []).append({**entry, "signal": signal} if signal else entry)
 
     def save(self) -> pd.DataFrame:
         self.manifest["cells"] = {"computed": self.computed, "reused": self.reused,

@@ -29,6 +29,7 @@ from robustbench_cnn.errors import InputError, RobustBenchError, storage_error
 from robustbench_cnn.locks import LockTimeout, file_lock
 from robustbench_cnn.logs import run_log
 from robustbench_cnn.models import Normalized
+from robustbench_cnn.suite import crashes
 from robustbench_cnn.suite.cell_store import CellStore
 from robustbench_cnn.suite.context import ModelUnderTest, RunContext
 from robustbench_cnn.suite.device_defaults import resolve_for_device
@@ -103,7 +104,12 @@ def run_local(ctx: RunContext, cache: ModelCache, record: RunRecord) -> None:
     models: dict[str, Normalized] = {}
     keys: dict[str, str] = {}
     for m in ctx.spec.models:  # each cached as it finishes; derived models come after their sources
+        found = crashes.signals(ctx.run_dir, f"prepare:{m.name}")
+        if len(found) >= crashes.MAX_CRASHES:
+            raise RobustBenchError(f"model '{m.name}': preparing it {crashes.killed_message(found)}; fix or remove it")
+        crashes.begin(ctx.run_dir, f"prepare:{m.name}", m.name, "prepare")
         models[m.name], info = prepare_model(ctx, m, cache, models, keys)
+        crashes.end(ctx.run_dir)
         keys[m.name] = info["key"]
         record.model_prepared(m.name, info)
     planned = plan_run(ctx, record.manifest["models"])
@@ -125,18 +131,25 @@ def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: di
              store: CellStore, record: RunRecord, failed: set[str], order: int) -> None:  # fmt: skip
     """Reuse or compute one cell and record it (a failure skips its dependants, recorded in ``failed``)."""
     label = pc.cell.label
-    if any(cid in failed for _, cid in pc.inputs):
-        record.cell_failed(pc.model, label, pc.id, "skipped: a cell it depends on failed")
+    crashed = crashes.signals(ctx.run_dir, pc.id)
+    skip = "skipped: a cell it depends on failed" if any(cid in failed for _, cid in pc.inputs) else None
+    if skip is None and len(crashed) >= crashes.MAX_CRASHES:
+        skip = crashes.killed_message(crashed)
+    if skip is not None:
+        record.cell_failed(pc.model, label, pc.id, skip, crashed[-1] if crashed and "killed" in skip else None)
         failed.add(pc.id)
         return
     stored = store.load_if_done(pc.id)
     reused = stored is not None
     if stored is None:
         try:
+            crashes.begin(ctx.run_dir, pc.id, pc.model, label)
             with record.stage(pc.cell.kind):
                 compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
+            crashes.end(ctx.run_dir)
             stored = store.load(pc.id)
         except Exception as exc:  # recorded; the rest of the run goes on
+            crashes.end(ctx.run_dir)
             if storage_error(exc):  # a full or read-only disk: every later cell would fail the same way
                 raise
             log.error("%s %s failed: %s: %s", pc.model, label, type(exc).__name__, exc)
@@ -230,6 +243,7 @@ def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[P
     run_dir = suite_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     held.enter_context(_run_lock(run_dir))
+    crashes.tell_supervisor(run_dir)
     return run_dir, _new_manifest(run_id, spec.name)
 
 
