@@ -25,7 +25,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from robustbench_cnn.models.fold import folded
-from robustbench_cnn.models.normalize import channels_last
+from robustbench_cnn.models.normalize import as_layout, layout
 
 if TYPE_CHECKING:
     from robustbench_cnn.runtime.onnx_runtime import OrtModel
@@ -131,7 +131,7 @@ class Smoothed:
             self._fast[key] = session if session is not None else self._torch_classifier(noisy[:8])
         fast = self._fast[key]
         if isinstance(fast, nn.Module):
-            return fast(channels_last(noisy)).argmax(1)
+            return fast(as_layout(noisy, layout(fast))).argmax(1)
         return torch.from_numpy(fast.predict(noisy.numpy(), len(noisy)).argmax(1))
 
     def _torch_classifier(self, probe: torch.Tensor) -> nn.Module:

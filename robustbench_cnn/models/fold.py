@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from robustbench_cnn.models.normalize import channels_last
+from robustbench_cnn.models.normalize import as_layout, layout
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _input_grad(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torc
 
 def same_function(copy: nn.Module, model: nn.Module, probe: torch.Tensor, labels: torch.Tensor | None) -> bool:
     """``copy`` matches ``model`` on ``probe`` (N, C, H, W): logits, and input gradients if ``labels``."""
-    probe = channels_last(probe)
+    probe = as_layout(probe, layout(model))
     with torch.inference_mode():
         if not torch.allclose(copy(probe), model(probe), rtol=LOGIT_RTOL, atol=LOGIT_ATOL):
             return False
@@ -71,7 +71,8 @@ def _state(model: nn.Module, probe: torch.Tensor, checks_gradients: bool) -> tup
 
 
 def folded(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor | None = None) -> nn.Module:
-    """A channels_last, eval-mode, BatchNorm-folded copy of ``model`` with frozen parameters.
+    """An eval-mode, BatchNorm-folded copy of ``model`` with frozen parameters, channels_last where
+    :func:`~robustbench_cnn.models.normalize.layout` allows.
 
     ``probe``: a few images ``(N, C, H, W)`` in [0, 1] on the model's device; ``labels`` ``(N,)``
     (optional) also checks the input gradients, as attacks need. ``model`` itself is returned if
@@ -127,7 +128,7 @@ def _fold(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor | None) ->
             pair = cast(nn.Conv2d, copy.get_submodule(conv)), cast(nn.BatchNorm2d, copy.get_submodule(bn))
             copy.set_submodule(conv, fuse_conv_bn_eval(*pair))
             copy.set_submodule(bn, nn.Identity())
-        copy = copy.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+        copy = copy.to(memory_format=layout(copy)).eval().requires_grad_(False)
         same = same_function(copy, model, probe, labels)
     except Exception as exc:  # any model fx cannot trace or run is used as it is
         log.debug("not folding BatchNorm of %s: %s", type(model).__name__, exc)

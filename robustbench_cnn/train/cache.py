@@ -35,7 +35,8 @@ from robustbench_cnn.models.sources import code_fingerprint
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 4  # bump when training code changes its numbers (2: channels_last, 3: depthwise grads, 4: verified)
+CACHE_FORMAT = 5  # bump when training code changes its numbers (2: channels_last, 3: depthwise grads, 4: verified,
+# 5: NCHW for models with a conv under 16 channels)
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 LOCKS = ".locks"

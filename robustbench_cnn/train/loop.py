@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_cnn.models.normalize import channels_last
+from robustbench_cnn.models.normalize import as_layout, layout
 from robustbench_cnn.suite.spec import TrainSpec
 from robustbench_cnn.train.augment import apply, draw
 from robustbench_cnn.train.depthwise import fast_depthwise_grads
@@ -44,11 +44,12 @@ class TrainLog:
 
 
 def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move ``model`` to ``device`` in channels_last (NHWC convolutions: same values, faster), in place.
+    """Move ``model`` to ``device`` in its memory format (channels_last where it may, see
+    :func:`~robustbench_cnn.models.normalize.layout`), in place.
 
     Call it before building anything that records the model's device (torchattacks attacks read it
     from the first parameter when they are constructed)."""
-    return model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
+    return model.to(device, memory_format=layout(model))  # type: ignore[call-overload]  # torch's stub lacks it
 
 
 def make_optimizer(model: nn.Module, recipe: TrainSpec) -> torch.optim.Optimizer:
@@ -107,6 +108,7 @@ def train(
     bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
     epochs_run = 0
     x, y = x.to(device), y.to(device)  # once: batches are gathered where the model is
+    fmt = layout(model)
     with fast_depthwise_grads(model):  # same gradients; avoids a slow oneDNN path on tiny feature maps
         for epoch in bar:
             plan = _epoch_plan(len(y), recipe, x.shape[-1], gen).to(device)  # one copy per epoch
@@ -114,7 +116,7 @@ def train(
             correct = torch.zeros((), dtype=torch.long, device=device)  # host sync per epoch, not per step
             for rows in plan.split(recipe.batch_size):
                 idx = rows[:, 0]
-                xb, yb = channels_last(apply(x[idx], recipe.augment, rows[:, 1:])), y[idx]
+                xb, yb = as_layout(apply(x[idx], recipe.augment, rows[:, 1:]), fmt), y[idx]
                 loss, logits = loss_fn(model, xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
