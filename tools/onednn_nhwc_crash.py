@@ -13,6 +13,7 @@ robustbench-cnn avoids the path by running such models in NCHW (``models.normali
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    print("ok")
+    sys.stdout.write("ok\n")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,34 @@ from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.suite.cells import plan as cell_plan
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.spec import ModelSpec, SuiteSpec
+from robustbench_cnn.train.pinned import training_mode
+
+
+def plan_device(requested: str) -> str:
+    """The device type a run of the suite would train on (``auto``: CUDA where available)."""
+    import torch
+
+    cuda = requested.startswith("cuda") or (requested == "auto" and torch.cuda.is_available())
+    return "cuda" if cuda else "cpu"
+
 
 DEFAULT_MAX_WORK = 10**10  # image-passes; the smoke suite is ~1e6
 
 
 def model_identity(
-    spec: ModelSpec, seed: int, data_fingerprint: str, num_classes: int, upstream_keys: list[str], code: str = ""
+    spec: ModelSpec,
+    seed: int,
+    data_fingerprint: str,
+    num_classes: int,
+    upstream_keys: list[str],
+    code: str = "",
+    training: str = "native",
 ) -> dict[str, Any]:
     """What a trained model's cache key hashes (``train.cache.cache_key``); the runner's
-    ``_prepare_model`` must hash the same dict, or plans would report the wrong cache state."""
+    ``_prepare_model`` must hash the same dict, or plans would report the wrong cache state.
+    ``training``: how the weights were computed (``train.pinned.training_mode``), which changes them."""
     identity: dict[str, Any] = {
+        "training": training,
         "arch": spec.arch,
         "params": spec.params,
         "train": spec.train.model_dump(),
@@ -125,7 +143,8 @@ def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, dat
         else:
             upstream = [keys[u] for u in m.compress.upstream] if m.compress else []
             code = code_fingerprint(m.arch, loaded.spec.plugins, loaded.base_dir)
-            keys[m.name] = cache_key(model_identity(m, seed, data.fingerprint, data.num_classes, upstream, code))
+            mode = training_mode(spec.performance.reproducible_training, plan_device(spec.device))
+            keys[m.name] = cache_key(model_identity(m, seed, data.fingerprint, data.num_classes, upstream, code, mode))
             entry = cache.entry(m.arch, keys[m.name])
             hit = (entry / META).is_file() and (entry / WEIGHTS).is_file()
             source, where = ("cache hit" if hit else "train"), str(entry)

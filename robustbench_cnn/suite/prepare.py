@@ -20,6 +20,7 @@ from robustbench_cnn.suite.plan_cmd import model_identity
 from robustbench_cnn.suite.spec import ModelSpec
 from robustbench_cnn.train.cache import WEIGHTS, ModelCache, cache_key, code_fingerprint, load_weights, sha256_file
 from robustbench_cnn.train.loop import to_device, train
+from robustbench_cnn.train.pinned import PIN_ENV, in_pinned_child, training_mode
 from robustbench_cnn.zoo import Preprocess
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,28 @@ def _train(ctx: RunContext, spec: ModelSpec, model: Normalized, models: Mapping[
     return COMPRESSORS.get(spec.compress.name)(model, spec.compress, job)
 
 
+def trained_identity(ctx: RunContext, spec: ModelSpec, keys: Mapping[str, str]) -> dict[str, Any]:
+    """What the cache key of a model the suite trains hashes (``keys``: its upstream models' keys)."""
+    upstream = [keys[u] for u in spec.compress.upstream] if spec.compress else []
+    code = code_fingerprint(spec.arch, ctx.spec.plugins, ctx.base_dir)
+    mode = training_mode(ctx.spec.performance.reproducible_training, ctx.device.type)
+    return model_identity(spec, ctx.seed, ctx.data.fingerprint, ctx.data.num_classes, upstream, code, mode)
+
+
+def untrained(ctx: RunContext, cache: ModelCache) -> list[str]:
+    """The suite's models that preparing would train (no checkpoint, no cache entry), in order."""
+    keys: dict[str, str] = {}
+    missing = []
+    for spec in ctx.spec.models:
+        if spec.checkpoint is not None:
+            keys[spec.name] = hashlib.sha256(ctx.checkpoint(spec).read_bytes()).hexdigest()[:20]
+            continue
+        keys[spec.name] = cache_key(trained_identity(ctx, spec, keys))
+        if not (cache.entry(spec.arch, keys[spec.name]) / WEIGHTS).is_file():
+            missing.append(spec.name)
+    return missing
+
+
 def prepare_model(
     ctx: RunContext, spec: ModelSpec, cache: ModelCache, models: Mapping[str, Normalized], keys: Mapping[str, str]
 ) -> tuple[Normalized, dict[str, Any]]:
@@ -103,9 +126,7 @@ def prepare_model(
         to_device(model, ctx.device).eval()
         return model, info
     defense = spec.defense.model_dump() if spec.defense is not None else None
-    upstream = [keys[u] for u in spec.compress.upstream] if spec.compress else []
-    code = code_fingerprint(spec.arch, ctx.spec.plugins, ctx.base_dir)
-    identity = model_identity(spec, ctx.seed, ctx.data.fingerprint, ctx.data.num_classes, upstream, code)
+    identity = trained_identity(ctx, spec, keys)
     key = cache_key(identity)
     with cache.lock(spec.arch, key):  # one run or worker trains a key; the others wait, then hit
         meta = cache.load(model, spec.arch, key)
@@ -114,14 +135,16 @@ def prepare_model(
             meta = {"recipe": spec.train.model_dump(), "defense": defense, "seed": ctx.seed, "arch": spec.arch,
                     "compress": identity.get("compress"), "upstream": identity.get("upstream"),
                     "params": spec.params, "train_seconds": round(tlog.seconds, 3), "epochs_run": tlog.epochs,
-                    "final_train_acc": tlog.final_train_acc, "torch": torch.__version__}  # fmt: skip
+                    "final_train_acc": tlog.final_train_acc, "torch": torch.__version__,
+                    "training": identity["training"], "pinned_env": PIN_ENV if in_pinned_child() else None}  # fmt: skip
             cache.store(model.cpu(), spec.arch, key, meta)
             info.update(cache="miss", trained_seconds=round(tlog.seconds, 3))
         else:
             info["cache"] = "hit"
     info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),
                 weights_sha256=meta.get("weights_sha256") or sha256_file(cache.entry(spec.arch, key) / WEIGHTS),
-                train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"))  # fmt: skip
+                train_seconds=meta.get("train_seconds"), final_train_acc=meta.get("final_train_acc"),
+                training=identity["training"])  # fmt: skip
     to_device(model, ctx.device).eval()  # NHWC: faster convs, same values
     return model, info
 

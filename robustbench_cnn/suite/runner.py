@@ -37,6 +37,7 @@ from robustbench_cnn.suite.execute import PlannedCell, compute, load_inputs, pla
 from robustbench_cnn.suite.load import LoadedSuite
 from robustbench_cnn.suite.manifest import environment, read_run_manifest, write_json
 from robustbench_cnn.suite.paths import run_root
+from robustbench_cnn.suite.pinned_training import train_pinned
 from robustbench_cnn.suite.prepare import build, prepare_model
 from robustbench_cnn.suite.run_record import MANIFEST_FORMAT, RunRecord
 from robustbench_cnn.train.cache import ModelCache, load_weights
@@ -247,7 +248,7 @@ def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[P
     return run_dir, _new_manifest(run_id, spec.name)
 
 
-def _context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
+def build_context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
     """The run's data and device-resolved suite, and every checkpoint fitted to its model: before any
     run directory exists, so bad data or a checkpoint that does not fit is one line with nothing written.
     Returns the context (``run_id``/``run_dir`` filled in once the directory is open) and the data seconds."""
@@ -265,7 +266,7 @@ def _context(loaded: LoadedSuite, opts: RunOptions) -> tuple[RunContext, float]:
 
 
 def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
-    ctx, data_seconds = _context(loaded, opts)
+    ctx, data_seconds = build_context(loaded, opts)
     torch.backends.cudnn.benchmark = bool(ctx.spec.performance.cudnn_benchmark)  # resolved; run_suite restores it
     held = ExitStack()  # the run directory's lock, then its log file: released when the run ends
     run_dir, manifest = _open_run(loaded, opts, held)
@@ -283,6 +284,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     manifest["threat_models"] = [{"norm": n, "eps": e, "rule": rule} for n, e, rule in spec.headline()]
     record = RunRecord(run_dir, manifest)
     record.add_seconds("data", data_seconds)
+    with record.stage("train"):
+        train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", ctx.run_id, spec.name, ctx.device, run_dir)
     t0 = time.perf_counter()

@@ -148,6 +148,10 @@ class PerformanceSpec(_Spec):
     decides every robust-accuracy verdict (see ``robustbench_cnn.attacks.crafting``)."""
 
     threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: torch's (all cores)")
+    reproducible_training: bool = Field(
+        True, description="on an x86-64 CPU: train in a child process pinned to AVX2 kernels and 2 threads, so "
+        "every x86 runner trains the same weights (robustbench_cnn.train.pinned)",
+    )  # fmt: skip
     fold_batchnorm: bool = Field(True, description="attacks differentiate a verified BatchNorm-folded copy")
     attack_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
