@@ -30,6 +30,7 @@ class RunContext:
     data: ImageDataset
     progress: bool = True
     zoo_dir: Path | None = None  # where ``checkpoint = "zoo:NAME"`` files are found
+    pinned_trained: frozenset[str] = frozenset()  # models this run trained in its pinned training process
 
     def checkpoint(self, mspec: ModelSpec) -> Path:
         """``mspec``'s checkpoint file: a verified zoo file, or a path relative to the suite's folder."""

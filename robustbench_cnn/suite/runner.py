@@ -285,7 +285,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     record = RunRecord(run_dir, manifest)
     record.add_seconds("data", data_seconds)
     with record.stage("train"):
-        train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
+        trained = train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
+    ctx = dataclasses.replace(ctx, pinned_trained=frozenset(trained))
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", ctx.run_id, spec.name, ctx.device, run_dir)
     t0 = time.perf_counter()

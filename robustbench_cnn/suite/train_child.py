@@ -1,13 +1,16 @@
-"""The pinned training child (started by :mod:`robustbench_cnn.suite.pinned_training` with
-``train.pinned.PIN_ENV`` set): prepare every model of a suite into the model cache, training the
-missing ones, and exit 0; any error is one line on stderr and exit 1 (the run then trains itself)."""
+"""The pinned training process (started by :mod:`robustbench_cnn.suite.pinned_training` with
+``train.pinned.PIN_ENV`` set): for each JSON request on stdin (a suite file, cache folder, seed,
+data and zoo folders), prepare every model of the suite into the model cache, training the missing
+ones, and answer one JSON line on stdout: ``{"ok": true}`` or ``{"error": "<one line>"}``. Logs go
+to stderr. It ends at the end of its input."""
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from robustbench_cnn.errors import RobustBenchError, one_line
 from robustbench_cnn.logs import quiet_third_party
@@ -18,32 +21,37 @@ from robustbench_cnn.suite.runner import RunOptions, build_context
 from robustbench_cnn.train.cache import ModelCache
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m robustbench_cnn.suite.train_child")
-    parser.add_argument("suite", type=Path)
-    parser.add_argument("--cache-dir", type=Path, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--zoo-dir", type=Path, default=None)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(str(value))
+
+
+def train_suite(request: dict[str, Any]) -> None:
+    """Prepare (train where missing) every model of the request's suite into its cache."""
+    loaded = load_suite(Path(str(request["suite"])), _path(request.get("zoo_dir")))
+    cache_dir = Path(str(request["cache_dir"]))
+    opts = RunOptions(out_root=Path(), cache_dir=cache_dir, device="cpu", seed=int(request["seed"]),
+                      data_dir=_path(request.get("data_dir")), progress=bool(request.get("progress")))  # fmt: skip
+    ctx, _ = build_context(loaded, opts)
+    cache = ModelCache(cache_dir)
+    models: dict[str, Normalized] = {}
+    keys: dict[str, str] = {}
+    for m in ctx.spec.models:
+        models[m.name], info = prepare_model(ctx, m, cache, models, keys)
+        keys[m.name] = info["key"]
+
+
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")  # fmt: skip
+                        datefmt="%H:%M:%S", stream=sys.stderr)  # fmt: skip
     quiet_third_party(False)
-    try:
-        loaded = load_suite(args.suite, args.zoo_dir)
-        opts = RunOptions(out_root=Path(), cache_dir=args.cache_dir, device="cpu", seed=args.seed,
-                          data_dir=args.data_dir, progress=not args.no_progress)  # fmt: skip
-        ctx, _ = build_context(loaded, opts)
-        cache = ModelCache(args.cache_dir)
-        models: dict[str, Normalized] = {}
-        keys: dict[str, str] = {}
-        for m in ctx.spec.models:
-            models[m.name], info = prepare_model(ctx, m, cache, models, keys)
-            keys[m.name] = info["key"]
-    except (RobustBenchError, FloatingPointError, OSError) as exc:
-        sys.stderr.write(f"pinned training: {one_line(str(exc))}\n")
-        return 1
+    for line in sys.stdin:
+        try:
+            train_suite(json.loads(line))
+            reply: dict[str, Any] = {"ok": True}
+        except (RobustBenchError, FloatingPointError, OSError, ValueError, KeyError) as exc:
+            reply = {"error": one_line(str(exc)) or type(exc).__name__}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
     return 0
 
 
