@@ -62,6 +62,8 @@ restarts = 1
 enabled = false
 [latency]
 enabled = false
+[performance]
+reproducible_training = false  # the faults hook this process's training and cache writes, not a pinned child's
 {exports}
 """
 EXPORTS = {

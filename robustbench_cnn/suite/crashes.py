@@ -108,8 +108,8 @@ def _die_like(returncode: int) -> int:
 def supervised_run(argv: list[str]) -> int:
     """Run ``robustbench-cnn <argv>`` (a ``run``) in a child process; after a native crash, note the
     work in flight and resume the run, up to :data:`MAX_RESTARTS` times. The child's exit code, or its
-    fatal signal, is this process's. Ctrl-C reaches the child (same process group), which stops and
-    says how to resume; SIGTERM is passed on to it."""
+    fatal signal, is this process's. The child runs in its own session; Ctrl-C (SIGINT) and SIGTERM
+    sent to this process are passed on to it (it stops and says how to resume)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="robustbench-cnn-") as tmp:
@@ -117,9 +117,11 @@ def supervised_run(argv: list[str]) -> int:
         env = {**os.environ, CHILD_ENV: "1", POINTER_ENV: str(pointer)}
         env.pop(RESUME_ENV, None)
         for _ in range(MAX_RESTARTS + 1):
-            child = subprocess.Popen([sys.executable, "-m", "robustbench_cnn", *argv], env=env)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "robustbench_cnn", *argv], env=env, start_new_session=True
+            )  # signals reach it through this process only
             previous = signal.signal(signal.SIGTERM, lambda *_, c=child: c.send_signal(signal.SIGTERM))
-            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child handles Ctrl-C
+            interrupt = signal.signal(signal.SIGINT, lambda *_, c=child: c.send_signal(signal.SIGINT))
             try:
                 code = child.wait()
             finally:

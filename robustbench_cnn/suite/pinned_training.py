@@ -36,8 +36,9 @@ def _child() -> subprocess.Popen:
     return _server[0]
 
 
-def _ask(request: dict) -> str:
-    """Send one request to the serving child; its reply's error ("" when it trained everything)."""
+def _ask(request: dict) -> dict:
+    """Send one request to the serving child and return its reply (``{"error": ...}`` if it has none).
+    Interrupted (Ctrl-C), the child is stopped with it."""
     with _lock:
         child = _child()
         try:
@@ -47,11 +48,14 @@ def _ask(request: dict) -> str:
             line = child.stdout.readline()
         except OSError as exc:
             line = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        except BaseException:
+            child.kill()
+            raise
     try:
         reply = json.loads(line) if line else {"error": f"the process ended (exit {child.wait()})"}
     except ValueError:
         reply = {"error": "an unreadable reply"}
-    return "" if reply.get("ok") is True else str(reply.get("error", "no reply"))
+    return reply if isinstance(reply, dict) else {"error": "an unreadable reply"}
 
 
 def train_pinned(suite: Path, ctx: RunContext, cache_dir: Path, data_dir: Path | None) -> list[str]:
@@ -69,11 +73,12 @@ def train_pinned(suite: Path, ctx: RunContext, cache_dir: Path, data_dir: Path |
         return []
     log.info("training %s in a process pinned to AVX2 kernels and 2 threads (the same weights on any x86-64 CPU)",
              ", ".join(todo))  # fmt: skip
-    error = _ask({"suite": str(suite), "cache_dir": str(cache_dir), "seed": ctx.seed, "progress": ctx.progress,
+    reply = _ask({"suite": str(suite), "cache_dir": str(cache_dir), "seed": ctx.seed, "progress": ctx.progress,
                   "data_dir": None if data_dir is None else str(data_dir),
                   "zoo_dir": None if ctx.zoo_dir is None else str(ctx.zoo_dir)})  # fmt: skip
-    if error:
+    trained = reply.get("trained")
+    if reply.get("ok") is not True or not isinstance(trained, list):
         log.warning("pinned training failed (%s); training here instead (its weights then depend on this "
-                    "machine's instruction set)", error)  # fmt: skip
+                    "machine's instruction set)", reply.get("error", "no reply"))  # fmt: skip
         return []
-    return todo
+    return [str(name) for name in trained]

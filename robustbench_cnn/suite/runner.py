@@ -284,8 +284,10 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     manifest["threat_models"] = [{"norm": n, "eps": e, "rule": rule} for n, e, rule in spec.headline()]
     record = RunRecord(run_dir, manifest)
     record.add_seconds("data", data_seconds)
-    with record.stage("train"):
-        trained = train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
+    start = time.perf_counter()
+    trained = train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
+    if trained:
+        record.add_seconds("train", time.perf_counter() - start)
     ctx = dataclasses.replace(ctx, pinned_trained=frozenset(trained))
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", ctx.run_id, spec.name, ctx.device, run_dir)
