@@ -97,6 +97,15 @@ def note_crash(run_dir: Path, signum: int) -> str:
     return f"{inflight.get('model')} {inflight.get('label')}"
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: on Linux, be killed (SIGKILL) when the supervisor dies, as a
+    ``kill -9`` of the supervisor's process group would have killed it before it had its own session."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _die_like(returncode: int) -> int:
     """Return ``returncode``; a child killed by a signal is passed on by dying of the same signal."""
     if returncode < 0:
@@ -117,9 +126,9 @@ def supervised_run(argv: list[str]) -> int:
         env = {**os.environ, CHILD_ENV: "1", POINTER_ENV: str(pointer)}
         env.pop(RESUME_ENV, None)
         for _ in range(MAX_RESTARTS + 1):
-            child = subprocess.Popen(
-                [sys.executable, "-m", "robustbench_cnn", *argv], env=env, start_new_session=True
-            )  # signals reach it through this process only
+            child = subprocess.Popen([sys.executable, "-m", "robustbench_cnn", *argv], env=env,
+                                     start_new_session=True,  # signals reach it through this process only
+                                     preexec_fn=_die_with_parent)  # fmt: skip
             previous = signal.signal(signal.SIGTERM, lambda *_, c=child: c.send_signal(signal.SIGTERM))
             interrupt = signal.signal(signal.SIGINT, lambda *_, c=child: c.send_signal(signal.SIGINT))
             try:
