@@ -139,8 +139,8 @@ def prepare_model(
                     "training": identity["training"], "pinned_env": PIN_ENV if in_pinned_child() else None}  # fmt: skip
             cache.store(model.cpu(), spec.arch, key, meta)
             info.update(cache="miss", trained_seconds=round(tlog.seconds, 3))
-        elif spec.name in ctx.pinned_trained:  # trained for this run, in its pinned training process
-            info.update(cache="miss", trained_seconds=meta.get("train_seconds"))
+        elif spec.name in ctx.pinned_trained:  # trained for this run, in its pinned training process (timed there)
+            info["cache"] = "miss"
         else:
             info["cache"] = "hit"
     info.update(source="cache", key=key, weights=str(cache.entry(spec.arch, key)),

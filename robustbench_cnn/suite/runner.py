@@ -284,16 +284,16 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     manifest["threat_models"] = [{"norm": n, "eps": e, "rule": rule} for n, e, rule in spec.headline()]
     record = RunRecord(run_dir, manifest)
     record.add_seconds("data", data_seconds)
-    start = time.perf_counter()
-    trained = train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
-    if trained:
-        record.add_seconds("train", time.perf_counter() - start)
-    ctx = dataclasses.replace(ctx, pinned_trained=frozenset(trained))
     write_json(manifest, run_dir / "manifest.json")  # a killed run can be resumed from the start
     log.info("run %s of suite '%s' on %s -> %s", ctx.run_id, spec.name, ctx.device, run_dir)
     t0 = time.perf_counter()
     held.enter_context(run_log(run_dir, verbose=log.isEnabledFor(logging.DEBUG)))  # run.log: every logger's records
     try:
+        start = time.perf_counter()
+        trained = train_pinned(loaded.path, ctx, opts.cache_dir, opts.data_dir)
+        if trained:  # the pinned training process's wall time, its start included
+            record.add_seconds("train", time.perf_counter() - start)
+        ctx = dataclasses.replace(ctx, pinned_trained=frozenset(trained))
         if opts.executor == "ray":
             from robustbench_cnn.suite.ray_executor import run_ray
 
