@@ -163,3 +163,34 @@ def test_a_model_whose_weights_key_changed_is_named_a_stale_baseline(tmp_path, c
     (tmp_path / "b.manifest.json").write_text(json.dumps({"environment": ENV, "models": {"cnn": {"key": "k-old"}}}))
     assert run_cli(base, new) == 0
     assert "stale baseline" not in capsys.readouterr().out
+
+
+def _with_models(tmp_path, name: str, df, **cnn) -> object:
+    path = write(tmp_path, name, df)
+    (tmp_path / f"{name}.manifest.json").write_text(json.dumps({"environment": ENV, "models": {"cnn": cnn}}))
+    return path
+
+
+def test_the_same_weights_must_give_the_same_numbers_and_retrained_ones_are_judged_by_the_tolerance(tmp_path, capsys):
+    """Identical weights (sha256): an accuracy row that moves by more than one image either way fails
+    the gate (the evaluation changed; measured across ISA settings: 0 of 231 smoke rows move). The
+    same recipe retrained (same key, other weights): a 1.5-point drop is within the tolerance."""
+    same = {"key": "k", "weights_sha256": "w1"}
+    base = _with_models(tmp_path, "a", table(robust=0.60), **same)
+    assert run_cli(base, _with_models(tmp_path, "b", table(robust=0.6025), **same)) == 0  # one image of 400
+    assert "> models: cnn same weights" in capsys.readouterr().out
+    assert run_cli(base, _with_models(tmp_path, "c", table(robust=0.615), **same)) == 1  # six images up
+    assert run_cli(base, _with_models(tmp_path, "d", table(robust=0.585), key="k", weights_sha256="w2")) == 0
+    assert "> models: cnn retrained" in capsys.readouterr().out
+
+
+def test_a_model_turning_unreliable_is_a_regression_even_through_a_new_check(tmp_path, capsys):
+    from robustbench_cnn.suite.results import frame
+
+    common = {"run_id": "r", "suite": "s", "dataset": "digits", "model": "cnn", "arch": "simple_cnn"}
+    base = write(tmp_path, "a", table(), ENV)
+    new_rows = frame([*(Row(**r) for r in table().to_dict("records")),
+                      Row(**common, metric="check_eot", value=0.0, n=64)])  # fmt: skip
+    new = write(tmp_path, "b", new_rows, ENV)
+    assert run_cli(base, new) == 1
+    assert "REGRESSION**: cnn: UNRELIABLE (eot) (reliable in the baseline)" in capsys.readouterr().out

@@ -74,7 +74,15 @@ def test_the_baselines_are_valid_and_typed():
 
 def test_compare_exits_2_with_one_line_on_a_bad_new_table(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
-    bad.write_text(SEED.read_text().replace(",clean_acc,,,,0.9972222447,", ",clean_acc,,,,1.9972222447,", 1))
+    lines = SEED.read_text().splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if ",clean_acc," in line)  # the first clean accuracy row
+    cells = lines[i].split(",")
+    at = cells.index("clean_acc") + 4  # metric, attack, norm, eps, value
+    value = float(cells[at])
+    cells[at] = repr(value + 1)
+    lines[i] = ",".join(cells)
+    bad.write_text("".join(lines))
     assert main(["compare", str(SEED), str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "bad.csv: line 2, column 'value': clean_acc = 1.99722 is outside [0, 1]" in err
+    expected = f"bad.csv: line {i + 1}, column 'value': clean_acc = {value + 1:g} is outside [0, 1]"
+    assert err.count("\n") == 1 and expected in err, err

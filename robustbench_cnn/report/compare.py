@@ -98,6 +98,24 @@ def load_run(path: Path) -> Run:
                facts.get("models", {}))  # fmt: skip
 
 
+def model_modes(base: Run, new: Run) -> dict[str, str]:
+    """Per model in both runs, how its rows are compared: ``same weights`` (equal ``weights_sha256``:
+    the rows differ only through evaluation), ``retrained`` (same cache key, other weights: the same
+    recipe trained elsewhere, judged by the tolerances), ``changed`` (another key: a stale baseline)."""
+    modes = {}
+    for name, b in base.models.items():
+        n = new.models.get(name)
+        if not isinstance(n, Mapping) or not isinstance(b, Mapping):
+            continue
+        if b.get("weights_sha256") and b.get("weights_sha256") == n.get("weights_sha256"):
+            modes[name] = "same weights"
+        elif b.get("key") and n.get("key") and b["key"] != n["key"]:
+            modes[name] = "changed"
+        elif b.get("weights_sha256") and n.get("weights_sha256"):
+            modes[name] = "retrained"
+    return modes
+
+
 def stale_models(base: Run, new: Run) -> list[str]:
     """One line per model whose weights key (a hash of its recipe, data, seed and the code it covers)
     differs from the baseline's: the baseline predates a change, so its rows say little about this one."""
@@ -188,9 +206,23 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
     both.loc[_superseded(both, keyed(new.table)), "verdict"] = "note"  # see report.checks
+    both.loc[_same_weights_mismatch(both, model_modes(base, new)), "verdict"] = "REGRESSION"
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
+
+
+SAME_WEIGHTS_SLACK = 1  # images: with identical weights an accuracy row may move by this much at most
+
+
+def _same_weights_mismatch(both: pd.DataFrame, modes: Mapping[str, str]) -> pd.Series:
+    """Accuracy rows of a model with the same weights on both sides (``model_modes``) that moved by more
+    than :data:`SAME_WEIGHTS_SLACK` images, either way: the evaluation changed, not the model (measured
+    across ISA settings on one machine: 0 of 231 smoke rows move), so the baseline no longer stands."""
+    same = both.model.map(lambda m: modes.get(str(m)) == "same weights").astype(bool)
+    n = pd.to_numeric(both.n_base, errors="coerce")
+    moved = ((both.value_new - both.value_base).abs() * n).round() > SAME_WEIGHTS_SLACK
+    return same & both.metric.isin(ACCURACY) & moved.fillna(False).astype(bool)
 
 
 def _superseded(both: pd.DataFrame, new: pd.DataFrame) -> pd.Series:
@@ -266,6 +298,9 @@ def render(
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
     stale = stale_models(base, new)
     lines += [f"> stale baseline for {s}" for s in stale] + ([""] if stale else [])
+    modes = model_modes(base, new)
+    if modes:
+        lines += ["> models: " + "; ".join(f"{m} {mode}" for m, mode in modes.items()), ""]
     turned = turned_unreliable(base, new)
     lines += [f"> **REGRESSION**: {t} (reliable in the baseline)" for t in turned] + ([""] if turned else [])
     lines += _notes(joined, env, base, new)
