@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustbench_cnn.cli_parser import build_parser
+from robustbench_cnn.suite import crashes  # standard library only: the supervisor starts before torch
 
 if TYPE_CHECKING:
     from robustbench_cnn.suite.load import LoadedSuite
@@ -60,7 +61,6 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
         load_run,
         render,
         stale_models,
-        turned_unreliable,
     )
 
     b, n = load_run(base), load_run(new)
@@ -79,7 +79,7 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
     regressions = joined[joined.verdict == "REGRESSION"]
     for _, r in regressions.iterrows():
         log.error("regression: %s: %.4g -> %.4g", describe(r), r.value_base, r.value_new)
-    turned = turned_unreliable(b, n)
+    turned = joined.attrs["turned_unreliable"]  # models turning unreliable (computed by compare)
     for line in turned:
         log.error("regression: %s (reliable in the baseline)", line)
     return 1 if len(regressions) or turned else 0
@@ -157,8 +157,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_checkpoints(loaded)  # before a run directory exists
 
     resume = None
-    from robustbench_cnn.suite import crashes
-
     if os.environ.get(crashes.RESUME_ENV):  # a supervised child resumed after a native crash
         args.resume = os.environ[crashes.RESUME_ENV]
     if args.resume is not None:
@@ -323,8 +321,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def supervise(args: argparse.Namespace) -> bool:
     """Whether this ``run`` process supervises a child that runs the suite (see ``suite.crashes``): a
     local run, not already a child, not a dry run, not ``--no-supervise``."""
-    from robustbench_cnn.suite import crashes
-
     return (args.command == "run" and not args.dry_run and args.executor == "local" and not args.no_supervise
             and os.environ.get(crashes.CHILD_ENV) != "1")  # fmt: skip
 
@@ -343,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_cnn.errors import RobustBenchError, one_line
 
     if argv is None and supervise(args):  # the command line (a programmatic main(argv) runs in-process)
-        from robustbench_cnn.suite.crashes import supervised_run
-
-        return supervised_run(sys.argv[1:])
+        return crashes.supervised_run(sys.argv[1:])
     try:
         commands = {"run": _cmd_run, "plan": _cmd_plan, "list": _cmd_list, "compare": _cmd_compare,
                     "report": _cmd_report, "history": _cmd_history, "edge": _cmd_edge, "dashboard": _cmd_dashboard,

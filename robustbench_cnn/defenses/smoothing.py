@@ -84,6 +84,7 @@ class Smoothed:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision '{precision}' is not fp32 or bf16")
         self.base, self.num_classes, self.sigma, self.batch_size = base.eval(), num_classes, sigma, batch_size
+        self._layout = layout(base)  # the folded copy's too: folding keeps every conv's channels
         self.runtime, self.precision, self.compile = runtime, precision, compile
         self._fast: dict[tuple, nn.Module | OrtModel] = {}  # per shape/device: folded base, or ONNX Runtime model
 
@@ -131,7 +132,7 @@ class Smoothed:
             self._fast[key] = session if session is not None else self._torch_classifier(noisy[:8])
         fast = self._fast[key]
         if isinstance(fast, nn.Module):
-            return fast(as_layout(noisy, layout(fast))).argmax(1)
+            return fast(as_layout(noisy, self._layout)).argmax(1)
         return torch.from_numpy(fast.predict(noisy.numpy(), len(noisy)).argmax(1))
 
     def _torch_classifier(self, probe: torch.Tensor) -> nn.Module:

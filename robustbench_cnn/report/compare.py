@@ -206,7 +206,10 @@ def compare(base: Run, new: Run, tol: Tolerances) -> tuple[pd.DataFrame, pd.Data
     both.attrs["latency_alpha"] = tol.latency_alpha
     both["verdict"] = [v for v, _ in verdicts]
     both.loc[_superseded(both, keyed(new.table)), "verdict"] = "note"  # see report.checks
-    both.loc[_same_weights_mismatch(both, model_modes(base, new)), "verdict"] = "REGRESSION"
+    modes = model_modes(base, new)
+    both.loc[_same_weights_mismatch(both, modes), "verdict"] = "REGRESSION"
+    both.attrs["model_modes"] = modes  # read by render and the CLI, with turned_unreliable
+    both.attrs["turned_unreliable"] = turned_unreliable(base, new)
     both["p_value"] = [p for _, p in verdicts]
     both["delta"] = both["value_new"] - both["value_base"]
     return both.drop(columns="_merge"), added, removed, env_diffs
@@ -298,10 +301,10 @@ def render(
              f"{len(added)} added, {len(removed)} removed.", ""]  # fmt: skip
     stale = stale_models(base, new)
     lines += [f"> stale baseline for {s}" for s in stale] + ([""] if stale else [])
-    modes = model_modes(base, new)
+    modes = joined.attrs.get("model_modes", {})
     if modes:
         lines += ["> models: " + "; ".join(f"{m} {mode}" for m, mode in modes.items()), ""]
-    turned = turned_unreliable(base, new)
+    turned = joined.attrs.get("turned_unreliable", [])
     lines += [f"> **REGRESSION**: {t} (reliable in the baseline)" for t in turned] + ([""] if turned else [])
     lines += _notes(joined, env, base, new)
     shown = joined[(joined.verdict != "ok") | (joined.delta.abs() > 0)].copy()

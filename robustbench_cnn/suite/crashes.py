@@ -22,6 +22,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +51,19 @@ def tell_supervisor(run_dir: Path) -> None:
         atomic_write_bytes(Path(pointer), str(run_dir).encode())
 
 
-def begin(run_dir: Path | None, key: str, model: str, label: str) -> None:
-    """Name the work about to run (a cell id, or ``prepare:<model>``) in the run's in-flight marker."""
-    if run_dir is not None and os.environ.get(CHILD_ENV) == "1":
-        _write(run_dir / INFLIGHT, {"key": key, "model": model, "label": label})
-
-
-def end(run_dir: Path | None) -> None:
-    """The work named by :func:`begin` finished (or raised a Python exception, recorded elsewhere)."""
-    if run_dir is not None:
-        (run_dir / INFLIGHT).unlink(missing_ok=True)
+@contextmanager
+def in_flight(run_dir: Path | None, key: str, model: str, label: str) -> Iterator[None]:
+    """Within the block, a supervised child names its work (a cell id, or ``prepare:<model>``) in the
+    run's in-flight marker; the marker goes when the block ends, also by a Python exception (recorded
+    elsewhere). Only a native crash leaves it for the supervisor."""
+    marker = run_dir / INFLIGHT if run_dir is not None and os.environ.get(CHILD_ENV) == "1" else None
+    if marker is not None:
+        _write(marker, {"key": key, "model": model, "label": label})
+    try:
+        yield
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -99,8 +99,9 @@ def untrained(ctx: RunContext, cache: ModelCache) -> list[str]:
     missing = []
     for spec in ctx.spec.models:
         if spec.checkpoint is not None:
-            keys[spec.name] = hashlib.sha256(ctx.checkpoint(spec).read_bytes()).hexdigest()[:20]
             continue
+        for up in (u for u in (spec.compress.upstream if spec.compress else ()) if u not in keys):
+            keys[up] = sha256_file(ctx.checkpoint(ctx.model(up)))[:20]  # a checkpoint's key, as prepare_model's
         keys[spec.name] = cache_key(trained_identity(ctx, spec, keys))
         if not (cache.entry(spec.arch, keys[spec.name]) / WEIGHTS).is_file():
             missing.append(spec.name)

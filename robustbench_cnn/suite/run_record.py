@@ -71,11 +71,16 @@ class RunRecord:
         entry = {"model": model, "cell": label, "id": cell_id, "status": "error", "error": message}
         self.manifest.setdefault("failed_cells", []).append({**entry, "signal": signal} if signal else entry)
 
-    def save(self) -> pd.DataFrame:
+    def table(self) -> pd.DataFrame:
+        """The results table of the cells recorded so far, in plan order."""
+        frames = [self.frames[k] for k in sorted(self.frames) if not self.frames[k].empty]
+        return pd.concat(frames, ignore_index=True) if frames else frame([])
+
+    def save(self, table: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Write ``results.csv`` (``table``, default :meth:`table`) and ``manifest.json``; the table."""
         self.manifest["cells"] = {"computed": self.computed, "reused": self.reused,
                                   "failed": len(self.manifest.get("failed_cells", []))}  # fmt: skip
-        frames = [self.frames[k] for k in sorted(self.frames) if not self.frames[k].empty]
-        table = pd.concat(frames, ignore_index=True) if frames else frame([])
+        table = self.table() if table is None else table
         write_csv(table, self.run_dir / "results.csv")
         write_json(self.manifest, self.run_dir / "manifest.json")
         return table

@@ -108,9 +108,8 @@ def run_local(ctx: RunContext, cache: ModelCache, record: RunRecord) -> None:
         found = crashes.signals(ctx.run_dir, f"prepare:{m.name}")
         if len(found) >= crashes.MAX_CRASHES:
             raise RobustBenchError(f"model '{m.name}': preparing it {crashes.killed_message(found)}; fix or remove it")
-        crashes.begin(ctx.run_dir, f"prepare:{m.name}", m.name, "prepare")
-        models[m.name], info = prepare_model(ctx, m, cache, models, keys)
-        crashes.end(ctx.run_dir)
+        with crashes.in_flight(ctx.run_dir, f"prepare:{m.name}", m.name, "prepare"):
+            models[m.name], info = prepare_model(ctx, m, cache, models, keys)
         keys[m.name] = info["key"]
         record.model_prepared(m.name, info)
     planned = plan_run(ctx, record.manifest["models"])
@@ -144,13 +143,10 @@ def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: di
     reused = stored is not None
     if stored is None:
         try:
-            crashes.begin(ctx.run_dir, pc.id, pc.model, label)
-            with record.stage(pc.cell.kind):
+            with crashes.in_flight(ctx.run_dir, pc.id, pc.model, label), record.stage(pc.cell.kind):
                 compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
-            crashes.end(ctx.run_dir)
             stored = store.load(pc.id)
         except Exception as exc:  # recorded; the rest of the run goes on
-            crashes.end(ctx.run_dir)
             if storage_error(exc):  # a full or read-only disk: every later cell would fail the same way
                 raise
             log.error("%s %s failed: %s: %s", pc.model, label, type(exc).__name__, exc)
@@ -312,13 +308,12 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         with held:  # closed last: the summary's own warnings go to run.log too
             manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
             manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-            table = record.save()
             from robustbench_cnn.report.leaderboard import verdict_reasons
             from robustbench_cnn.report.summary import write_summary
 
+            table = record.table()
             manifest["verdicts"] = {m: {"reliable": not r, "reasons": r} for m, r in verdict_reasons(table).items()}
-            write_json(manifest, run_dir / "manifest.json")  # the verdicts compare and dashboards read
-
+            record.save(table)
             write_summary(table, manifest, run_dir / "summary.md")
     _update_latest(run_dir.parent, manifest["run_id"])
     return RunResult(run_dir, table, manifest)
