@@ -28,8 +28,8 @@ from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.crafting import Crafting, bf16_native, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.defenses.smoothing import Smoothed
+from robustbench_cnn.engine.devices import CUDA_CERTIFY_BATCH, fitting_batch
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.device_defaults import CUDA_CERTIFY_BATCH, fitting_batch
 
 GPU_MODELS = {"resnet20": ("resnet", {"depth": 20}), "mobilenet_v2": ("mobilenet_v2", {"width_mult": 1.0})}
 

@@ -31,15 +31,15 @@ import torchattacks
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.crafting import Crafting, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.config.spec import DatasetSpec, LatencySpec, TrainSpec
+from robustbench_cnn.contract.manifest import environment
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.defenses import DEFENSES
 from robustbench_cnn.defenses.smoothing import Smoothed
+from robustbench_cnn.engine.runner import new_run_id
 from robustbench_cnn.models import build_model
 from robustbench_cnn.runtime.timing import measure
 from robustbench_cnn.runtime.torch_runtime import count_macs
-from robustbench_cnn.suite.manifest import environment
-from robustbench_cnn.suite.runner import new_run_id
-from robustbench_cnn.suite.spec import DatasetSpec, LatencySpec, TrainSpec
 from robustbench_cnn.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

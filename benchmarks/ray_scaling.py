@@ -71,7 +71,7 @@ def scheduling_overhead(n: int = 1000) -> tuple[float, float]:
     """(pipelined, one-at-a-time) milliseconds per trivial task with the executor's task options."""
     import ray
 
-    from robustbench_cnn.suite.ray_executor import MAX_RETRIES
+    from robustbench_cnn.engine.ray_executor import MAX_RETRIES
 
     task = ray.remote(_noop).options(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
     ray.get([task.remote(i) for i in range(50)])  # workers started
@@ -86,8 +86,8 @@ def scheduling_overhead(n: int = 1000) -> tuple[float, float]:
 
 
 def run_once(suite: Path, out: Path, cache: Path, executor: str) -> float:
-    from robustbench_cnn.suite.load import load_suite
-    from robustbench_cnn.suite.runner import RunOptions, run_suite
+    from robustbench_cnn.config.load import load_suite
+    from robustbench_cnn.engine.runner import RunOptions, run_suite
 
     t0 = time.perf_counter()
     result = run_suite(load_suite(suite), RunOptions(out_root=out, cache_dir=cache, progress=False, executor=executor))

@@ -20,10 +20,10 @@ import torch
 
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.attacks.margin import MarginPGD
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
 from robustbench_cnn.train.cache import load_weights
 
 

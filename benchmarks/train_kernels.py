@@ -25,9 +25,9 @@ import torch.nn.functional as F
 import torch.optim.optimizer as torch_optimizer
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from robustbench_cnn.config.spec import DatasetSpec, TrainSpec
 from robustbench_cnn.data.base import load_dataset
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.spec import DatasetSpec, TrainSpec
 from robustbench_cnn.train import loop
 
 ARCHS = {

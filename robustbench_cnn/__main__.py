@@ -1,3 +1,3 @@
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
 
 raise SystemExit(main())

@@ -3,7 +3,7 @@
 Both keep the suite's contracts: the threat model is validated like a suite's ``[[evaluations]]``,
 only clean-correct images are attacked, every adversarial batch is checked to be finite, in
 [0, 1] and inside the eps ball, the per-example worst case is reported per (norm, eps), and the
-result is a DataFrame in the results schema (``robustbench_cnn.schema.COLUMNS``).
+result is a DataFrame in the results schema (``robustbench_cnn.contract.schema.COLUMNS``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from robustbench_cnn.config.spec import EvalSpec
+    from robustbench_cnn.contract.results import Row
     from robustbench_cnn.data import ImageDataset
-    from robustbench_cnn.suite.results import Row
-    from robustbench_cnn.suite.runner import RunResult
-    from robustbench_cnn.suite.spec import EvalSpec
+    from robustbench_cnn.engine.runner import RunResult
 
 
 def _one_line(where: str, exc: ValidationError) -> InputError:
@@ -43,8 +43,8 @@ def _dataset(
 ) -> ImageDataset:
     if not isinstance(data, str):
         return data
+    from robustbench_cnn.config.spec import DatasetSpec
     from robustbench_cnn.data import load_dataset
-    from robustbench_cnn.suite.spec import DatasetSpec
 
     try:
         spec = DatasetSpec(name=data, eval_size=eval_size, image_size=image_size)
@@ -58,9 +58,9 @@ def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize
     :class:`~robustbench_cnn.zoo.Preprocess`); ``normalize=True`` is ``preprocess="dataset"``."""
     from pydantic import TypeAdapter
 
+    from robustbench_cnn.config.spec import PreprocessField
+    from robustbench_cnn.engine.prepare import preprocess_stats
     from robustbench_cnn.models import Normalized
-    from robustbench_cnn.suite.prepare import preprocess_stats
-    from robustbench_cnn.suite.spec import PreprocessField
     from robustbench_cnn.zoo import Preprocess
 
     if preprocess is None and not normalize:
@@ -77,9 +77,9 @@ def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize
 def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | None) -> nn.Module:
     """Zoo entry ``name`` built from its architecture and preprocessing, filled from its verified file."""
     from robustbench_cnn import zoo
+    from robustbench_cnn.engine.prepare import preprocess_stats
     from robustbench_cnn.models import build_model
     from robustbench_cnn.models.checkpoint import load_checkpoint
-    from robustbench_cnn.suite.prepare import preprocess_stats
 
     e = zoo.entry(name)
     if e.kind != "torch":
@@ -96,7 +96,7 @@ def _threat_models(
     attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int,
     step_size: float | None = None,
 ) -> list[EvalSpec]:  # fmt: skip
-    from robustbench_cnn.suite.spec import EvalSpec
+    from robustbench_cnn.config.spec import EvalSpec
 
     if isinstance(attacks, str):
         attacks = (attacks,)
@@ -196,12 +196,12 @@ def evaluate(
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
     Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
     """
+    from robustbench_cnn.contract.results import Row, frame
+    from robustbench_cnn.engine.runner import new_run_id, resolve_device
+    from robustbench_cnn.measures.clean import predict_logits
     from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
     from robustbench_cnn.models import Normalized
     from robustbench_cnn.runtime.torch_runtime import count_params
-    from robustbench_cnn.suite.measure import predict_logits
-    from robustbench_cnn.suite.results import Row, frame
-    from robustbench_cnn.suite.runner import new_run_id, resolve_device
 
     specs = _threat_models(attacks, eps, norm, steps, restarts, step_size)
     if isinstance(model, str):
@@ -252,9 +252,9 @@ def run(
     paths and plugin modules are found (default ``out``); ``data_dir``: overrides ``dataset.data_dir``
     (as ``--data-dir``); ``zoo_dir``: where ``zoo:NAME`` checkpoints are (as ``--zoo-dir``).
     """
+    from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
+    from robustbench_cnn.engine.runner import RunOptions, run_suite
     from robustbench_cnn.models.sources import preload
-    from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
-    from robustbench_cnn.suite.runner import RunOptions, run_suite
     from robustbench_cnn.zoo import zoo_dir as find_zoo
 
     root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robustbench_cnn.config.spec import DatasetSpec, TrainSpec
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.spec import DatasetSpec, TrainSpec
 from robustbench_cnn.train.loop import train
 
 

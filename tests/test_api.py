@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import robustbench_cnn
+from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.errors import InputError, SuiteError
-from robustbench_cnn.schema import COLUMNS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from robustbench_cnn.contract.results import COLUMNS, Row, frame, read_csv, write_csv
 from robustbench_cnn.errors import CheckpointError
 from robustbench_cnn.locks import LockTimeout
 from robustbench_cnn.metrics import expected_calibration_error, macro_f1
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.results import COLUMNS, Row, frame, read_csv, write_csv
 from robustbench_cnn.train.cache import ModelCache, cache_key, code_fingerprint, load_weights, save_weights, sha256_file
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_cnn.cli import main
-from robustbench_cnn.suite.cell_kinds import CELL_KINDS
-from robustbench_cnn.suite.cell_store import CellStore, StoreError
-from robustbench_cnn.suite.cell_types import (
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.config.spec_measure import CertifySpec
+from robustbench_cnn.engine.cells import (
     AttackParams,
     Cell,
     CellResult,
@@ -22,13 +22,13 @@ from robustbench_cnn.suite.cell_types import (
     CleanParams,
     shard_plan,
 )
-from robustbench_cnn.suite.cells import crafting, plan
-from robustbench_cnn.suite.context import ModelUnderTest, RunContext
-from robustbench_cnn.suite.device_defaults import resolve_for_device
-from robustbench_cnn.suite.execute import PlannedCell, compute, load_inputs
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
-from robustbench_cnn.suite.spec_measure import CertifySpec
+from robustbench_cnn.engine.context import ModelUnderTest, RunContext
+from robustbench_cnn.engine.devices import resolve_for_device
+from robustbench_cnn.engine.execute import PlannedCell, compute, load_inputs
+from robustbench_cnn.engine.kinds import CELL_KINDS
+from robustbench_cnn.engine.plan import crafting, plan
+from robustbench_cnn.engine.runner import RunOptions, run_suite
+from robustbench_cnn.engine.store import CellStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -174,7 +174,7 @@ def test_the_manifest_is_rebuilt_from_the_cells_when_resumed(tmp_path, tiny_suit
     for entry in lost["models"].values():  # killed after the cells were stored, before the manifest was saved
         entry.pop("checks"), entry.pop("cell_seconds")
     manifest_path.write_text(json.dumps(lost))
-    caplog.set_level("INFO", "robustbench_cnn.suite.execute")
+    caplog.set_level("INFO", "robustbench_cnn.engine.execute")
     resumed = run_suite(load_suite(path), dataclasses.replace(opts, run_id=None, resume=first.run_dir))
     assert resumed.manifest["cells"]["computed"] == 0
     total = len(CellStore(first.run_dir).read_index()["cells"])

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from robustbench_cnn import __version__
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.paths import run_root
 from robustbench_cnn.errors import InputError
-from robustbench_cnn.suite.paths import run_root
 
 SUITE = """
 name = "plan-me"
@@ -78,8 +78,8 @@ def test_run_dry_run_prints_the_plan_and_runs_nothing(tmp_path, suite, capsys):
 
 
 def test_plan_reports_cache_hits_with_the_runners_keys(tmp_path, suite, capsys):
-    from robustbench_cnn.suite.load import load_suite
-    from robustbench_cnn.suite.runner import RunOptions, run_suite
+    from robustbench_cnn.config.load import load_suite
+    from robustbench_cnn.engine.runner import RunOptions, run_suite
 
     out = tmp_path / "out"
     text = SUITE.replace('[[evaluations]]\nattack = "pgd"\neps = [0.05, 0.1]\nsteps = 3\n', "")
@@ -160,7 +160,7 @@ def test_a_too_long_results_path_is_one_line(tmp_path, suite, capsys):
     ],
 )  # fmt: skip
 def test_run_failures_are_one_line(tmp_path, suite, capsys, monkeypatch, exc, code, expected):
-    import robustbench_cnn.suite.runner as runner
+    import robustbench_cnn.engine.runner as runner
 
     def fail(*args, **kwargs):
         raise exc
@@ -174,7 +174,7 @@ def test_help_of_every_command_imports_no_torch():
     import subprocess
 
     code = (
-        "import sys\nfrom robustbench_cnn.cli import main\n"
+        "import sys\nfrom robustbench_cnn.cli.main import main\n"
         "for argv in (['--help'], ['plan', '--help'], ['run', '--help'], ['list', '--help']):\n"
         "    try: main(argv)\n    except SystemExit: pass\n"
         "print(sorted(m for m in ('torch', 'pandas', 'pydantic') if m in sys.modules))"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import Row, frame, write_csv
 from robustbench_cnn.report.compare import Tolerances, compare
-from robustbench_cnn.suite.results import Row, frame, write_csv
 
 
 def table(robust=0.60, n=400, clean=0.95, p50=2.0, check=1.0):
@@ -185,7 +185,7 @@ def test_the_same_weights_must_give_the_same_numbers_and_retrained_ones_are_judg
 
 
 def test_a_model_turning_unreliable_is_a_regression_even_through_a_new_check(tmp_path, capsys):
-    from robustbench_cnn.suite.results import frame
+    from robustbench_cnn.contract.results import frame
 
     common = {"run_id": "r", "suite": "s", "dataset": "digits", "model": "cnn", "arch": "simple_cnn"}
     base = write(tmp_path, "a", table(), ENV)

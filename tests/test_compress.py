@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from robustbench_cnn.compress import CompressJob
 from robustbench_cnn.compress.distill import DistillSpec, distill, kd_loss
 from robustbench_cnn.compress.prune import PruneSpec, prune, prune_channels
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.config.spec import SuiteSpec, TrainSpec
 from robustbench_cnn.errors import CheckpointError
 from robustbench_cnn.models import build_model
 from robustbench_cnn.runtime.torch_runtime import count_macs, count_params
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.spec import SuiteSpec, TrainSpec
 from robustbench_cnn.train.cache import load_weights, save_weights
 from robustbench_cnn.train.loop import train
 

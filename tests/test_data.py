@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_cnn.config.spec import DatasetSpec
 from robustbench_cnn.data import DATASETS, DatasetError, load_dataset
 from robustbench_cnn.data.vision import CIFAR10_DIR, CIFAR10_TEST, CIFAR10_TRAIN
-from robustbench_cnn.suite.spec import DatasetSpec
 
 RNG = np.random.default_rng(0)
 

@@ -8,11 +8,11 @@ import torch
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.attacks.sanity import input_gradient_norms
+from robustbench_cnn.config.load import parse_suite
+from robustbench_cnn.config.spec import TrainSpec
 from robustbench_cnn.defenses import DEFENSES
 from robustbench_cnn.errors import SuiteError
 from robustbench_cnn.models import build_model
-from robustbench_cnn.suite.load import parse_suite
-from robustbench_cnn.suite.spec import TrainSpec
 
 RECIPE = TrainSpec(epochs=15, lr=0.1, batch_size=64)
 

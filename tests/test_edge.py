@@ -10,12 +10,12 @@ import sys
 import pandas as pd
 import pytest
 
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.edge.bundle_format import VALIDATOR_FILES
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.export.bundle import _run_suite, build_bundle, select_exports
-from robustbench_cnn.schema import COLUMNS
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 pytest.importorskip("litert_torch", reason="the 'edge' extra is not installed")
 
@@ -189,7 +189,7 @@ def test_int8_tensors_are_quantized_with_their_own_scale_and_zero_point():
 
 
 def test_edge_bundle_cli_rejects_a_non_run_directory_with_exit_2(tmp_path, capsys):
-    from robustbench_cnn.cli import main
+    from robustbench_cnn.cli.main import main
 
     assert main(["edge", "bundle", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Editing a factory's code (same parameters) changes the model-cache key: the model retrains."""
 
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 
 SUITE = """
 name = "edit"

@@ -10,7 +10,7 @@ import torch
 
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.evaluate import robust_correct
-from robustbench_cnn.suite.load import load_suite
+from robustbench_cnn.config.load import load_suite
 
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.toml"
 

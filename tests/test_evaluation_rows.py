@@ -5,9 +5,9 @@ import json
 
 import pandas as pd
 
-from robustbench_cnn.schema import ACCURACY_METRICS
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.schema import ACCURACY_METRICS
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 
 EXTRA = """
 [[evaluations]]
@@ -56,8 +56,8 @@ def test_ensemble_worst_case_convergence_and_intervals(tmp_path, tiny_suite):
 
 
 def test_history_store_written_before_the_interval_columns_takes_new_rows(tmp_path):
+    from robustbench_cnn.contract.results import Row, frame
     from robustbench_cnn.report.history import append, query
-    from robustbench_cnn.suite.results import Row, frame
 
     row = Row(run_id="r1", suite="s", dataset="d", model="m", arch="a", metric="clean_acc", value=0.9, n=10)
     old = frame([row]).drop(columns=["ci_low", "ci_high"])  # as written before the extension

@@ -3,9 +3,9 @@ GPU targets on a machine without a GPU are skipped with a row, never measured on
 
 import pytest
 
-from robustbench_cnn.export.measure import parity_problems
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.runner import RunOptions, run_suite
+from robustbench_cnn.measures.export import parity_problems
 
 EXPORTS = """
 [[exports]]
@@ -64,7 +64,7 @@ def _initializer_bytes(path) -> int:
     ],
 )
 def test_parity_thresholds(settings, agreement, diff, loss, message):
-    from robustbench_cnn.suite.spec import ExportSpec
+    from robustbench_cnn.config.spec import ExportSpec
 
     fmt = "onnx" if settings["precision"] != "int8" else "tflite"
     settings = ExportSpec(format=fmt, **settings)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from fake_device import FAKE, DeviceMismatch, fake_accelerator
 
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 
 MODELS_ONLY_SUITE = """
 name = "fakedev-mbv2"
@@ -167,8 +167,8 @@ def test_mobilenet_trains_and_attacks_on_an_accelerator(tmp_path):
 def test_training_moves_data_to_the_device_once_per_epoch():
     """A host-to-device copy synchronizes a GPU: the loop moves the training set once, then one
     epoch plan (indices + augmentation draws) per epoch, never a tensor per step."""
+    from robustbench_cnn.config.spec import TrainSpec
     from robustbench_cnn.models import build_model
-    from robustbench_cnn.suite.spec import TrainSpec
     from robustbench_cnn.train.loop import train
 
     copies = []
@@ -198,8 +198,8 @@ def test_training_synchronizes_with_the_device_per_epoch_not_per_step():
     epoch's loss and accuracy), never per step, so the GPU is never starved between steps."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    from robustbench_cnn.config.spec import TrainSpec
     from robustbench_cnn.models import build_model
-    from robustbench_cnn.suite.spec import TrainSpec
     from robustbench_cnn.train.loop import train
 
     syncing = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.item.default"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
 
 SUITE = """
 name = "bounds"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
 
 SUITE = """
 name = "ckpt"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustbench_cnn.suite.results import read_csv
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.train.cache import META, WEIGHTS, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from test_faults_kill import cache_entries, cli, references, run_args, runs, table, write_suite
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
 
 
 @pytest.fixture(scope="module")

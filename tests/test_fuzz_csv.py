@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
 
 SEED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "smoke.csv"
 NASTY = ["", " ", "nan", "NaN", "inf", "-inf", "-1", "1.5", "1,5", "1e309", "-0", "0x10", "1_000", "١", "None",

@@ -23,10 +23,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from robustbench_cnn.cli import main
-from robustbench_cnn.errors import SuiteError
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.spec import (
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.config.spec import (
     CertifySpec,
     ChecksSpec,
     DatasetSpec,
@@ -38,6 +37,7 @@ from robustbench_cnn.suite.spec import (
     SuiteSpec,
     TrainSpec,
 )
+from robustbench_cnn.errors import SuiteError
 
 PROFILES = {"fast": 200, "fuzz": 10_000}  # examples per test; ROBUSTBENCH_FUZZ=1 selects "fuzz"
 PROFILE = "fuzz" if os.environ.get("ROBUSTBENCH_FUZZ") == "1" else "fast"

@@ -28,11 +28,11 @@ from fuzz_profiles import FUZZ
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.planning import make_plan
+from robustbench_cnn.engine.store import CellStore
 from robustbench_cnn.errors import SuiteError
-from robustbench_cnn.suite.cell_store import CellStore
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.plan_cmd import make_plan
 
 TIME_CAP_S = 120
 MAX_PLANNED_WORK = 5_000_000  # image-passes; what these generators can ask for stays far below

@@ -18,10 +18,10 @@ from fuzz_profiles import FUZZ  # noqa: F401  (loads the robustbench/fuzz hypoth
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.contract.results import Row, frame, write_csv
 from robustbench_cnn.errors import InputError
-from robustbench_cnn.suite.manifest import read_run_manifest
-from robustbench_cnn.suite.results import Row, frame, write_csv
 
 ROW = {"run_id": "r", "suite": "s", "dataset": "digits", "model": "cnn", "arch": "simple_cnn"}
 WRONG = [None, 5, 2.5, True, "text", [], [1], {}, {"a": 1}]
@@ -192,9 +192,9 @@ def test_a_suite_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
 def test_memory_is_bounded_before_anything_is_allocated():
     """CIFAR-10 upsampled to 512x512 asked for 157 GB and died in the allocator; now it is refused from
     the sizes alone, before the resize allocates anything."""
+    from robustbench_cnn.config.spec import DatasetSpec
     from robustbench_cnn.data import DatasetError
     from robustbench_cnn.data.base import check_memory
-    from robustbench_cnn.suite.spec import DatasetSpec
 
     with pytest.raises(DatasetError, match=r"dataset.image_size = 512 on 60,000 images needs 188.7 GB"):
         check_memory(DatasetSpec(name="cifar10", image_size=512), 60_000, 3) if _memory() < 188e9 else _skip()
@@ -272,8 +272,8 @@ def test_a_non_converged_attack_row_is_a_note_when_the_headline_converged():
 def test_headline_convergence_compares_the_worst_case_with_each_stronger_run():
     from types import SimpleNamespace
 
-    from robustbench_cnn.suite.cell_types import AttackParams, ConvergeParams
-    from robustbench_cnn.suite.measure_attack import headline_convergence
+    from robustbench_cnn.engine.cells import AttackParams, ConvergeParams
+    from robustbench_cnn.measures.attack import headline_convergence
 
     def stored(stronger: list[bool]):
         params = ConvergeParams(AttackParams("pgd", "linf", 0.05, steps=20), tolerance=0.05)

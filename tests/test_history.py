@@ -5,9 +5,9 @@ from __future__ import annotations
 import matplotlib.dates as mdates
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import Row, frame
 from robustbench_cnn.report.history import append, figure, query
-from robustbench_cnn.suite.results import Row, frame
 
 
 def run_table(run_id: str, scale: float = 1.0):

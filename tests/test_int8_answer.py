@@ -12,9 +12,9 @@ import json
 
 import pytest
 
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 pytest.importorskip("litert_torch", reason="the 'edge' extra is not installed")
 

@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import Row, frame, read_csv, write_csv
 from robustbench_cnn.metrics import clopper_pearson
 from robustbench_cnn.report.html import render_html
 from robustbench_cnn.report.summary import format_interval, render
-from robustbench_cnn.suite.results import Row, frame, read_csv, write_csv
 
 COMMON = {"run_id": "r", "suite": "s", "dataset": "digits", "model": "m", "arch": "simple_cnn"}
 

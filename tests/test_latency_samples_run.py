@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, samples_dir
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 EXPORT = """
 [[exports]]

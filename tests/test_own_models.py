@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.spec import DatasetSpec
 from robustbench_cnn.data import load_dataset
-from robustbench_cnn.suite.spec import DatasetSpec
 
 HEAD = """
 name = "own"

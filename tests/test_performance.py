@@ -3,10 +3,10 @@ crafting settings are part of a cell's identity, and the default keeps cell ids 
 
 import torch
 
-from robustbench_cnn.suite.cells import plan
-from robustbench_cnn.suite.device_defaults import resolve_for_device
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.devices import resolve_for_device
+from robustbench_cnn.engine.plan import plan
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 
 PERFORMANCE = """
 [performance]
@@ -47,7 +47,7 @@ def test_crafting_settings_change_attack_cell_ids_and_the_default_does_not(tiny_
     assert attack_labels and all(ids["default"][a] != ids["bf16"][a] for a in attack_labels)
     assert ids["default"]["latency"] == ids["bf16"]["latency"]  # latency does not depend on crafting
     from robustbench_cnn.attacks.crafting import Crafting
-    from robustbench_cnn.suite.cells import crafting
+    from robustbench_cnn.engine.plan import crafting
 
     assert crafting(default) == Crafting()  # the CPU baseline: fold BatchNorm, fp32, eager
 

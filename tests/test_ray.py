@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_cnn.cli import main
-from robustbench_cnn.suite.cell_store import CellStore
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
+from robustbench_cnn.engine.store import CellStore
 
 if not os.environ.get("ROBUSTBENCH_RAY"):
     pytest.skip("Ray cluster tests run in `nox -s tests_ray` (ROBUSTBENCH_RAY=1)", allow_module_level=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.report.history import append, query
 from robustbench_cnn.report.plots import pareto_front
-from robustbench_cnn.suite.results import read_csv
 
 
 def test_pareto_front():
@@ -19,8 +19,8 @@ def test_pareto_front():
 
 
 def test_robust_plot_draws_one_line_per_variant(tmp_path, monkeypatch):
+    from robustbench_cnn.contract.results import Row, frame
     from robustbench_cnn.report import plots
-    from robustbench_cnn.suite.results import Row, frame
 
     common = {"run_id": "r", "suite": "s", "dataset": "d", "model": "m", "arch": "a", "metric": "robust_acc",
               "attack": "pgd", "norm": "linf", "n": 10}  # fmt: skip
@@ -70,8 +70,8 @@ def test_history_replaces_a_rerun_of_the_same_run_id(tmp_path):
 
 
 def test_summary_leaves_missing_cells_blank_and_flags_unreliable_models():
+    from robustbench_cnn.contract.results import Row, frame
     from robustbench_cnn.report.summary import render
-    from robustbench_cnn.suite.results import Row, frame
 
     common = {"run_id": "r", "suite": "s", "dataset": "d", "arch": "simple_cnn"}
     df = frame(
@@ -240,7 +240,7 @@ def test_quiet_third_party_keeps_the_terminal_clean_and_run_log_complete(tmp_pat
             logging.getLogger("jax._src.xla_bridge").warning("Unable to initialize backend 'tpu'")
             logging.getLogger("onnxruntime").warning("opset fallback")
             logging.getLogger("torch.export").warning("torch's own stderr handler")
-            logging.getLogger("robustbench_cnn.suite.runner").info("run started")
+            logging.getLogger("robustbench_cnn.engine.runner").info("run started")
             torch_own = [h for lg in private_loggers() if lg.name.startswith("torch") for h in lg.handlers]
             streams = [h for h in torch_own if not isinstance(h, logging.FileHandler)]  # run.log gets everything
             assert streams and all(_FILTER in h.filters for h in streams)  # torch.export's stderr handler filtered

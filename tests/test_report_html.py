@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from cdp import Browser, find_chromium
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import Row, frame, read_csv, write_csv
 from robustbench_cnn.metrics import clopper_pearson
 from robustbench_cnn.report.html import render_html, write_html
-from robustbench_cnn.suite.results import Row, frame, read_csv, write_csv
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_cnn.cli import main
-from robustbench_cnn.schema import COLUMNS
-from robustbench_cnn.suite.results import ResultsError, read_csv
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.contract.results import ResultsError, read_csv
+from robustbench_cnn.contract.schema import COLUMNS
 
 SEED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "smoke.csv"
 HEADER = ",".join(COLUMNS[:17])  # through batch_size: a table from before the ci_low/ci_high extension

@@ -9,10 +9,10 @@ import time
 
 import pandas as pd
 
-from robustbench_cnn.suite.cell_store import CellStore
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
+from robustbench_cnn.engine.store import CellStore
 
 SUITE = """
 name = "resume"

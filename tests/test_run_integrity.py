@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from robustbench_cnn.cli import main
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 
 TWINS = """
 [[models]]

@@ -7,18 +7,18 @@ import sys
 import pandas as pd
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.contract.results import COLUMNS, METRICS, read_csv
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.errors import CheckpointError
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.results import COLUMNS, METRICS, read_csv
-from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 
 def replace_kind(monkeypatch, kind: str, run) -> None:
     """Swap a registered cell kind's executor for this test."""
     import dataclasses
 
-    from robustbench_cnn.suite.cell_kinds import CELL_KINDS
+    from robustbench_cnn.engine.kinds import CELL_KINDS
 
     monkeypatch.setitem(CELL_KINDS._entries, kind, dataclasses.replace(CELL_KINDS.get(kind), run=run))
 
@@ -120,7 +120,9 @@ def test_cli_run_prints_the_summary(tmp_path, tiny_suite, capsys):
 
 
 def test_help_is_instant_and_imports_no_torch():
-    code = "import sys; from robustbench_cnn.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = (
+        "import sys; from robustbench_cnn.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     help_out = subprocess.run([sys.executable, "-m", "robustbench_cnn", "--help"], capture_output=True, text=True)

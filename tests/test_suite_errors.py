@@ -2,9 +2,9 @@
 
 import pytest
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.load import load_suite
 from robustbench_cnn.errors import SuiteError
-from robustbench_cnn.suite.load import load_suite
 
 BASE = """
 name = "bad"

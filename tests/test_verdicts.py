@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from robustbench_cnn.attacks.preflight import eot_check
+from robustbench_cnn.config.load import load_suite
+from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.report.leaderboard import leaderboard, threat_model
-from robustbench_cnn.suite.load import load_suite
-from robustbench_cnn.suite.runner import RunOptions, run_suite
 
 PLUGIN = '''
 import torch

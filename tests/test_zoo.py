@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_cnn.cli import main
+from robustbench_cnn.cli.main import main
+from robustbench_cnn.config.spec import DatasetSpec
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.models import build_model
 from robustbench_cnn.models.checkpoint import load_checkpoint
-from robustbench_cnn.suite.spec import DatasetSpec
 from robustbench_cnn.zoo import ZOO, ZooError, locate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "zoo"
@@ -292,8 +292,8 @@ def test_published_clean_and_certified_bound_checks_fire_and_stay_silent():
     """check_published_clean: 97.2% on 1,000 images against TRADES' published 99.48% fires, 99.4% does
     not; check_certified_bound: a worst case of 90% on 1,000 images under Wong & Kolter's certified
     94.2% at eps 0.1 fires, 94% does not (inside its interval), and other budgets have no bound."""
-    from robustbench_cnn.suite.measure import published_clean_check
-    from robustbench_cnn.suite.measure_attack import certified_bound_check
+    from robustbench_cnn.measures.attack import certified_bound_check
+    from robustbench_cnn.measures.clean import published_clean_check
 
     assert published_clean_check("trades_smallcnn", 0.972, 1000)[0] is False
     assert published_clean_check("trades_smallcnn", 0.994, 1000)[0] is True

@@ -41,8 +41,8 @@ KEY = ["model", "metric", "attack", "norm", "eps", "format", "runtime", "compres
 
 
 def _run(suite: Path, device: str, out: Path, cache: Path):
-    from robustbench_cnn.suite.load import load_suite
-    from robustbench_cnn.suite.runner import RunOptions, run_suite
+    from robustbench_cnn.config.load import load_suite
+    from robustbench_cnn.engine.runner import RunOptions, run_suite
 
     return run_suite(load_suite(suite), RunOptions(out, cache, device=device, progress=False))
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from robustbench_cnn.suite.results import read_csv
+    from robustbench_cnn.contract.results import read_csv
 
     if not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA device; run this on a GPU machine", file=sys.stderr)

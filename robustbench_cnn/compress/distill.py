@@ -19,8 +19,8 @@ from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.compress import CompressJob, register_compressor
-from robustbench_cnn.suite.spec import CompressSpec, Number
-from robustbench_cnn.suite.spec_types import MAX_STEPS, MAX_TEMPERATURE
+from robustbench_cnn.config.spec import CompressSpec, Number
+from robustbench_cnn.config.spec_types import MAX_STEPS, MAX_TEMPERATURE
 from robustbench_cnn.train.loop import TrainLog, to_device
 
 

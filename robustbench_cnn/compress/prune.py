@@ -21,9 +21,9 @@ from pydantic import Field
 from torch import nn
 
 from robustbench_cnn.compress import CompressJob, register_compressor
+from robustbench_cnn.config.spec import CompressSpec
+from robustbench_cnn.config.spec_types import MAX_IMAGES, MAX_ITEMS
 from robustbench_cnn.models.structure import apply_structure, structure_of
-from robustbench_cnn.suite.spec import CompressSpec
-from robustbench_cnn.suite.spec_types import MAX_IMAGES, MAX_ITEMS
 from robustbench_cnn.train.loop import TrainLog
 
 log = logging.getLogger(__name__)

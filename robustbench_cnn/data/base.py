@@ -14,7 +14,7 @@ import torch
 from robustbench_cnn.errors import RobustBenchError
 
 if TYPE_CHECKING:
-    from robustbench_cnn.suite.spec import DatasetSpec
+    from robustbench_cnn.config.spec import DatasetSpec
 
 
 class DatasetError(RobustBenchError):

@@ -18,9 +18,9 @@ import torchattacks
 from pydantic import Field
 from torch import nn
 
+from robustbench_cnn.config.spec import DefenseSpec, Number, TrainSpec
+from robustbench_cnn.config.spec_types import MAX_IMAGES, MAX_LOSS_WEIGHT, MAX_STEP_SIZE, MAX_STEPS
 from robustbench_cnn.defenses import register_defense
-from robustbench_cnn.suite.spec import DefenseSpec, Number, TrainSpec
-from robustbench_cnn.suite.spec_types import MAX_IMAGES, MAX_LOSS_WEIGHT, MAX_STEP_SIZE, MAX_STEPS
 from robustbench_cnn.train.loop import TrainLog, to_device, train
 
 log = logging.getLogger(__name__)

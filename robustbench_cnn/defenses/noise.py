@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from robustbench_cnn.config.spec import DefenseSpec, TrainSpec
 from robustbench_cnn.defenses import register_defense
-from robustbench_cnn.suite.spec import DefenseSpec, TrainSpec
 from robustbench_cnn.train.loop import train
 
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.edge.arrays import load_arrays
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, MAX_MODEL_BYTES
 from robustbench_cnn.edge.manifest import BundleError, Manifest, ModelEntry, read_manifest, verify_files
 from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel, interpreter_class
-from robustbench_cnn.schema import COLUMNS
 
 __all__ = ["BundleError", "ModelResult", "validate"]
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import robustbench_cnn
+from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.edge.bundle_format import (
     EVAL_DATA,
     FORMAT_VERSION,
@@ -41,7 +42,6 @@ from robustbench_cnn.edge.bundle_format import (
 )
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
-from robustbench_cnn.suite.manifest import read_run_manifest
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ EXPORT_FILE = "exports/{model}{suffix}.tflite"
 
 def _run_suite(run_dir: Path, manifest: dict):
     """The suite the run used: ``RUN_DIR/suite.toml`` if present, else ``suite_path``; sha256 must match."""
-    from robustbench_cnn.suite.load import LoadedSuite, load_suite, parse_suite
+    from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 
     want = manifest.get("suite_sha256")
     recorded = Path(str(manifest.get("suite_path", "")))
@@ -93,7 +93,7 @@ def _run_context(run_dir: Path):
 def _adversarial(run_dir: Path, mspec, n: int) -> dict[str, tuple[dict, np.ndarray]]:
     """``{attack key: (attack params, adversarial images[:n])}`` stored by the run's attack cells, found
     through the run's cell index (``cells/index.json``), never by planning the suite again."""
-    from robustbench_cnn.suite.cell_store import CellStore
+    from robustbench_cnn.engine.store import CellStore
 
     out = {}
     for entry in CellStore(run_dir).read_index()["cells"]:
@@ -108,7 +108,7 @@ def _adversarial(run_dir: Path, mspec, n: int) -> dict[str, tuple[dict, np.ndarr
 
 
 def _read_results(run_dir: Path):
-    from robustbench_cnn.suite.results import read_csv
+    from robustbench_cnn.contract.results import read_csv
 
     try:
         return read_csv(run_dir / "results.csv")

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact
 
+from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.report.checks import superseded
 from robustbench_cnn.report.latency_gate import (
@@ -43,8 +45,6 @@ from robustbench_cnn.report.latency_gate import (
 )
 from robustbench_cnn.report.leaderboard import verdict_reasons, verdict_text
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
-from robustbench_cnn.suite.manifest import read_run_manifest
-from robustbench_cnn.suite.results import read_csv
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
             "attack", "norm", "eps", "batch_size"]  # fmt: skip

@@ -18,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.report import svg
 from robustbench_cnn.report.html import page, slug
 from robustbench_cnn.report.leaderboard import leaderboard, variant_label
-from robustbench_cnn.suite.manifest import read_run_manifest
-from robustbench_cnn.suite.results import read_csv
 
 METRICS = [("clean", "clean accuracy (%)", 100.0), ("robust", "robust accuracy at the main eps (%)", 100.0),
            ("certified", "certified accuracy at the main radius (%)", 100.0), ("p50_ms", "p50 latency (ms)", 1.0),

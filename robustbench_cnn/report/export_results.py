@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.contract.manifest import read_run_manifest, write_json
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.report.leaderboard import variant_label
-from robustbench_cnn.suite.manifest import read_run_manifest, write_json
-from robustbench_cnn.suite.results import read_csv
 
 FORMAT = "robustbench-cnn-results"
 FORMAT_VERSION = 1

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustbench_cnn.contract.schema import COLUMNS, METRICS
 from robustbench_cnn.errors import InputError, UnknownNameError, did_you_mean
-from robustbench_cnn.schema import COLUMNS, METRICS
 
 TABLE = "results"
 SERIES = ["model", "format", "runtime", "compression", "attack", "norm", "eps", "batch_size"]  # one line per key

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.report import page_assets, svg
 from robustbench_cnn.report.checks import failing
 from robustbench_cnn.report.leaderboard import (
@@ -33,7 +34,6 @@ from robustbench_cnn.report.leaderboard import (
 from robustbench_cnn.report.plots import pareto_front
 from robustbench_cnn.report.reproduction import reproduction
 from robustbench_cnn.report.reproduction import warnings as repro_warnings
-from robustbench_cnn.suite.results import read_csv
 
 IDENT = ["model", "compression", "format", "runtime", "metric", "attack", "norm", "eps", "batch_size"]
 STYLES = {("torch", False): ("o", ""), ("onnx", False): ("s", "6 3"), ("onnx", True): ("^", "2 3"),
@@ -72,7 +72,7 @@ def cell_index(run_dir: Path | None) -> dict[tuple[str, ...], str]:
 
 def _cell_tables(cells: Path) -> list[Path]:
     """The run's cell tables, as its cell index lists them (older runs without one: every CSV)."""
-    from robustbench_cnn.suite.cell_store import CellStore, StoreError
+    from robustbench_cnn.engine.store import CellStore, StoreError
 
     try:
         entries = CellStore(cells.parent).read_index()["cells"]

@@ -14,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.report.checks import deciding
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, variant_label
 from robustbench_cnn.report.summary import render as render_summary
-from robustbench_cnn.suite.manifest import read_run_manifest
-from robustbench_cnn.suite.results import read_csv
 
 MARKERS = {("torch", "none"): ("o", "-"), ("onnx", "none"): ("s", "--"), ("onnx", "int8"): ("^", ":"),
            ("tflite", "none"): ("D", "-."), ("tflite", "int8"): ("v", ":")}  # fmt: skip

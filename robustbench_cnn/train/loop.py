@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustbench_cnn.config.spec import TrainSpec
 from robustbench_cnn.models.normalize import as_layout, layout
-from robustbench_cnn.suite.spec import TrainSpec
 from robustbench_cnn.train.augment import apply, draw
 from robustbench_cnn.train.depthwise import fast_depthwise_grads
 

@@ -109,6 +109,6 @@ if __name__ == "__main__":
     # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     signal.signal(signal.SIGINT, signal.default_int_handler)
     install(os.environ.get("ROBUSTBENCH_FAULT", ""), os.environ.get("ROBUSTBENCH_SYNC", ""))
-    from robustbench_cnn.cli import main
+    from robustbench_cnn.cli.main import main
 
     raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""The suite's ``auto`` settings, made concrete for the run's device.
+
+On a CPU every ``auto`` resolves to the settings the suite has always had (fp32 crafting, no
+compilation, noisy batches of 1,024 on ONNX Runtime), so CPU cell ids and numbers do not move. On
+CUDA it picks what makes a GPU fast without changing a verdict (the model itself, in fp32, decides
+every robust-accuracy row):
+
+- ``attack_precision = "auto"``: bf16 crafting where the GPU has native bfloat16 (the clean cell then
+  reports ``clean_acc_bf16`` and ``bf16_agreement``), else fp32;
+- ``compile = "auto"``: ``torch.compile`` of the crafting module when a model's attack work reaches
+  ``compile_min_work`` image-steps (compiling costs tens of seconds per model and shape);
+- ``cudnn_benchmark = "auto"``: cuDNN autotuning from the same amount of work (each new batch shape
+  costs seconds of timing, so small suites run faster without it: the smoke suite on an H100 trained
+  in 38 s without it, 67-69 s with it); when on, attacks tune only their full-batch shape
+  (:func:`robustbench_cnn.attacks.crafting.autotune_if`);
+- certification draws noise in batches of 16,384 on the torch runtime;
+- attack batches fill the GPU: :func:`fitting_batch` (per model, from a measured probe step).
+
+An explicit setting in the suite always wins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from robustbench_cnn.attacks.crafting import bf16_native
+from robustbench_cnn.config.spec import SuiteSpec
+
+CPU_CERTIFY_BATCH, CUDA_CERTIFY_BATCH = 1024, 16384
+MAX_ATTACK_BATCH = 4096
+MEMORY_SHARE = 0.25  # of the GPU's total memory, for one attack batch's forward + input gradient
+
+
+def attack_work(spec: SuiteSpec, eval_size: int) -> float:
+    """Image-steps of one model's attack cells (each eps of each evaluation, every restart)."""
+    return float(sum(len(ev.eps) * ev.steps * ev.restarts for ev in spec.evaluations) * eval_size)
+
+
+def resolve_for_device(spec: SuiteSpec, device: torch.device, eval_size: int) -> SuiteSpec:
+    """``spec`` with every ``auto`` performance/certification setting made concrete for ``device``."""
+    perf, cert = spec.performance, spec.certify
+    cuda = device.type == "cuda"
+    precision = perf.attack_precision
+    if precision == "auto":
+        precision = "bf16" if cuda and bf16_native(device) else "fp32"
+    long_attacks = cuda and attack_work(spec, eval_size) >= perf.compile_min_work
+    compile_ = long_attacks if perf.compile == "auto" else perf.compile
+    benchmark = long_attacks if perf.cudnn_benchmark == "auto" else perf.cudnn_benchmark
+    runtime = cert.runtime if cert.runtime != "auto" else ("onnxruntime" if device.type == "cpu" else "torch")
+    batch = cert.batch_size or (CUDA_CERTIFY_BATCH if cuda else CPU_CERTIFY_BATCH)
+    return spec.model_copy(
+        update={
+            "performance": perf.model_copy(
+                update={"attack_precision": precision, "compile": compile_, "cudnn_benchmark": benchmark}
+            ),
+            "certify": cert.model_copy(update={"runtime": runtime, "batch_size": batch}),
+        }
+    )
+
+
+def fitting_batch(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device, default: int) -> int:
+    """Images per attack batch on ``device``: ``default`` off CUDA; on CUDA the largest power of two
+    up to :data:`MAX_ATTACK_BATCH` whose forward pass plus input gradient (an attack step, measured
+    on a probe batch of 32) fits in :data:`MEMORY_SHARE` of the GPU's total memory. A function of
+    the model and the GPU model only (not of free memory), so a resumed run batches the same way."""
+    if device.type != "cuda":
+        return default
+    probe = 32
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    x = torch.rand((probe, *sample_shape), device=device, requires_grad=True)
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        model.requires_grad_(False)
+        (grad,) = torch.autograd.grad(model(x).float().sum(), x)
+        del grad
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+    per_image = max(torch.cuda.max_memory_allocated(device) - base, 1) / probe
+    budget = MEMORY_SHARE * torch.cuda.get_device_properties(device).total_memory
+    return int(max(1, min(MAX_ATTACK_BATCH, 2 ** math.floor(math.log2(max(budget / per_image, 1))))))

@@ -1,1 +1,0 @@
-"""Suite files: TOML in, frozen typed specs out, and the runner that executes them."""
