@@ -255,6 +255,7 @@ def run(
     from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
     from robustbench_cnn.engine.runner import RunOptions, run_suite
     from robustbench_cnn.models.sources import preload
+    from robustbench_cnn.report.summary import finish_run
     from robustbench_cnn.zoo import zoo_dir as find_zoo
 
     root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()
@@ -269,6 +270,6 @@ def run(
     else:
         loaded = load_suite(Path(suite), zoo)
     opts = RunOptions(out_root=root, cache_dir=Path(cache_dir).resolve() if cache_dir else root / "cache",
-                      device=device, seed=seed, progress=progress,
+                      device=device, seed=seed, progress=progress, finish=finish_run,
                       data_dir=Path(data_dir).resolve() if data_dir is not None else None)  # fmt: skip
     return run_suite(loaded, opts)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from robustbench_cnn.errors import RobustBenchError, UnknownNameError, did_you_mean
 
@@ -193,3 +193,33 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+# What the suite schema (robustbench_cnn.config, the ground layer) asks of the layers built on it, named
+# here as lazy ``module:attr`` strings so that the schema imports none of them: the registries it checks
+# names against and the functions that check a model's arch and parameters. Every entry is resolved by a
+# test (tests/test_registries.py), so a moved module fails there, not in a user's suite.
+HOOKS = {
+    "models": "robustbench_cnn.models.catalog:MODELS",
+    "datasets": "robustbench_cnn.data.catalog:DATASETS",
+    "attacks": "robustbench_cnn.attacks:ATTACKS",
+    "defenses": "robustbench_cnn.defenses:DEFENSES",
+    "compressors": "robustbench_cnn.compress:COMPRESSORS",
+    "cell_kinds": "robustbench_cnn.engine.kinds:CELL_KINDS",
+    "resolve_arch": "robustbench_cnn.models.sources:resolve",
+    "check_model_params": "robustbench_cnn.models.build:check_params",
+    "preload_suite_plugins": "robustbench_cnn.models.sources:preload",
+}
+
+
+def hook(name: str) -> Any:
+    """The object :data:`HOOKS` names (its module imported on first use)."""
+    module, _, attr = HOOKS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def registry(name: str) -> Registry:
+    """The registry :data:`HOOKS` names, e.g. ``registry("attacks")``."""
+    found = hook(name)
+    assert isinstance(found, Registry), f"{HOOKS[name]} is not a Registry"
+    return found

@@ -6,7 +6,8 @@ import pytest
 
 from robustbench_cnn.cli.main import main
 from robustbench_cnn.contract.results import Row, frame, write_csv
-from robustbench_cnn.report.compare import Tolerances, compare
+from robustbench_cnn.report.compare import compare
+from robustbench_cnn.report.tolerances import Tolerances
 
 
 def table(robust=0.60, n=400, clean=0.95, p50=2.0, check=1.0):

@@ -10,12 +10,12 @@ import sys
 import pandas as pd
 import pytest
 
+from robustbench_cnn.cli.bundle import _run_suite, build_bundle, select_exports
 from robustbench_cnn.config.load import load_suite
 from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.edge.bundle_format import VALIDATOR_FILES
 from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.errors import InputError, RobustBenchError
-from robustbench_cnn.export.bundle import _run_suite, build_bundle, select_exports
 
 pytest.importorskip("litert_torch", reason="the 'edge' extra is not installed")
 
@@ -211,7 +211,7 @@ def _parity_run(edge_run, dest, int8_parity: float):
 
 def test_an_export_that_failed_parity_is_left_out_and_listed_unless_included(edge_run, tmp_path, caplog):
     run = _parity_run(edge_run, tmp_path / "run", int8_parity=0.0)
-    with caplog.at_level("WARNING", logger="robustbench_cnn.export.bundle"):
+    with caplog.at_level("WARNING", logger="robustbench_cnn.cli.bundle"):
         out = build_bundle(run, tmp_path / "b1")
     reason = "failed its parity check (check_parity = 0); --include-failed-parity bundles it"
     assert f"left out cnn [int8]: {reason}" in caplog.messages

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 import robustbench_cnn
+from robustbench_cnn.contract.integrity import sha256
 from robustbench_cnn.edge.__main__ import main
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, SUMS, file_stem, sha256, sums_text
+from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, SUMS, file_stem, sums_text
 from robustbench_cnn.edge.manifest import PART
 from robustbench_cnn.edge.selfcheck import code_root, own_hashes
 

@@ -21,7 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_edge_hardening import ADV, MODEL, PRED, make_bundle, run_validator, snapshot
 
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, sha256
+from robustbench_cnn.contract.integrity import sha256
+from robustbench_cnn.edge.bundle_format import EVAL_DATA
 
 PATHS = (
     MODEL, PRED, ADV, EVAL_DATA, "models/link.tflite", "data/link.npz", "../outside/evil.tflite", "/etc/passwd",

@@ -254,7 +254,7 @@ def test_a_non_converged_attack_row_is_a_note_when_the_headline_converged():
     above a stronger run by more than the tolerance, the headline itself is flagged."""
     import pandas as pd
 
-    from robustbench_cnn.report.leaderboard import verdicts
+    from robustbench_cnn.contract.verdicts import verdicts
 
     def rows(headline: float | None) -> pd.DataFrame:
         base = {"model": "cnn", "format": "torch", "norm": "linf", "eps": 0.05}

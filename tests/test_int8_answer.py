@@ -51,8 +51,8 @@ direct_queries = 20
 
 @pytest.mark.slow
 def test_a_failed_int8_export_keeps_its_rows_and_the_bundle_names_it(tmp_path, monkeypatch):
-    from robustbench_cnn.export import measure
-    from robustbench_cnn.export.bundle import build_bundle
+    from robustbench_cnn.cli.bundle import build_bundle
+    from robustbench_cnn.measures import export as measure
 
     real = measure.parity_problems
 

@@ -28,8 +28,9 @@ from robustbench_cnn.cli.main import main
 from robustbench_cnn.contract.manifest import environment, write_json
 from robustbench_cnn.contract.results import Row, frame, read_csv, write_csv
 from robustbench_cnn.models.build import build_model
-from robustbench_cnn.report.compare import Run, Tolerances, compare, load_run
+from robustbench_cnn.report.compare import Run, compare, load_run
 from robustbench_cnn.report.latency_gate import CONTENDED
+from robustbench_cnn.report.tolerances import Tolerances
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir, write_samples
 from robustbench_cnn.runtime.timing import RunQueueClock, measure
 from robustbench_cnn.runtime.torch_runtime import torch_latency

@@ -10,7 +10,7 @@ import pytest
 from robustbench_cnn.cli.main import main
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.report.history import append, query
-from robustbench_cnn.report.plots import pareto_front
+from robustbench_cnn.report.leaderboard import pareto_front
 
 
 def test_pareto_front():

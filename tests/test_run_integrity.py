@@ -9,6 +9,7 @@ from robustbench_cnn.cli.main import main
 from robustbench_cnn.config.load import load_suite
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.engine.runner import RunOptions, run_suite
+from robustbench_cnn.report.summary import finish_run
 
 TWINS = """
 [[models]]
@@ -22,7 +23,9 @@ train = { epochs = 2, batch_size = 64, lr = 0.05 }
 def test_two_models_with_one_recipe_share_weights_but_not_results(tmp_path, tiny_suite):
     """Used to write model cnn's rows twice and none for the twin, and report the run complete."""
     path = tiny_suite(TWINS)
-    result = run_suite(load_suite(path), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False))
+    result = run_suite(
+        load_suite(path), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False, finish=finish_run)
+    )
     assert result.manifest["status"] == "complete"
     models = result.manifest["models"]
     assert models["cnn"]["key"] == models["twin"]["key"]  # one cache entry, trained once

@@ -12,6 +12,7 @@ from robustbench_cnn.config.load import load_suite
 from robustbench_cnn.contract.results import COLUMNS, METRICS, read_csv
 from robustbench_cnn.engine.runner import RunOptions, run_suite
 from robustbench_cnn.errors import CheckpointError
+from robustbench_cnn.report.summary import finish_run
 
 
 def replace_kind(monkeypatch, kind: str, run) -> None:
@@ -24,7 +25,7 @@ def replace_kind(monkeypatch, kind: str, run) -> None:
 
 
 def options(tmp_path, **kw):
-    return RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, **kw)
+    return RunOptions(out_root=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False, finish=finish_run, **kw)
 
 
 def test_run_writes_the_results_contract(tmp_path, tiny_suite):

@@ -54,7 +54,6 @@ def _zoo_dir(args: argparse.Namespace) -> Path | None:
 
 def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None = None) -> int:
     from robustbench_cnn.report.compare import (
-        Tolerances,
         check_coverage,
         compare,
         describe,
@@ -62,6 +61,7 @@ def _compare(base: Path, new: Path, args: argparse.Namespace, out: Path | None =
         render,
         stale_models,
     )
+    from robustbench_cnn.report.tolerances import Tolerances
 
     b, n = load_run(base), load_run(new)
     tol = Tolerances(args.acc_tol, args.alpha, args.latency_ratio, args.latency_floor_ms, not args.no_normalize_latency,
@@ -152,6 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise SuiteError(refusal)
     from robustbench_cnn.config.paths import run_root
     from robustbench_cnn.engine.runner import RunOptions, newest_run, run_suite
+    from robustbench_cnn.report.summary import compact, finish_run
 
     run_root(out, loaded.spec.name)  # refuses a results folder that would resolve outside --out
     _check_checkpoints(loaded)  # before a run directory exists
@@ -177,9 +178,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         ray_address=args.ray_address,
         gpus_per_cell=args.gpus_per_cell,
+        finish=finish_run,
     )
     result = run_suite(loaded, opts)
-    from robustbench_cnn.report.summary import compact
 
     sys.stdout.write(compact(result.table, result.manifest))  # the wide table stays in summary.md
     if not args.no_report:
@@ -257,7 +258,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:
-    from robustbench_cnn.export.bundle import build_bundle
+    from robustbench_cnn.cli.bundle import build_bundle
 
     out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
                        args.adversarial_agreement, args.force, args.include_failed_parity)  # fmt: skip

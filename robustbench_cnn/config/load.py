@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from robustbench_cnn.config.problems import problem_lines
 from robustbench_cnn.config.spec import SuiteSpec
 from robustbench_cnn.errors import RobustBenchError, SuiteError, shown
+from robustbench_cnn.registry import hook
 from robustbench_cnn.zoo import ZooError, is_zoo, resolve_checkpoint
 
 MAX_BYTES = 1 << 20
@@ -138,9 +139,9 @@ def load_suite(path: Path, zoo_dir: Path | None = None) -> LoadedSuite:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:  # a nesting the scan above miscounted (e.g. odd multi-line string quoting)
         raise SuiteError(f"{path}: arrays or tables nest too deep; a suite needs at most {MAX_DEPTH} levels") from None
-    from robustbench_cnn.models.sources import preload
-
-    preload(data, path.parent, str(path))  # plugins and pkg.module:factory archs, before arch names are validated
+    hook("preload_suite_plugins")(
+        data, path.parent, str(path)
+    )  # plugins and pkg.module:factory archs, before arch names are validated
     loaded = LoadedSuite(parse_suite(data, str(path)), path, hashlib.sha256(raw).hexdigest(), zoo_dir)
     missing = []
     for i, m in enumerate(loaded.spec.models):

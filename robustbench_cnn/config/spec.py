@@ -16,7 +16,6 @@ A suite file is TOML::
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
@@ -51,6 +50,7 @@ from robustbench_cnn.config.spec_types import (
     SpecBase as _Spec,
 )
 from robustbench_cnn.errors import RobustBenchError, shown
+from robustbench_cnn.registry import hook, registry
 from robustbench_cnn.zoo import Preprocess
 
 
@@ -105,7 +105,7 @@ class CompressSpec(_Spec):
         return self.name
 
 
-def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callable[[Any], Any]:
+def _plugin_spec(kind: str, registry_name: str, example: str) -> Callable[[Any], Any]:
     """A before-validator turning a ``{ name = ..., ... }`` table into the spec class its name registers."""
 
     def validate(value: Any) -> Any:
@@ -117,7 +117,7 @@ def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callabl
             raise ValueError(f"a {kind}'s 'name' is a string, e.g. {example}")
         from pydantic import ValidationError
 
-        spec_cls = getattr(importlib.import_module(module), registry).get(value["name"]).spec
+        spec_cls = registry(registry_name).get(value["name"]).spec
         try:
             return spec_cls.model_validate(value)
         except ValidationError as exc:
@@ -127,8 +127,8 @@ def _plugin_spec(kind: str, module: str, registry: str, example: str) -> Callabl
     return validate
 
 
-_defense = _plugin_spec("defense", "robustbench_cnn.defenses", "DEFENSES", '{ name = "pgd_at", eps = 0.1 }')
-_compress = _plugin_spec("compression", "robustbench_cnn.compress", "COMPRESSORS", '{ name = "prune", ratio = 0.5 }')
+_defense = _plugin_spec("defense", "defenses", '{ name = "pgd_at", eps = 0.1 }')
+_compress = _plugin_spec("compression", "compressors", '{ name = "prune", ratio = 0.5 }')
 
 
 def _preprocess(value: Any) -> Any:
@@ -187,11 +187,9 @@ class ModelSpec(_Spec):
 
     @model_validator(mode="after")
     def _params_fit_arch(self) -> ModelSpec:
-        from robustbench_cnn.models import check_params
-
         found = []
         try:
-            check_params(self.arch, self.params)
+            hook("check_model_params")(self.arch, self.params)
         except (RobustBenchError, ValueError, TypeError) as exc:  # the models code's own one-line message
             message = str(exc)  # names the parameter itself ("params.width = 1.5: ...") or not
             found.append(("" if message.startswith("params") else "params", message))

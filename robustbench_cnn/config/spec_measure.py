@@ -21,6 +21,7 @@ from robustbench_cnn.config.spec_types import (
 from robustbench_cnn.config.spec_types import (
     SpecBase as _Spec,
 )
+from robustbench_cnn.registry import registry
 
 
 class EvalSpec(_Spec):
@@ -42,9 +43,7 @@ class EvalSpec(_Spec):
 
     @model_validator(mode="after")
     def _eps_in_range(self) -> EvalSpec:
-        from robustbench_cnn.attacks import ATTACKS
-
-        norms = ATTACKS.get(self.attack).norms
+        norms = registry("attacks").get(self.attack).norms
         found = []
         if self.norm not in norms:
             found.append(("norm", f"attack '{self.attack}' supports norm {' or '.join(norms)}, not '{self.norm}'"))
@@ -212,7 +211,7 @@ class ExportSpec(_Spec):
     direct_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="images it attacks; default: all")
     calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that calibrate int8")
     per_channel: bool = Field(
-        False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see README)"
+        False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see docs/suite.md#exports)"
     )
     opset: int = Field(18, ge=17, le=99, description="ONNX opset")
 

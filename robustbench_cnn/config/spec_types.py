@@ -4,7 +4,6 @@ project but its error and name helpers."""
 
 from __future__ import annotations
 
-import importlib
 from fractions import Fraction
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from robustbench_cnn.config.paths import check_name, check_path_text
 from robustbench_cnn.errors import shown
+from robustbench_cnn.registry import hook, registry
 
 MAX_MODELS = 256
 MAX_ITEMS = 64  # eps, radii, evaluations, exports, ratios, params, ...
@@ -52,11 +52,11 @@ Name = Annotated[str, AfterValidator(check_name)]
 PathText = Annotated[str, AfterValidator(check_path_text)]
 
 
-def _registered(module: str, registry: str) -> AfterValidator:
-    """A name that must be registered in ``module.registry`` (imported on first use)."""
+def _registered(kind: str) -> AfterValidator:
+    """A name that must be registered in the registry :data:`robustbench_cnn.registry.HOOKS` names."""
 
     def check(name: str) -> str:
-        getattr(importlib.import_module(module), registry).get(name)
+        registry(kind).get(name)
         return name
 
     return AfterValidator(check)
@@ -64,12 +64,10 @@ def _registered(module: str, registry: str) -> AfterValidator:
 
 def _arch(name: str) -> str:
     """A registered name or a source form (``torchvision:NAME``, ``timm:NAME``, ``pkg.module:factory``)."""
-    from robustbench_cnn.models.sources import resolve
-
-    resolve(name)
+    hook("resolve_arch")(name)
     return name
 
 
-DatasetName = Annotated[str, _registered("robustbench_cnn.data", "DATASETS")]
+DatasetName = Annotated[str, _registered("datasets")]
 ArchName = Annotated[str, AfterValidator(_arch)]
-AttackName = Annotated[str, _registered("robustbench_cnn.attacks", "ATTACKS")]
+AttackName = Annotated[str, _registered("attacks")]

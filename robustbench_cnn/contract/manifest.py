@@ -194,7 +194,7 @@ def read_run_manifest(path: Path) -> dict[str, Any]:
     keys are refused."""
     from pydantic import ValidationError
 
-    from robustbench_cnn.edge.bundle_format import unique_keys
+    from robustbench_cnn.contract.integrity import unique_keys
     from robustbench_cnn.errors import InputError, one_line
 
     fix = "re-run (or --resume) the run to rewrite its manifest"

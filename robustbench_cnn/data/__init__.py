@@ -5,10 +5,6 @@ tensors of shape ``(N, C, H, W)`` with values in [0, 1]; normalization is the mo
 """
 
 from robustbench_cnn.data.base import DatasetError, ImageDataset, load_dataset
-from robustbench_cnn.registry import Registry
-
-DATASETS: Registry = Registry(
-    "dataset", ("robustbench_cnn.data.digits", "robustbench_cnn.data.vision", "robustbench_cnn.data.npz")
-)
+from robustbench_cnn.data.catalog import DATASETS
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset"]

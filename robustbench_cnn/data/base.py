@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from robustbench_cnn.data.catalog import DATASETS
 from robustbench_cnn.errors import RobustBenchError
 
 if TYPE_CHECKING:
@@ -136,8 +137,6 @@ def check_memory(spec: DatasetSpec, images: int, channels: int) -> None:
 
 def load_dataset(spec: DatasetSpec, data_dir: Path | None) -> ImageDataset:
     """Load the dataset a suite names. ``data_dir`` must already be absolute (resolved by the caller)."""
-    from robustbench_cnn.data import DATASETS
-
     loader = DATASETS.get(spec.name)
     options = {k: v for k, v in (("path", spec.path), ("num_classes", spec.num_classes)) if v is not None}
     takes = inspect.signature(loader).parameters

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
-from typing import Any
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -38,30 +36,12 @@ MAX_FILE_BYTES = 1 << 30  # any file the manifest lists
 VALIDATOR_FILES = tuple(
     f"robustbench_cnn/{rel}"
     for rel in (
-        "__init__.py", "errors.py", "schema.py", "edge/__init__.py", "edge/__main__.py", "edge/arrays.py",
+        "__init__.py", "errors.py", "contract/__init__.py", "contract/integrity.py", "contract/schema.py",
+        "edge/__init__.py", "edge/__main__.py", "edge/arrays.py",
         "edge/bundle_format.py", "edge/manifest.py", "edge/selfcheck.py", "edge/validate.py",
         "runtime/__init__.py", "runtime/timing.py", "runtime/tflite_runtime.py",
     )
 )  # fmt: skip
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads(..., object_pairs_hook=unique_keys)``: a JSON object whose keys are unique. A duplicate
-    (which JSON parsers resolve differently, the last one winning in Python's) is refused, not resolved."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:60]!r}")
-        out[key] = value
-    return out
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def attack_key(attack: str, norm: str, eps: float) -> str:

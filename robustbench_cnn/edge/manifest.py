@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustbench_cnn.contract.integrity import sha256, unique_keys
 from robustbench_cnn.edge.bundle_format import (
     EVAL_DATA,
     FORMAT_VERSION,
@@ -24,8 +25,6 @@ from robustbench_cnn.edge.bundle_format import (
     MAX_FILE_BYTES,
     MAX_MANIFEST_BYTES,
     PRECISIONS,
-    sha256,
-    unique_keys,
 )
 from robustbench_cnn.errors import InputError
 

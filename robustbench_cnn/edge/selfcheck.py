@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from robustbench_cnn.edge.bundle_format import MANIFEST, VALIDATOR_FILES, sha256, sums_text
+from robustbench_cnn.contract.integrity import sha256
+from robustbench_cnn.edge.bundle_format import MANIFEST, VALIDATOR_FILES, sums_text
 from robustbench_cnn.edge.manifest import RECOPY, BundleError, Manifest
 
 

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.config.load import LoadedSuite
 from robustbench_cnn.config.paths import run_root
 from robustbench_cnn.contract.manifest import environment, read_run_manifest, write_json
+from robustbench_cnn.contract.verdicts import verdict_reasons
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.engine import crashes
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
@@ -60,6 +62,9 @@ class RunOptions:
     executor: str = "local"  # local (in this process) | ray
     ray_address: str | None = None  # ray: an existing cluster ("auto"); default: start a local one
     gpus_per_cell: float = 1.0  # ray on a GPU cluster: the GPU share of each training/attack/certify task
+    # a view of the finished table written into the run directory, also after a failed run (the CLI and
+    # the API pass report.summary.write_summary for summary.md); the engine itself imports no view
+    finish: Callable[[pd.DataFrame, dict[str, Any], Path], None] | None = None
 
 
 @dataclass
@@ -308,12 +313,10 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
         with held:  # closed last: the summary's own warnings go to run.log too
             manifest["wall_seconds"] = round(time.perf_counter() - t0, 3)
             manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-            from robustbench_cnn.report.leaderboard import verdict_reasons
-            from robustbench_cnn.report.summary import write_summary
-
             table = record.table()
             manifest["verdicts"] = {m: {"reliable": not r, "reasons": r} for m, r in verdict_reasons(table).items()}
             record.save(table)
-            write_summary(table, manifest, run_dir / "summary.md")
+            if opts.finish is not None:
+                opts.finish(table, manifest, run_dir)
     _update_latest(run_dir.parent, manifest["run_id"])
     return RunResult(run_dir, table, manifest)

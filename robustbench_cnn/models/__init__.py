@@ -8,17 +8,7 @@ see takes images in [0, 1] (RobustBench's convention).
 """
 
 from robustbench_cnn.models.build import build_model, check_output, check_params
+from robustbench_cnn.models.catalog import MODELS
 from robustbench_cnn.models.normalize import Normalized, channels_last
-from robustbench_cnn.registry import Registry
-
-MODELS: Registry = Registry(
-    "model",
-    (
-        "robustbench_cnn.models.simple_cnn",
-        "robustbench_cnn.models.resnet",
-        "robustbench_cnn.models.mobilenet",
-        "robustbench_cnn.models.published",
-    ),
-)
 
 __all__ = ["MODELS", "Normalized", "build_model", "channels_last", "check_output", "check_params"]

@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from robustbench_cnn.errors import RobustBenchError, SuiteError, UnknownNameError, did_you_mean
+from robustbench_cnn.models.catalog import MODELS
 from robustbench_cnn.registry import PluginError, import_object, load_plugins
 
 TORCHVISION, TIMM = "torchvision:", "timm:"
@@ -119,8 +120,6 @@ def resolve(arch: str, base_dir: Path | None = None) -> Factory:
         return _timm(arch)
     if ":" in arch:
         return _module(arch, base_dir)
-    from robustbench_cnn.models import MODELS
-
     fn = MODELS.get(arch)
     return Factory(arch, "registered", fn, fn.__module__, _takes(fn, "num_classes"), _takes(fn, "in_channels"))
 

@@ -32,8 +32,8 @@ from scipy.stats import fisher_exact
 
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.contract.verdicts import superseded, verdict_reasons, verdict_text
 from robustbench_cnn.errors import RobustBenchError
-from robustbench_cnn.report.checks import superseded
 from robustbench_cnn.report.latency_gate import (
     CONTENDED,
     CONTENDED_SHARE,
@@ -43,7 +43,7 @@ from robustbench_cnn.report.latency_gate import (
     group_drift,
     latency_verdict,
 )
-from robustbench_cnn.report.leaderboard import verdict_reasons, verdict_text
+from robustbench_cnn.report.tolerances import Tolerances
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
 
 IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
@@ -54,16 +54,6 @@ INTERVAL = ["ci_low", "ci_high"]
 
 class CompareError(RobustBenchError):
     exit_code = 2
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    acc_points: float = 2.0
-    alpha: float = 0.05
-    latency_ratio: float = 2.0  # one model's p50 at batch 1 moved x1.51 between two runs of one build here
-    latency_floor_ms: float = 0.5  # and slower by at least this much: sub-millisecond jitter is not a regression
-    normalize_latency: bool = True  # divide latency ratios by their (batch_size, runtime) group's median ratio
-    latency_alpha: float = 0.01  # significance of the Mann-Whitney U test on raw samples, where both runs have them
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,8 @@ def regressions(prev: RunData, cur: RunData) -> pd.DataFrame:
     """The rows ``compare`` calls a regression between two run directories (empty without both)."""
     if prev.run_dir is None or cur.run_dir is None:
         return pd.DataFrame()
-    from robustbench_cnn.report.compare import Tolerances, compare, load_run
+    from robustbench_cnn.report.compare import compare, load_run
+    from robustbench_cnn.report.tolerances import Tolerances
 
     joined = compare(load_run(prev.run_dir), load_run(cur.run_dir), Tolerances())[0]
     return joined[joined.verdict == "REGRESSION"]

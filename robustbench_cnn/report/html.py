@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.contract.verdicts import failing
 from robustbench_cnn.report import page_assets, svg
-from robustbench_cnn.report.checks import failing
 from robustbench_cnn.report.leaderboard import (
     NO_INTERVAL,
     VARIANT,
@@ -27,11 +27,11 @@ from robustbench_cnn.report.leaderboard import (
     certify_limits,
     interval_of,
     leaderboard,
+    pareto_front,
     ranked,
     threat_models,
     variant_label,
 )
-from robustbench_cnn.report.plots import pareto_front
 from robustbench_cnn.report.reproduction import reproduction
 from robustbench_cnn.report.reproduction import warnings as repro_warnings
 

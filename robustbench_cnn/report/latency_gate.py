@@ -35,17 +35,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from robustbench_cnn.report.tolerances import Tolerances
 from robustbench_cnn.runtime.samples import SampleKey
 from robustbench_cnn.runtime.timing import CALM_SHARE
-
-if TYPE_CHECKING:
-    from robustbench_cnn.report.compare import Tolerances
 
 LATENCY = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99"}
 SPREAD = {"latency_ms_iqr", "latency_ms_std"}

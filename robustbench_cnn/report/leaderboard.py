@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from scipy.stats import norm as normal
 
-from robustbench_cnn.report.checks import deciding
+from robustbench_cnn.contract.verdicts import variant_verdict, verdict_reasons
 
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
 KEY = ["model", "compression", "format", "runtime"]
@@ -101,47 +101,6 @@ def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
     return threat_models(df, manifest)[0]
 
 
-def reason(check: pd.Series) -> str:
-    """A failed check row as a verdict's reason: ``grad_norm``, ``more_steps pgd linf 0.2``, ``parity``."""
-    parts = [str(check.metric).removeprefix("check_")]
-    if isinstance(check.get("attack"), str) and check.attack:
-        parts.append(str(check.attack))
-    if check.metric in ("check_more_steps", "check_headline_converged") and pd.notna(check.get("eps")):
-        parts += [str(check.norm), f"{float(check.eps):g}"]
-    return " ".join(parts)
-
-
-def verdict_text(reasons: list[str]) -> str:
-    """``reliable``, or ``UNRELIABLE (<the failed checks>)``."""
-    return f"UNRELIABLE ({', '.join(reasons)})" if reasons else "reliable"
-
-
-def verdict_reasons(df: pd.DataFrame) -> dict[str, list[str]]:
-    """Per model: the failed checks of its torch form that decide its verdict (``[]``: reliable); an
-    export's own ``check_parity`` counts for that export only (:func:`variant_verdict`)."""
-    checks = deciding(df)
-    checks = checks[checks.format.fillna("torch") == "torch"]
-    out: dict[str, list[str]] = {}
-    for model, rows in checks.groupby("model", sort=False):
-        out[str(model)] = [reason(r) for _, r in rows[rows.value < 1].iterrows()]
-    return out
-
-
-def verdicts(df: pd.DataFrame) -> dict[str, str]:
-    """Per model: ``reliable`` or ``UNRELIABLE (<reasons>)`` (see :func:`verdict_reasons`)."""
-    return {m: verdict_text(r) for m, r in verdict_reasons(df).items()}
-
-
-def variant_verdict(model_reasons: list[str] | None, rows: pd.DataFrame) -> str:
-    """An export's verdict: its model's reasons plus its own failed checks (e.g. ``check_parity`` = 0);
-    ``unchecked`` for a model without check rows."""
-    own = rows[rows.metric.str.startswith("check_") & (rows.format.fillna("torch") != "torch")]
-    extra = [reason(r) for _, r in own[own.value < 1].iterrows()]
-    if model_reasons is None and not extra:
-        return "unchecked"
-    return verdict_text([*(model_reasons or []), *extra])
-
-
 Interval = tuple[float | None, float | None]  # a row's 95% interval (ci_low, ci_high), None where it has none
 NO_INTERVAL: Interval = (None, None)
 
@@ -217,3 +176,14 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
     cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "eot", "certified", "size_bytes",
             "p50_ms", "latency_batch", "clean_ci", "robust_ci", "certified_ci"]  # fmt: skip
     return pd.DataFrame(out, columns=cols), tm
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points not dominated by another with lower-or-equal ``x`` and higher-or-equal ``y``."""
+    ordered = points.sort_values([x, y], ascending=[True, False])
+    best, keep = -float("inf"), []
+    for idx, r in ordered.iterrows():
+        if r[y] > best:
+            keep.append(idx)
+            best = r[y]
+    return ordered.loc[keep]

@@ -16,8 +16,8 @@ import pandas as pd
 
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
-from robustbench_cnn.report.checks import deciding
-from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, variant_label
+from robustbench_cnn.contract.verdicts import deciding
+from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, pareto_front, variant_label
 from robustbench_cnn.report.summary import render as render_summary
 
 MARKERS = {("torch", "none"): ("o", "-"), ("onnx", "none"): ("s", "--"), ("onnx", "int8"): ("^", ":"),
@@ -127,17 +127,6 @@ def certified_vs_radius(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | 
                         fontsize=7, color="0.25")  # fmt: skip
     ax.set_ylim(-2, 102)
     return [_save(fig, ax, out / "certified.png")]
-
-
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Points not dominated by another with lower-or-equal ``x`` and higher-or-equal ``y``."""
-    ordered = points.sort_values([x, y], ascending=[True, False])
-    best, keep = -float("inf"), []
-    for idx, r in ordered.iterrows():
-        if r[y] > best:
-            keep.append(idx)
-            best = r[y]
-    return ordered.loc[keep]
 
 
 def place_labels(ax, xs: list[float], ys: list[float], texts: list[str], draw: bool = True) -> list[Any]:

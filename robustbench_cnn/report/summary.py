@@ -10,15 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from robustbench_cnn.report.checks import deciding, failing, notes
-from robustbench_cnn.report.leaderboard import (
-    ThreatModel,
-    leaderboard,
-    ranked,
-    reason,
-    threat_models,
-    verdict_text,
-)
+from robustbench_cnn.contract.verdicts import deciding, failing, notes, reason, verdict_text
+from robustbench_cnn.report.leaderboard import ThreatModel, leaderboard, ranked, threat_models
 from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 
 VARIANT = ["model", "arch", "defense", "compression", "format", "runtime"]
@@ -128,6 +121,11 @@ def write_summary(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> str
     text = render(df, manifest)
     path.write_text(text)
     return text
+
+
+def finish_run(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path) -> None:
+    """The views a run writes when it ends (``RunOptions.finish``): ``summary.md``."""
+    write_summary(df, manifest, run_dir / "summary.md")
 
 
 def _pct(v: float | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from robustbench_cnn.edge.bundle_format import sha256  # standard library only: the one file hasher
+from robustbench_cnn.contract.integrity import sha256  # standard library only: the one file hasher
 from robustbench_cnn.errors import RobustBenchError, UnknownNameError, did_you_mean, shown
 from robustbench_cnn.zoo.catalog import ENTRIES
 from robustbench_cnn.zoo.entries import RAW, Figure, Preprocess, ZooEntry

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import robustbench_cnn
+from robustbench_cnn.contract.integrity import sha256
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.edge.bundle_format import (
     EVAL_DATA,
@@ -37,7 +38,6 @@ from robustbench_cnn.edge.bundle_format import (
     VALIDATOR_FILES,
     attack_key,
     file_stem,
-    sha256,
     sums_text,
 )
 from robustbench_cnn.errors import InputError, RobustBenchError
