@@ -86,3 +86,20 @@ def test_compare_exits_2_with_one_line_on_a_bad_new_table(tmp_path, capsys):
     err = capsys.readouterr().err
     expected = f"bad.csv: line {i + 1}, column 'value': clean_acc = {value + 1:g} is outside [0, 1]"
     assert err.count("\n") == 1 and expected in err, err
+
+
+def test_every_metric_is_one_record_with_consistent_facts():
+    """The contract's metric records: an interval only on an accuracy in [0, 1]; every check a 0/1 fraction
+    gated as a check; the gate's accuracy metrics carry intervals; a name cannot be registered twice."""
+    from robustbench_cnn.contract.schema import METRIC_SPECS, METRICS, gated, register_metric
+
+    assert set(METRIC_SPECS) == METRICS and all(s.name == m for m, s in METRIC_SPECS.items())
+    for spec in METRIC_SPECS.values():
+        if spec.interval:
+            assert (spec.low, spec.high, spec.higher_is_better) == (0.0, 1.0, True)
+        assert (spec.gate == "check") == spec.name.startswith("check_")
+        assert spec.description
+    assert gated("accuracy") == {"clean_acc", "robust_acc", "certified_acc"}
+    assert all(METRIC_SPECS[m].interval for m in gated("accuracy"))
+    with pytest.raises(ValueError, match="already registered"):
+        register_metric("clean_acc", "a second meaning")

@@ -211,7 +211,8 @@ class ExportSpec(_Spec):
     direct_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="images it attacks; default: all")
     calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that calibrate int8")
     per_channel: bool = Field(
-        False, description="int8 per-channel weight scales; default: yes for tflite, no for onnx (see docs/suite.md#exports)"
+        False,
+        description="int8 per-channel weight scales; default: yes for tflite, no for onnx (docs/suite.md)",
     )
     opset: int = Field(18, ge=17, le=99, description="ONNX opset")
 

@@ -17,16 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_cnn.atomic import atomic_write
-from robustbench_cnn.contract.schema import ACCURACY_METRICS, COLUMNS, METRICS, NUMERIC
+from robustbench_cnn.contract.schema import ACCURACY_METRICS, COLUMNS, METRIC_SPECS, METRICS, NUMERIC, ROW_KEY
 from robustbench_cnn.errors import RobustBenchError, did_you_mean
 
 REQUIRED = COLUMNS[:16]  # batch_size is an extension older tables lack
 TEXT_REQUIRED = ("run_id", "suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime",
                  "device", "metric")  # fmt: skip
-UNIT_INTERVAL = {"clean_acc", "robust_acc", "certified_acc", "macro_f1", "ece", "parity_top1_agreement",
-                 "clean_acc_bf16", "bf16_agreement"}  # fmt: skip  # and every check_*: 1 passed, 0 failed
-NON_NEGATIVE = {"throughput", "size_bytes", "params", "macs", "parity_max_abs_logit_diff"}  # and every latency_ms_*
-ROW_KEY = [c for c in COLUMNS if c not in ("value", "n", "ci_low", "ci_high")]
 INTEGER = ("n", "batch_size")
 
 
@@ -178,10 +174,11 @@ def _check_record(path: Path, line: int, rec: dict[str, str]) -> dict[str, float
     if not rec["value"].strip():
         raise ResultsError(f"{path}: line {line}, column 'value' is empty; every row needs its measurement")
     value = _number(path, line, "value", rec["value"])
-    if (metric in UNIT_INTERVAL or metric.startswith("check_")) and not 0 <= value <= 1:
+    spec = METRIC_SPECS[metric]
+    if spec.high is not None and not spec.in_range(value):
         raise ResultsError(f"{path}: line {line}, column 'value': {metric} = {value:g} is outside [0, 1]; "
                            "accuracies, agreements and checks are fractions")  # fmt: skip
-    if (metric in NON_NEGATIVE or metric.startswith("latency_ms_")) and value < 0:
+    if not spec.in_range(value):
         raise ResultsError(f"{path}: line {line}, column 'value': {metric} = {value:g} is negative; "
                            "latencies, sizes, counts and differences are >= 0")  # fmt: skip
     numbers: dict[str, float | int | None] = {"value": value}

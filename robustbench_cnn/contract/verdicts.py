@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from robustbench_cnn.contract.schema import gated
+
+CHECKS = gated("check")  # the check_* metrics: 1 passed, 0 failed
+
 
 def superseded(df: pd.DataFrame) -> pd.Series:
     """Per row of ``df`` (a results table; ``eps`` numbers or their text): a ``check_more_steps`` (an
@@ -25,7 +29,7 @@ def superseded(df: pd.DataFrame) -> pd.Series:
 
 def deciding(df: pd.DataFrame) -> pd.DataFrame:
     """The check rows of ``df`` that count toward a verdict (see the module docstring)."""
-    checks = df[df.metric.str.startswith("check_")]
+    checks = df[df.metric.isin(CHECKS)]
     return checks[~superseded(checks)]
 
 
@@ -74,7 +78,7 @@ def verdicts(df: pd.DataFrame) -> dict[str, str]:
 def variant_verdict(model_reasons: list[str] | None, rows: pd.DataFrame) -> str:
     """An export's verdict: its model's reasons plus its own failed checks (e.g. ``check_parity`` = 0);
     ``unchecked`` for a model without check rows."""
-    own = rows[rows.metric.str.startswith("check_") & (rows.format.fillna("torch") != "torch")]
+    own = rows[rows.metric.isin(CHECKS) & (rows.format.fillna("torch") != "torch")]
     extra = [reason(r) for _, r in own[own.value < 1].iterrows()]
     if model_reasons is None and not extra:
         return "unchecked"

@@ -32,6 +32,8 @@ from scipy.stats import fisher_exact
 
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
+from robustbench_cnn.contract.schema import IDENTITY as IDENTITY_COLUMNS
+from robustbench_cnn.contract.schema import gated
 from robustbench_cnn.contract.verdicts import superseded, verdict_reasons, verdict_text
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.report.latency_gate import (
@@ -46,9 +48,9 @@ from robustbench_cnn.report.latency_gate import (
 from robustbench_cnn.report.tolerances import Tolerances
 from robustbench_cnn.runtime.samples import SampleKey, read_samples, read_waited, samples_dir
 
-IDENTITY = ["suite", "dataset", "model", "arch", "defense", "compression", "format", "runtime", "device", "metric",
-            "attack", "norm", "eps", "batch_size"]  # fmt: skip
-ACCURACY = {"clean_acc", "robust_acc", "certified_acc"}
+IDENTITY = list(IDENTITY_COLUMNS)
+ACCURACY = gated("accuracy")
+CHECKS = gated("check")
 INTERVAL = ["ci_low", "ci_high"]
 
 
@@ -163,7 +165,7 @@ def _verdict(r: Mapping[str, Any], tol: Tolerances, latency_comparable: bool, dr
         if not latency_comparable:
             return "not comparable", None
         return latency_verdict(r, tol, drift)
-    if metric.startswith("check_"):
+    if metric in CHECKS:
         return ("REGRESSION" if base == 1 and new == 0 else "ok"), None
     return "ok", None
 
