@@ -198,7 +198,7 @@ def evaluate(
     """
     from robustbench_cnn.contract.results import Row, frame
     from robustbench_cnn.engine.runner import new_run_id, resolve_device
-    from robustbench_cnn.measures.clean import predict_logits
+    from robustbench_cnn.measures.common import predict_logits
     from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
     from robustbench_cnn.models import Normalized
     from robustbench_cnn.runtime.torch_runtime import count_params

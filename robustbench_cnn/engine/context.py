@@ -57,7 +57,7 @@ class ModelUnderTest:
 
     ``info``: its manifest entry as prepared (``key``, ``final_train_acc``, ...), read-only;
     ``surrogate``: the transfer check's other model, if any. ``attacker`` and ``attack_batch`` are
-    built on first use in this process (:func:`robustbench_cnn.measures.clean.crafting_for`)."""
+    built on first use in this process (:func:`robustbench_cnn.measures.common.crafting_for`)."""
 
     spec: ModelSpec
     model: nn.Module

@@ -18,6 +18,7 @@ from typing import Any
 
 from robustbench_cnn.config.load import LoadedSuite
 from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
+from robustbench_cnn.engine.kinds import measures
 from robustbench_cnn.engine.plan import plan as cell_plan
 from robustbench_cnn.errors import RobustBenchError
 from robustbench_cnn.train.pinned import training_mode
@@ -97,18 +98,12 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
     inner = getattr(d, "steps", 1 if hasattr(d, "eps") else 0) if d is not None else 0
     if c is not None and getattr(c, "adversarial", False):
         inner += getattr(c, "steps", 0)
-    train = 0 if m.checkpoint is not None else n_train * m.train.epochs * (1 + inner + (c is not None))
-    evals = [ev for ev in suite.evaluations if ev.applies_to(m.name)]
-    attacks = sum(n_eval * ev.steps * ev.restarts for ev in evals for _ in ev.eps)
-    e = suite.ensemble  # at every (norm, eps > 0) evaluated; apgd_t once per target class
-    budgets = {(ev.norm, eps) for ev in evals for eps in ev.eps if eps > 0}
-    runs = sum(e.targets if member == "apgd_t" else 1 for member in e.members) * e.steps * e.restarts
-    attacks += len(budgets) * min(n_eval, e.eval_size or n_eval) * runs if e.enabled else 0
-    k = suite.checks
-    checks = min(k.eval_size, n_eval) * k.steps * (3 + k.more_steps_factor * k.more_restarts) if k.enabled else 0
-    sigma = getattr(d, "sigma", None)
-    certify = min(suite.certify.eval_size, n_eval) * (suite.certify.n0 + suite.certify.n) if sigma else 0
-    return {"train": train, "attacks": attacks, "checks": checks, "certify": certify}
+    work = {"train": 0 if m.checkpoint is not None else n_train * m.train.epochs * (1 + inner + (c is not None)),
+            "attacks": 0, "checks": 0, "certify": 0}  # fmt: skip
+    for measure in measures():  # each measure's own estimate (attacks, checks, certify, ...)
+        for stage, passes in (measure.estimate(suite, m, n_eval) if measure.estimate else {}).items():
+            work[stage] = work.get(stage, 0) + passes
+    return work
 
 
 def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, data_dir: Path | None = None) -> SuitePlan:

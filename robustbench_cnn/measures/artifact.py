@@ -81,7 +81,7 @@ def measure_artifact(
     import torch
 
     from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
-    from robustbench_cnn.measures.clean import latency_rows
+    from robustbench_cnn.measures.latency import latency_rows
     from robustbench_cnn.metrics import macro_f1
 
     pred = artifact.predict(x).argmax(1)

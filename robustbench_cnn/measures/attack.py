@@ -10,13 +10,14 @@ images) and computes the rows from them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 import torch
 
 from robustbench_cnn.attacks import ATTACKS
 from robustbench_cnn.attacks.evaluate import robust_correct
-from robustbench_cnn.config.spec import EnsembleSpec, ModelSpec
+from robustbench_cnn.config.spec import EnsembleSpec, ModelSpec, SuiteSpec
 from robustbench_cnn.data.base import subset_indices
 from robustbench_cnn.engine.cells import (
     AttackParams,
@@ -28,12 +29,61 @@ from robustbench_cnn.engine.cells import (
     WorstCaseParams,
 )
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
-from robustbench_cnn.engine.kinds import cell_kind
+from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.engine.plan import crafting
-from robustbench_cnn.measures.clean import attack_batch, crafting_for
+from robustbench_cnn.measures.common import attack_batch, crafting_for
 from robustbench_cnn.seeds import derived_seed
 
 log = logging.getLogger(__name__)
+
+
+def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
+    """Image-passes of the attacks and the ensemble (an upper bound where attacks stop early)."""
+    evals = [ev for ev in spec.evaluations if ev.applies_to(mspec.name)]
+    attacks = sum(n_eval * ev.steps * ev.restarts for ev in evals for _ in ev.eps)
+    e = spec.ensemble  # at every (norm, eps > 0) evaluated; apgd_t once per target class
+    budgets = {(ev.norm, eps) for ev in evals for eps in ev.eps if eps > 0}
+    runs = sum(e.targets if member == "apgd_t" else 1 for member in e.members) * e.steps * e.restarts
+    return {"attacks": attacks + (len(budgets) * min(n_eval, e.eval_size or n_eval) * runs if e.enabled else 0)}
+
+
+@register_measure("attack", order=10, estimate=_estimate)
+def plan_attacks(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
+    """One cell per evaluated attack and budget; it keeps its adversarial images where the model is exported."""
+    m, craft, perf = mspec.name, crafting(spec), spec.performance
+    clean = next(c.label for c in planned if c.kind == "clean")
+    exported = any(ex.models is None or m in ex.models for ex in spec.exports)
+    return [
+        Cell(m, "attack", AttackParams(ev.attack, ev.norm, float(eps), ev.steps, ev.step_size, ev.restarts,
+                                       perf.attack_shard_size, craft, keep_adv=exported), (("clean", clean),))
+        for ev in spec.evaluations if ev.applies_to(m) for eps in ev.eps
+    ]  # fmt: skip
+
+
+@register_measure("worst_case", order=30)
+def plan_worst_cases(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
+    """At each evaluated budget: the ensemble (eps > 0, if enabled) and the per-example worst case over
+    every attack there, their stronger reruns and the ensemble."""
+    m, craft, ens = mspec.name, crafting(spec), spec.ensemble
+    clean = next(c.label for c in planned if c.kind == "clean")
+    groups: dict[tuple[str, float], list[tuple[str, str]]] = {}
+    for c in planned:
+        if c.kind == "attack":
+            groups.setdefault((c.params.norm, c.params.eps), []).append(("attack", c.label))
+    cells = []
+    for (norm, eps), inputs in groups.items():
+        inputs += [("converge", c.label) for c in planned
+                   if c.kind == "converge" and (c.params.attack.norm, c.params.attack.eps) == (norm, eps)]  # fmt: skip
+        with_ensemble = ens.enabled and eps > 0  # the headline worst case: the suite's attacks and the ensemble
+        if with_ensemble:
+            params = EnsembleParams(norm, eps, ens, spec.performance.attack_shard_size, craft)
+            ensemble = Cell(m, "ensemble", params, (("clean", clean),))
+            cells.append(ensemble)
+            inputs.append(("attack", ensemble.label))
+        if len(inputs) > 1:
+            worst = WorstCaseParams(norm, eps, ensemble=ens if with_ensemble else None)
+            cells.append(Cell(m, "worst_case", worst, tuple(inputs)))
+    return cells
 
 
 def _eval_images(ctx: RunContext, cell: Cell) -> int:

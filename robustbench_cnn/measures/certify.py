@@ -11,19 +11,34 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_cnn.config.spec import ModelSpec
+from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
 from robustbench_cnn.engine.cells import Cell, CellResult, CertifyParams, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
-from robustbench_cnn.engine.kinds import cell_kind
+from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.seeds import derived_seed
 
 log = logging.getLogger(__name__)
 
 RECORDS = ("label", "prediction", "radius", "p_lower", "count", "seconds")
+
+
+def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
+    sigma = getattr(mspec.defense, "sigma", None)
+    return {"certify": min(spec.certify.eval_size, n_eval) * (spec.certify.n0 + spec.certify.n) if sigma else 0}
+
+
+@register_measure("certify", order=40, estimate=_estimate)
+def plan_certify(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
+    """A model trained under Gaussian noise (its defense has a ``sigma``) is certified at that sigma."""
+    sigma = getattr(mspec.defense, "sigma", None)
+    if sigma is None:
+        return []
+    return [Cell(mspec.name, "certify", CertifyParams(float(sigma), spec.certify, spec.performance.certify_shard_size))]
 
 
 def _images(ctx: RunContext, cell: Cell) -> int:

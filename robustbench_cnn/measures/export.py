@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
 from robustbench_cnn.config.spec_measure import ExportSpec
 from robustbench_cnn.engine.cells import Cell, CellResult, ExportParams, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
-from robustbench_cnn.engine.kinds import CellKind
+from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.export.gpu import AotiModel, TargetUnavailable, aoti_build, onnx_fp16, require_cuda
-from robustbench_cnn.export.onnx import export_onnx, quantize_int8
-from robustbench_cnn.runtime.onnx_runtime import OrtModel
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 FP32_REL_DIFF = 1e-3
 DEFAULT_AGREEMENT = {"fp32": 0.995, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
 DEFAULT_MAX_LOSS = {"int8": 0.02}
+
+
+@register_measure("export", order=70)
+def plan_exports(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
+    """One cell per export target of the model; its inputs: the clean cell and every attack cell (their
+    adversarial images test the deployed artefact)."""
+    m = mspec.name
+    direct = tuple(sorted({float(e) for ev in spec.evaluations if ev.norm == "linf" and ev.applies_to(m)
+                           for e in ev.eps if e > 0}))  # fmt: skip
+    inputs = tuple((c.kind, c.label) for c in planned if c.kind in ("clean", "attack"))
+    return [Cell(m, "export", ExportParams(ex, spec.latency, direct), inputs)
+            for ex in spec.exports if ex.models is None or m in ex.models]  # fmt: skip
 
 
 def parity_problems(p: ExportSpec, agreement: float, max_diff: float, scale: float, acc_loss: float) -> list[str]:
@@ -72,6 +84,8 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
         write = partial(export_tflite, model, shape, precision=precision, calibration=calibration,
                         per_channel=p.per_channel)  # fmt: skip
         return _atomic_export(ctx, path, write)
+    from robustbench_cnn.export.onnx import export_onnx  # heavy: onnx and its exporter, loaded by export cells only
+
     if precision == "fp16":
         require_cuda(ctx.device, "onnx fp16")
     write = partial(export_onnx, model, shape, opset=p.opset)
@@ -85,6 +99,8 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
 
 
 def _quantize(fp32_path: Path, calibration: np.ndarray, per_channel: bool, out_path: Path) -> Path:
+    from robustbench_cnn.export.onnx import quantize_int8  # heavy: onnxruntime's quantizer
+
     return quantize_int8(fp32_path, out_path, calibration, per_channel)
 
 
@@ -106,6 +122,8 @@ def _deployed(ctx: RunContext, p, path: Path):
         return TfliteModel(path), "tflite", "cpu"
     if p.format == "aoti":
         return AotiModel(path, ctx.device), "torch_aoti", "cuda"
+    from robustbench_cnn.runtime.onnx_runtime import OrtModel  # heavy: onnxruntime, loaded by export cells only
+
     deployed = OrtModel(path, str(ctx.device), threads=torch.get_num_threads(), tensorrt=p.tensorrt)
     if p.precision == "fp16" and deployed.device != "cuda":
         raise TargetUnavailable("onnx fp16 is a GPU target and ONNX Runtime has no CUDA provider here "
@@ -120,10 +138,11 @@ def _compression(mspec, precision: str) -> str:
     return precision if mspec.compression == "none" else f"{mspec.compression}+{precision}"
 
 
+@cell_kind("export", ExportParams, resources="cpu")
 def export_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None) -> CellResult:
     """Rows for the exported model: clean accuracy, parity (``check_parity`` 1/0), size, latency and
     transfer robustness, with the format/runtime/compression/device columns set."""
-    from robustbench_cnn.measures.clean import predict_logits
+    from robustbench_cnn.measures.common import predict_logits
 
     params: ExportParams = cell.params
     p, spec, mspec = params.settings, ctx.spec, target.spec
@@ -188,7 +207,7 @@ def _worst_rows(masks: Masks, row, fields) -> list:
 
 
 def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str, row, fields) -> list:
-    from robustbench_cnn.measures.clean import latency_rows
+    from robustbench_cnn.measures.latency import latency_rows
     from robustbench_cnn.runtime.samples import samples_dir
 
     lat = params.latency
@@ -237,6 +256,3 @@ def _transfer_rows(ctx: RunContext, inputs: Inputs, deployed, y, clean_correct, 
         rows.append(row(metric="robust_acc", value=float(mask.mean()), attack=a.attack, norm=a.norm, eps=a.eps,
                         n=len(y), **fields))  # fmt: skip
     return rows
-
-
-EXPORT = CellKind("export", ExportParams, export_cell, resources="cpu")
