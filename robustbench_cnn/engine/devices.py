@@ -1,7 +1,15 @@
 """The suite's ``auto`` settings, made concrete for the run's device.
 
 On a CPU every ``auto`` resolves to the settings the suite has always had (fp32 crafting, no
-compilation, noisy batches of 1,024 on ONNX Runtime), so CPU cell ids and numbers do not move. On
+compilation, noisy batches of 1,024 on ONNX Runtime), so CPU cell ids and numbers do not move, and
+two x86 runners of a nightly pool give the same table. That holds also where the CPU computes bf16
+natively (AVX512_BF16, AMX), although bf16 crafting is faster there (resnet20 PGD 1.83x on a 2-core
+AVX512_BF16 EPYC, ``benchmarks/perf.py`` row ``pgd_eval_bf16``): bf16 gradients depend on the kernels
+of the CPU they run on, so a runner with native bf16 and one without would craft different
+adversarial examples from the same weights, and the gate could no longer hold them to the same
+numbers. Such a CPU is named in the log, and a suite run on one kind of machine sets
+``attack_precision = "bf16"`` to have the speed (``clean_acc_bf16`` and ``bf16_agreement`` then report
+its parity). On
 CUDA it picks what makes a GPU fast without changing a verdict (the model itself, in fp32, decides
 every robust-accuracy row):
 
@@ -21,6 +29,7 @@ An explicit setting in the suite always wins.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -28,6 +37,8 @@ from torch import nn
 
 from robustbench_cnn.attacks.crafting import bf16_native
 from robustbench_cnn.config.spec import SuiteSpec
+
+log = logging.getLogger(__name__)
 
 CPU_CERTIFY_BATCH, CUDA_CERTIFY_BATCH = 1024, 16384
 MAX_ATTACK_BATCH = 4096
@@ -46,6 +57,9 @@ def resolve_for_device(spec: SuiteSpec, device: torch.device, eval_size: int) ->
     precision = perf.attack_precision
     if precision == "auto":
         precision = "bf16" if cuda and bf16_native(device) else "fp32"
+        if not cuda and bf16_native(device):
+            log.info("this CPU computes bf16 natively: attack_precision = \"bf16\" crafts faster, at the cost "
+                     "of tables that differ from runners without it (auto keeps fp32)")  # fmt: skip
     long_attacks = cuda and attack_work(spec, eval_size) >= perf.compile_min_work
     compile_ = long_attacks if perf.compile == "auto" else perf.compile
     benchmark = long_attacks if perf.cudnn_benchmark == "auto" else perf.cudnn_benchmark
