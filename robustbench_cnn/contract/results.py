@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_cnn.atomic import atomic_write
-from robustbench_cnn.contract.schema import ACCURACY_METRICS, COLUMNS, METRIC_SPECS, METRICS, NUMERIC, ROW_KEY
+from robustbench_cnn.contract.schema import COLUMNS, METRIC_SPECS, METRICS, NUMERIC, ROW_KEY
 from robustbench_cnn.errors import RobustBenchError, did_you_mean
 
 REQUIRED = COLUMNS[:16]  # batch_size is an extension older tables lack
@@ -61,7 +61,7 @@ class Row:
             raise ValueError(f"metric '{self.metric}' is not in the results vocabulary")
         if not math.isfinite(self.value):
             raise ValueError(f"{self.model}/{self.metric}: value {self.value} is not finite")
-        if self.metric in ACCURACY_METRICS and self.n and self.ci_low is None:
+        if METRIC_SPECS[self.metric].interval and self.n and self.ci_low is None:
             from robustbench_cnn.metrics import clopper_pearson
 
             low, high = clopper_pearson(self.value, self.n)

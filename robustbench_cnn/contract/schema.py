@@ -128,8 +128,8 @@ _check("check_headline_converged", "the worst case at this budget did not move u
 # extensions: a randomized model (randomized = 1) attacked without EOT (checks.eot_samples < 2)
 _check("check_eot", "a randomized model is attacked with expectation over transformation")
 
-METRICS = frozenset(METRIC_SPECS)
-# accuracy metrics (fractions of ``n`` images) that carry a Clopper-Pearson interval
+METRICS = METRIC_SPECS.keys()  # a live view: a plugin's register_metric extends it
+# accuracy metrics (fractions of ``n`` images) that carry a Clopper-Pearson interval (the built-in ones)
 ACCURACY_METRICS = frozenset(m for m, s in METRIC_SPECS.items() if s.interval)
 
 

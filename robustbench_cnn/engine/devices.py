@@ -29,6 +29,7 @@ An explicit setting in the suite always wins.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -50,6 +51,13 @@ def attack_work(spec: SuiteSpec, eval_size: int) -> float:
     return float(sum(len(ev.eps) * ev.steps * ev.restarts for ev in spec.evaluations) * eval_size)
 
 
+@functools.cache
+def _name_native_bf16_cpu() -> None:
+    """Once per process: the CPU's native bf16 is not used by ``auto`` (see the module docstring)."""
+    log.info("this CPU computes bf16 natively: attack_precision = \"bf16\" crafts faster, at the cost of tables "
+             "that differ from runners without it (auto keeps fp32)")  # fmt: skip
+
+
 def resolve_for_device(spec: SuiteSpec, device: torch.device, eval_size: int) -> SuiteSpec:
     """``spec`` with every ``auto`` performance/certification setting made concrete for ``device``."""
     perf, cert = spec.performance, spec.certify
@@ -58,8 +66,7 @@ def resolve_for_device(spec: SuiteSpec, device: torch.device, eval_size: int) ->
     if precision == "auto":
         precision = "bf16" if cuda and bf16_native(device) else "fp32"
         if not cuda and bf16_native(device):
-            log.info("this CPU computes bf16 natively: attack_precision = \"bf16\" crafts faster, at the cost "
-                     "of tables that differ from runners without it (auto keeps fp32)")  # fmt: skip
+            _name_native_bf16_cpu()
     long_attacks = cuda and attack_work(spec, eval_size) >= perf.compile_min_work
     compile_ = long_attacks if perf.compile == "auto" else perf.compile
     benchmark = long_attacks if perf.cudnn_benchmark == "auto" else perf.cudnn_benchmark
