@@ -206,6 +206,7 @@ HOOKS = {
     "defenses": "robustbench_cnn.defenses:DEFENSES",
     "compressors": "robustbench_cnn.compress:COMPRESSORS",
     "cell_kinds": "robustbench_cnn.engine.kinds:CELL_KINDS",
+    "measures": "robustbench_cnn.engine.kinds:MEASURES",
     "resolve_arch": "robustbench_cnn.models.sources:resolve",
     "check_model_params": "robustbench_cnn.models.build:check_params",
     "preload_suite_plugins": "robustbench_cnn.models.sources:preload",

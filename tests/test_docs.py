@@ -41,6 +41,9 @@ def _suite_fields() -> list[tuple[str, str]]:
         reg = registry(kind)
         for name in reg.names():
             _models(reg.get(name).spec, seen)
+    measures = registry("measures")
+    for name in measures.names():  # a plugin measure's own suite table
+        _models(measures.get(name).settings, seen)
     return sorted({(cls.__name__, field) for cls in seen for field in cls.model_fields})
 
 

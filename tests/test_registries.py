@@ -30,7 +30,7 @@ def _shape(arch: str) -> tuple[int, int, int]:
 @pytest.mark.parametrize("name", sorted(HOOKS))
 def test_every_lazy_hook_resolves(name):
     found = hook(name)
-    registries = {"models", "datasets", "attacks", "defenses", "compressors", "cell_kinds"}
+    registries = {"models", "datasets", "attacks", "defenses", "compressors", "cell_kinds", "measures"}
     assert isinstance(found, Registry) == (name in registries)
     assert isinstance(found, Registry) or callable(found)
 

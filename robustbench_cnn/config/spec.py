@@ -16,14 +16,24 @@ A suite file is TOML::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
+from robustbench_cnn.config.model_spec import (  # noqa: F401  (re-exported: the suite's spec in one place)
+    NEEDS_PREPROCESS,
+    CompressSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSpec,
+    PreprocessField,
+    TrainSpec,
+    from_zoo,
+    zoo_entry,
+)
 from robustbench_cnn.config.paths import name_key
-from robustbench_cnn.config.problems import nested, problems, toml_type
+from robustbench_cnn.config.problems import nested, problems
 from robustbench_cnn.config.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
     CertifySpec,
     ChecksSpec,
@@ -49,209 +59,8 @@ from robustbench_cnn.config.spec_types import (  # noqa: F401  (Number: re-expor
 from robustbench_cnn.config.spec_types import (
     SpecBase as _Spec,
 )
-from robustbench_cnn.errors import RobustBenchError, shown
-from robustbench_cnn.registry import hook, registry
-from robustbench_cnn.zoo import Preprocess
-
-
-class DatasetSpec(_Spec):
-    """Which data, where it lives, and how much of it to use."""
-
-    name: DatasetName = "digits"
-    data_dir: PathText | None = Field(None, description="relative paths resolve against the suite file's folder")
-    path: PathText | None = Field(None, description="name = 'npz': the .npz file (x uint8 (N, H, W, C), y), "
-                                  "relative to data_dir or the suite's folder")  # fmt: skip
-    num_classes: int | None = Field(None, ge=2, le=100_000, description="name = 'npz': default max(y) + 1")
-    download: bool = Field(False, description="fetch the official archives if missing (needs the internet)")
-    image_size: int | None = Field(None, ge=4, le=512, description="resize images to this square size")
-    train_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="seeded subset of the training split")
-    eval_size: int | None = Field(None, ge=1, le=MAX_IMAGES, description="seeded subset of the evaluation split")
-    split_seed: int = Field(0, ge=0, le=MAX_SEED)
-
-
-class TrainSpec(_Spec):
-    """A standard supervised recipe (SGD+Nesterov or AdamW; one-cycle, cosine or constant LR)."""
-
-    epochs: int = Field(30, ge=0, le=10_000)
-    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, le=10, description="at most 10: refused up front, not diverging mid-run")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    augment: Literal["none", "shift", "shift_flip"] = Field("shift", description="random shifts (pad 2 + crop); flips")
-
-
-class DefenseSpec(_Spec):
-    """Base of every defense's hyper-parameters; ``name`` selects the registered defense."""
-
-    name: str
-
-
-class CompressSpec(_Spec):
-    """Base of every compression step's parameters; ``name`` selects the registered compressor."""
-
-    name: str
-    accepts_defense: ClassVar[bool] = True  # False: the step is the training itself (no [models.defense])
-
-    @property
-    def upstream(self) -> tuple[str, ...]:
-        """Names of the suite's models this step starts from or learns from (earlier in the file)."""
-        return ()
-
-    @property
-    def label(self) -> str:
-        return self.name
-
-
-def _plugin_spec(kind: str, registry_name: str, example: str) -> Callable[[Any], Any]:
-    """A before-validator turning a ``{ name = ..., ... }`` table into the spec class its name registers."""
-
-    def validate(value: Any) -> Any:
-        if value is None or isinstance(value, _Spec):
-            return value
-        if not isinstance(value, dict) or "name" not in value:
-            raise ValueError(f"a {kind} is a table with a 'name' key, e.g. {example}")
-        if not isinstance(value["name"], str):
-            raise ValueError(f"a {kind}'s 'name' is a string, e.g. {example}")
-        from pydantic import ValidationError
-
-        spec_cls = registry(registry_name).get(value["name"]).spec
-        try:
-            return spec_cls.model_validate(value)
-        except ValidationError as exc:
-            problems(nested(value["name"], exc.errors(), spec_cls))
-            raise  # unreachable: a ValidationError has errors
-
-    return validate
-
-
-_defense = _plugin_spec("defense", "defenses", '{ name = "pgd_at", eps = 0.1 }')
-_compress = _plugin_spec("compression", "compressors", '{ name = "prune", ratio = 0.5 }')
-
-
-def _preprocess(value: Any) -> Any:
-    """``"none"`` (raw [0, 1] pixels) is ``Preprocess()``; ``"dataset"`` stays; a table is validated."""
-    if value == "none":
-        return Preprocess()
-    if isinstance(value, str) and value != "dataset":
-        raise ValueError(f"{shown(value, 40)}: preprocess is 'none', 'dataset' or a table "
-                         "{ mean = [...], std = [...], input_range = '0..1' | '0..255' }")  # fmt: skip
-    return value
-
-
-PreprocessField = Annotated[Literal["dataset"] | Preprocess | None, BeforeValidator(_preprocess)]
-
-
-def _param_values(params: dict[str, Any]) -> dict[str, Any]:
-    """Architecture parameters are TOML scalars: booleans, integers, finite floats, short strings."""
-    found = []
-    for key, value in params.items():
-        if not isinstance(value, bool | int | float | str) or (isinstance(value, str) and len(value) > 4096):
-            found.append((key, f"a parameter is a number, a boolean or a short string; got {toml_type(value)}"))
-        elif isinstance(value, float) and not math.isfinite(value):
-            found.append((key, f"{value} is not a finite number"))
-    problems(found)
-    return params
-
-
-class ModelSpec(_Spec):
-    """One model: an architecture, its parameters, a defense, and either a recipe or a checkpoint."""
-
-    name: Name
-    arch: ArchName
-    params: Annotated[dict[str, Any], AfterValidator(_param_values)] = Field(default_factory=dict, max_length=MAX_ITEMS)
-    train: TrainSpec = TrainSpec()
-    defense: Annotated[DefenseSpec | None, BeforeValidator(_defense)] = None
-    compress: Annotated[CompressSpec | None, BeforeValidator(_compress)] = Field(
-        None, description="derive this model from others: pruning a trained model, or distilling a teacher"
-    )
-    checkpoint: PathText | None = Field(None, description="a .safetensors or torch.save state dict to load, not train")
-    checkpoint_format: Literal["auto", "wrapped", "net"] = Field(
-        "auto", description="net: a bare network's state dict (needs preprocess); wrapped: the whole model"
-    )
-    preprocess: PreprocessField = Field(
-        None, description="what the network expects in front of its first layer: 'none' (raw [0, 1]), 'dataset' "
-        "(the training images' mean/std: the default for models the suite trains) or { mean, std, input_range }",
-    )  # fmt: skip
-
-    @property
-    def defense_name(self) -> str:
-        return self.defense.name if self.defense is not None else "none"
-
-    @property
-    def compression(self) -> str:
-        """The ``compression`` column: e.g. ``prune(magnitude,0.5)`` or ``distill(resnet20)``; ``none``."""
-        return self.compress.label if self.compress is not None else "none"  # type: ignore[attr-defined]
-
-    @model_validator(mode="after")
-    def _params_fit_arch(self) -> ModelSpec:
-        found = []
-        try:
-            hook("check_model_params")(self.arch, self.params)
-        except (RobustBenchError, ValueError, TypeError) as exc:  # the models code's own one-line message
-            message = str(exc)  # names the parameter itself ("params.width = 1.5: ...") or not
-            found.append(("" if message.startswith("params") else "params", message))
-        if self.compress is not None and self.defense is not None and not self.compress.accepts_defense:
-            found.append(("", f"compress '{self.compress.name}' trains the model itself; remove its defense table"))
-        if self.checkpoint_format == "net" and self.checkpoint is not None and self.preprocess is None:
-            found.append(("preprocess", NEEDS_PREPROCESS))
-        found += self._zoo_problems()
-        problems(found)
-        return self
-
-    def _zoo_problems(self) -> list[tuple[str, str]]:
-        from robustbench_cnn.zoo import ZOO
-
-        name = self.zoo
-        if name is None:
-            return []
-        e = ZOO.get(name)
-        if e is None:
-            from robustbench_cnn.errors import did_you_mean
-
-            return [("checkpoint", f"unknown zoo model {shown(name, 80)}{did_you_mean(name, ZOO)}")]
-        if e.kind != "torch":
-            return [("checkpoint", f"zoo model '{name}' is an edge build ({e.file}), not torch weights; measure it "
-                     "with `robustbench-cnn zoo measure`")]  # fmt: skip
-        if self.arch != e.arch or dict(self.params) != dict(e.params):
-            return [("arch", f"zoo model '{name}' is arch '{e.arch}' with params {dict(e.params)}; remove arch and "
-                     "params (the zoo entry sets them)")]  # fmt: skip
-        if self.defense is not None or self.compress is not None:
-            return [("checkpoint", f"zoo model '{name}' is loaded, not trained; remove its defense/compress table")]
-        return []
-
-    @property
-    def zoo(self) -> str | None:
-        """The zoo entry this model loads (``checkpoint = "zoo:NAME"``), else None."""
-        from robustbench_cnn.zoo import PREFIX, is_zoo
-
-        return self.checkpoint.removeprefix(PREFIX) if is_zoo(self.checkpoint) else None  # type: ignore[union-attr]
-
-
-NEEDS_PREPROCESS = ("a bare network's checkpoint does not say what input it expects; set preprocess = 'none' "
-                    "(raw [0, 1] pixels), 'dataset' (the dataset's mean/std) or "
-                    "{ mean = [...], std = [...] }")  # fmt: skip
-
-
-def _zoo_entry(m: ModelSpec) -> Any:
-    from robustbench_cnn.zoo import ZOO
-
-    return ZOO.get(m.zoo) if m.zoo is not None else None
-
-
-def _from_zoo(m: Any) -> Any:
-    """A model with ``checkpoint = "zoo:NAME"`` takes the entry's arch, params and preprocessing (a bare
-    network's state dict) unless it sets them; an unknown name is reported by the model's own check."""
-    from robustbench_cnn.zoo import PREFIX, ZOO, is_zoo
-
-    if not isinstance(m, dict) or not isinstance(m.get("checkpoint"), str) or not is_zoo(m["checkpoint"]):
-        return m
-    e = ZOO.get(m["checkpoint"].removeprefix(PREFIX))
-    if e is None or e.kind != "torch":
-        return {"arch": "simple_cnn", **m}  # the checkpoint check names the problem
-    return {"arch": e.arch, "params": dict(e.params), "preprocess": e.preprocess, "checkpoint_format": "net", **m}
+from robustbench_cnn.errors import shown
+from robustbench_cnn.registry import registry
 
 
 class SuiteSpec(_Spec):
@@ -275,6 +84,40 @@ class SuiteSpec(_Spec):
         (), max_length=8, description="the headline budget(s), one leaderboard each; default: the eps the "
         "suite's adversarial training used, else the middle evaluated Linf eps (see headline())",
     )  # fmt: skip
+    sections: Mapping[str, Any] = Field(
+        default_factory=dict, description="the settings of plugin measures, one top-level table each (e.g. "
+        "[corruptions]), validated by the settings class each registers (see section())",
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _measure_sections(cls, data: Any) -> Any:
+        """Top-level tables named after a registered measure with settings become its section, validated
+        by that measure's settings class; any other unknown key stays, for the unknown-key error."""
+        if isinstance(data, dict) and "sections" in data:
+            problems([("sections", "unknown key; a measure's settings are a top-level table named after it, "
+                       "e.g. [corruptions]")])  # fmt: skip
+        if not isinstance(data, dict) or set(data) <= set(cls.model_fields):
+            return data
+        measures = registry("measures")
+        extra = [k for k in data if k not in cls.model_fields and k in measures and measures.get(k).settings]
+        if not extra:
+            return data
+        from pydantic import ValidationError
+
+        sections, found = {}, []
+        for key in extra:
+            settings = measures.get(key).settings
+            try:
+                sections[key] = settings.model_validate(data[key])
+            except ValidationError as exc:
+                found += nested(key, exc.errors(), settings)
+        problems(found)
+        return {**{k: v for k, v in data.items() if k not in extra}, "sections": sections}
+
+    def section(self, name: str) -> Any:
+        """A plugin measure's settings (``[name]`` in the suite), or ``None`` where the suite has none."""
+        return self.sections.get(name)
 
     @model_validator(mode="before")
     @classmethod
@@ -283,7 +126,7 @@ class SuiteSpec(_Spec):
         ``compress.ratio = [a, b]`` expands into one model per ratio, named ``<name>-r<ratio>``."""
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             return data
-        data = {**data, "models": [_from_zoo(m) for m in data["models"]]}
+        data = {**data, "models": [from_zoo(m) for m in data["models"]]}
         by_name = {m["name"]: m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("name"), str)}
         models: list[Any] = []
         for m in data["models"]:
@@ -321,7 +164,7 @@ class SuiteSpec(_Spec):
             seen.setdefault(name_key(m.name), m.name)
         names = set(seen.values())
         for i, m in enumerate(self.models):
-            e = _zoo_entry(m)
+            e = zoo_entry(m)
             if e is not None and self.dataset.name not in (e.dataset, "npz"):
                 found.append((f"models[{i}].checkpoint", f"zoo model '{e.name}' was published on {e.dataset}, "
                               f"not {self.dataset.name}; set dataset.name = '{e.dataset}'"))  # fmt: skip
@@ -331,6 +174,8 @@ class SuiteSpec(_Spec):
         listed += [(f"evaluations[{i}]", ev.models) for i, ev in enumerate(self.evaluations)]
         for where, models in listed:
             found += [(f"{where}.models", f"no model named {shown(n, 80)}") for n in models or () if n not in names]
+        for settings in self.sections.values():  # a plugin measure's own cross-checks against the suite
+            found += settings.problems_in(self) if hasattr(settings, "problems_in") else []
         problems(found)
         return self
 

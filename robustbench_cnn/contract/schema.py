@@ -128,6 +128,12 @@ _check("check_headline_converged", "the worst case at this budget did not move u
 # extensions: a randomized model (randomized = 1) attacked without EOT (checks.eot_samples < 2)
 _check("check_eot", "a randomized model is attacked with expectation over transformation")
 
+# extensions: common corruptions (robustbench_cnn.corruptions, regenerated CIFAR-10-C-style): accuracy per
+# corruption (column attack) and severity 1..5 (column eps), norm "corruption"; and their mean per model
+_accuracy("corruption_acc", "accuracy on the eval images under one corruption (attack) at one severity (eps)")
+register_metric("mean_corruption_acc", "mean of a model's corruption_acc rows (every corruption and severity)",
+                low=0.0, high=1.0, higher_is_better=True)  # fmt: skip
+
 METRICS = METRIC_SPECS.keys()  # a live view: a plugin's register_metric extends it
 # accuracy metrics (fractions of ``n`` images) that carry a Clopper-Pearson interval (the built-in ones)
 ACCURACY_METRICS = frozenset(m for m, s in METRIC_SPECS.items() if s.interval)

@@ -45,7 +45,8 @@ class CellKind:
 
 
 BUILTIN_MEASURES = tuple(
-    f"robustbench_cnn.measures.{name}" for name in ("clean", "checks", "attack", "certify", "latency", "export")
+    f"robustbench_cnn.measures.{name}"
+    for name in ("clean", "checks", "attack", "certify", "latency", "export", "corruption")
 )
 CELL_KINDS: Registry[CellKind] = Registry("cell kind", BUILTIN_MEASURES)
 
@@ -60,22 +61,27 @@ class Measure:
     ``plan(spec, mspec, planned)``: the cells it adds for model ``mspec`` of a device-resolved suite,
     given the cells planned before it (its inputs are among them, named by role); ``order``: measures
     plan in ascending order, so a measure that takes another's cells as inputs has a higher one;
-    ``estimate(spec, mspec, n_eval)``: its work in image-passes by stage (``robustbench-cnn plan``)."""
+    ``estimate(spec, mspec, n_eval)``: its work in image-passes by stage (``robustbench-cnn plan``);
+    ``settings``: the frozen pydantic class of its own suite table (``[name]``), for a measure the suite
+    schema does not know (``spec.section(name)`` is then its validated settings, or ``None``)."""
 
     name: str
     order: int
     plan: Planner
     estimate: Estimator | None = None
+    settings: type | None = None
 
 
 MEASURES: Registry[Measure] = Registry("measure", BUILTIN_MEASURES)
 
 
-def register_measure(name: str, order: int, estimate: Estimator | None = None) -> Callable[[Planner], Planner]:
+def register_measure(
+    name: str, order: int, estimate: Estimator | None = None, settings: type | None = None
+) -> Callable[[Planner], Planner]:
     """Register ``plan`` as measure ``name``'s planner (see :class:`Measure`)."""
 
     def decorator(plan: Planner) -> Planner:
-        MEASURES.register(name)(Measure(name, order, plan, estimate))
+        MEASURES.register(name)(Measure(name, order, plan, estimate, settings))
         return plan
 
     return decorator

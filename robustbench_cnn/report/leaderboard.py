@@ -158,6 +158,7 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
     keyed = df.fillna({c: "" for c in VARIANT})
     bs = keyed.loc[keyed.metric == "latency_ms_p50", "batch_size"].dropna()
     batch = int(bs.min()) if not bs.empty else None
+    reference = _corruption_errors(keyed, corruption_reference(manifest))
     out = []
     for key, rows in keyed.groupby(VARIANT, sort=False):
         r = dict(zip(VARIANT, key, strict=True))
@@ -172,10 +173,42 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
                     "clean_ci": clean_ci, "robust_ci": robust_ci, "certified_ci": certified_ci,
                     "size_bytes": _one(rows, "size_bytes"),
                     "p50_ms": _one(rows, "latency_ms_p50", batch_size=batch) if batch is not None else None,
-                    "latency_batch": batch})  # fmt: skip
+                    "latency_batch": batch, "corruption": _one(rows, "mean_corruption_acc"),
+                    "mce": mce(_corruption_errors(rows), reference)})  # fmt: skip
     cols = [*VARIANT, "variant", "verdict", "clean", "robust", "robust_kind", "eot", "certified", "size_bytes",
-            "p50_ms", "latency_batch", "clean_ci", "robust_ci", "certified_ci"]  # fmt: skip
+            "p50_ms", "latency_batch", "clean_ci", "robust_ci", "certified_ci", "corruption", "mce"]  # fmt: skip
     return pd.DataFrame(out, columns=cols), tm
+
+
+def corruption_reference(manifest: dict[str, Any]) -> str | None:
+    """The model a run's mCE is relative to (``corruptions.reference``), as its corruption cells recorded."""
+    for info in (manifest.get("models") or {}).values():
+        ref = (info.get("corruptions") or {}).get("reference") if isinstance(info, dict) else None
+        if ref:
+            return str(ref)
+    return None
+
+
+def _corruption_errors(rows: pd.DataFrame, model: str | None = None) -> pd.Series | None:
+    """Error (1 - accuracy) per (corruption, severity) of a variant's rows, or of ``model``'s torch form."""
+    if model is not None:
+        rows = rows[(rows.model == model) & (rows.format.isin(["", "torch"]))]
+    errors = rows[rows.metric == "corruption_acc"]
+    return None if errors.empty else 1 - errors.set_index(["attack", "eps"]).value.astype(float)
+
+
+def mce(errors: pd.Series | None, reference: pd.Series | None) -> float | None:
+    """Mean corruption error relative to the reference (Hendrycks & Dietterich 2019): per corruption
+    CE_c = sum over severities of the error / the reference's, averaged over the corruptions both have
+    (a corruption the reference never gets wrong is left out); ``None`` without both."""
+    if errors is None or reference is None:
+        return None
+    ratios = []
+    for corruption, own in errors.groupby(level=0):
+        ref = reference.xs(corruption, level=0) if corruption in reference.index.get_level_values(0) else None
+        if ref is not None and float(ref.sum()) > 0:
+            ratios.append(float(own.sum()) / float(ref.sum()))
+    return sum(ratios) / len(ratios) if ratios else None
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

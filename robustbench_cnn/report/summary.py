@@ -58,6 +58,7 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
     certified = keyed[keyed.metric == "certified_acc"]
     for r, sub in certified.groupby("eps", sort=True):
         put(f"certified l2 @{r:.4g} %", _with_interval(sub))
+    put("corruption %", keyed[keyed.metric == "mean_corruption_acc"].assign(value=lambda d: d.value * 100))
     checks = deciding(keyed)
     if not checks.empty:
         out["evaluation"] = checks.groupby(VARIANT).apply(
@@ -153,6 +154,9 @@ def _board_lines(board: pd.DataFrame, tm: ThreatModel, width: int) -> list[str]:
     lat = f"p50 ms bs{int(bs.iloc[0])}" if not bs.empty else "p50 ms"
     cols = [("verdict", 10, "<"), ("variant", 0, "<"), ("clean %", 7, ">"), (rob, max(len(rob), 8), ">"),
             (cert, max(len(cert), 8), ">"), ("size KiB", 9, ">"), (lat, max(len(lat), 8), ">")]  # fmt: skip
+    corrupted = board.corruption.notna().any()
+    if corrupted:  # the robustness profile: clean, adversarial, common corruptions, certified
+        cols.insert(4, ("corrupt %", 9, ">"))
     room = width - sum(w for _, w, _ in cols) - 2 * (len(cols) - 1)  # what is left for the variant's name
     cols[1] = ("variant", max(12, min(room, int(board.variant.str.len().max()))), "<")
     lines = ["  ".join(f"{_cell(h, w):{a}{w}}" for h, w, a in cols)]
@@ -162,6 +166,8 @@ def _board_lines(board: pd.DataFrame, tm: ThreatModel, width: int) -> list[str]:
         p50 = "" if pd.isna(r.p50_ms) else f"{r.p50_ms:.3g}"
         verdict = "UNRELIABLE" if r.verdict.startswith("UNRELIABLE") else r.verdict
         vals = [verdict, _cell(r.variant, cols[1][1], middle=True), _pct(r.clean), robust, _pct(r.certified), size, p50]
+        if corrupted:
+            vals.insert(4, _pct(r.corruption))
         lines.append("  ".join(f"{_cell(v, w):{a}{w}}" for v, (_, w, a) in zip(vals, cols, strict=True)).rstrip())
     if tm.eps is not None:
         lines.append(f"robust: per-example worst case over every attack at {tm.norm} {tm.eps:g} ({tm.rule})")
