@@ -24,13 +24,26 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float
 
 
 def clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
-    """Zoom ``(H, W, C)`` by ``factor`` >= 1 about its centre (bilinear) and crop back to ``(H, W)``."""
-    h, w = x.shape[:2]
+    """Zoom ``(H, W, C)`` (or a batch ``(N, H, W, C)``, each image alike) by ``factor`` >= 1 about its
+    centre (bilinear) and crop back to ``(H, W)``."""
+    lead = x.ndim - 3  # 1 for a batch
+    h, w = x.shape[lead : lead + 2]
     ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
     top, left = (h - ch) // 2, (w - cw) // 2
-    zoomed = ndimage.zoom(x[top : top + ch, left : left + cw], (factor, factor, 1), order=1)
-    th, tw = (zoomed.shape[0] - h) // 2, (zoomed.shape[1] - w) // 2
-    return zoomed[th : th + h, tw : tw + w]
+    crop = x[..., top : top + ch, left : left + cw, :]
+    lo, frac = _linear(ch, round(ch * factor), h)  # scipy.ndimage.zoom's grid (order 1), the kept rows only
+    rows = crop[..., lo, :, :] * (1 - frac)[:, None, None] + crop[..., lo + 1, :, :] * frac[:, None, None]
+    lo, frac = _linear(cw, round(cw * factor), w)
+    return rows[..., :, lo, :] * (1 - frac)[:, None] + rows[..., :, lo + 1, :] * frac[:, None]
+
+
+def _linear(n_in: int, n_out: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of ``n_in`` samples onto ``n_out`` (ends aligned, as ``ndimage.zoom``), for the
+    ``keep`` central outputs: the lower neighbour of each and its weight on the upper one."""
+    start = (n_out - keep) // 2
+    pos = np.arange(start, start + keep) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.minimum(np.floor(pos).astype(np.int64), max(n_in - 2, 0))
+    return lo, pos - lo
 
 
 def disk(radius: float, alias_blur: float) -> np.ndarray:

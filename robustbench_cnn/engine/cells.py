@@ -142,7 +142,7 @@ class Cell:
     @property
     def label(self) -> str:
         plain = as_plain(self.params)
-        for nested in ("attack", "settings"):  # a converge cell's attack, an export's settings
+        for nested in ("attack", "settings", "export"):  # a converge cell's attack, an export's settings
             if isinstance(plain.get(nested), dict):
                 plain = {**plain, **plain[nested]}
         flat = plain

@@ -19,9 +19,10 @@ shared by every model of a process (a cache of at most :data:`CACHE_BYTES`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -29,15 +30,16 @@ import numpy as np
 import torch
 from pydantic import AfterValidator, Field
 
-from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
+from robustbench_cnn.config.spec import ExportSpec, ModelSpec, SuiteSpec
 from robustbench_cnn.config.spec_types import MAX_IMAGES, SpecBase
 from robustbench_cnn.corruptions import CORRUPTIONS, SET_NAME, SEVERITIES, corrupt
 from robustbench_cnn.engine.cells import Cell, CellResult, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.errors import did_you_mean, shown
+from robustbench_cnn.export.gpu import TargetUnavailable
 from robustbench_cnn.measures.common import predict_logits
-from robustbench_cnn.metrics import accuracy
+from robustbench_cnn.measures.export import deployed_export
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class CorruptionSettings(SpecBase):
     severities: tuple[Annotated[int, Field(ge=1, le=5)], ...] = Field(SEVERITIES, min_length=1, max_length=5)
     eval_size: int = Field(1000, ge=1, le=MAX_IMAGES, description="the first eval images (all if fewer)")
     models: tuple[str, ...] | None = Field(None, description="the models measured; default: every model")
+    exports: bool = Field(True, description="also each export of a measured model, on its own runtime")
     reference: str | None = Field(None, description="the model the leaderboard's mCE is relative to")
 
     def problems_in(self, suite: SuiteSpec) -> list[tuple[str, str]]:
@@ -76,6 +79,7 @@ class CorruptionParams:
     severities: tuple[int, ...]
     eval_size: int
     reference: str | None = None
+    export: ExportSpec | None = None  # measure this export of the model (on its runtime), not the model
 
 
 def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
@@ -85,12 +89,35 @@ def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
     return {"corruptions": min(s.eval_size, n_eval) * len(s.corruptions) * len(s.severities)}
 
 
-@register_measure("corruptions", order=55, estimate=_estimate, settings=CorruptionSettings)
+@register_measure("corruptions", order=75, estimate=_estimate, settings=CorruptionSettings)
 def plan_corruption(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
+    """One cell for the model and, with ``exports``, one per export of it (after that export's cell,
+    which makes the file)."""
     s = spec.section("corruptions")
     if s is None or (s.models is not None and mspec.name not in s.models):
         return []
-    return [Cell(mspec.name, "corruption", CorruptionParams(s.corruptions, s.severities, s.eval_size, s.reference))]
+    params = CorruptionParams(s.corruptions, s.severities, s.eval_size, s.reference)
+    cells = [Cell(mspec.name, "corruption", params)]
+    for c in planned if s.exports else ():
+        if c.kind == "export" and c.params.settings.format != "aoti" and c.params.settings.precision != "fp16":
+            export = dataclasses.replace(params, export=c.params.settings)
+            cells.append(Cell(mspec.name, "corruption", export, (("export", c.label),)))
+    return cells
+
+
+def _predictor(
+    ctx: RunContext, target: ModelUnderTest, p: CorruptionParams
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, dict[str, str]]:
+    """Logits of the model (torch) or of its export (on the export's runtime) for float images in [0, 1];
+    ``None`` for an export whose target this machine lacks (its export cell says so)."""
+    batch = ctx.spec.eval_batch_size
+    if p.export is None:
+        return (lambda x: predict_logits(target.model, torch.from_numpy(x), batch, ctx.device).numpy()), {}
+    try:
+        deployed, fields = deployed_export(ctx, target, p.export)
+    except TargetUnavailable:
+        return None, {}
+    return (lambda x: deployed.predict(x, batch)), fields
 
 
 _CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -117,18 +144,22 @@ def corruption_cell(
     p: CorruptionParams = cell.params
     data, row = ctx.data, ctx.row(target.spec)
     n = min(p.eval_size, len(data.y_eval))
-    x, y = data.x_eval[:n].numpy(), data.y_eval[:n]
+    x, y = data.x_eval[:n].numpy(), data.y_eval[:n].numpy()
+    predict, fields = _predictor(ctx, target, p)
+    if predict is None:
+        return CellResult([], {}, {})
     key = (ctx.data.fingerprint, n)
     rows, accs = [], []
     for name in p.corruptions:
         for severity in p.severities:
-            images = torch.from_numpy(corrupted(x, key, name, severity, ctx.seed)).float().div_(255)
-            acc = accuracy(predict_logits(target.model, images, ctx.spec.eval_batch_size, ctx.device).argmax(1), y)
+            images = corrupted(x, key, name, severity, ctx.seed).astype(np.float32) / 255
+            acc = float((predict(images).argmax(1) == y).mean())
             accs.append(acc)
-            rows.append(row(metric="corruption_acc", value=acc, attack=name, norm=NORM, eps=float(severity), n=n))
+            rows.append(row(metric="corruption_acc", value=acc, attack=name, norm=NORM, eps=float(severity), n=n,
+                            **fields))  # fmt: skip
     mean = float(np.mean(accs))
-    rows.append(row(metric="mean_corruption_acc", value=mean, attack="mean", norm=NORM, n=n))
-    log.info("%s: mean corruption accuracy %.4f (%d corruptions x %d severities, %d images)", target.name, mean,
-             len(p.corruptions), len(p.severities), n)  # fmt: skip
+    rows.append(row(metric="mean_corruption_acc", value=mean, attack="mean", norm=NORM, n=n, **fields))
+    log.info("%s%s: mean corruption accuracy %.4f (%d corruptions x %d severities, %d images)", target.name,
+             f" {cell.label}" if p.export else "", mean, len(p.corruptions), len(p.severities), n)  # fmt: skip
     meta = {"corruptions": {"set": f"{SET_NAME}, seed {ctx.seed}", "images": n, "reference": p.reference}}
     return CellResult(rows, {}, meta)

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +131,16 @@ def _deployed(ctx: RunContext, p, path: Path):
                                 "(pip install onnxruntime-gpu)")  # fmt: skip
     runtime = "onnxruntime_trt" if deployed.provider == "TensorrtExecutionProvider" else "onnxruntime"
     return deployed, runtime, deployed.device  # the provider ONNX Runtime actually chose
+
+
+def deployed_export(ctx: RunContext, target: ModelUnderTest, p: ExportSpec) -> tuple[Any, dict[str, str]]:
+    """Export ``p`` of ``target`` as its runtime runs it (``predict(x, batch_size)``), and the row fields
+    that name it (format, compression, runtime, device). The file is the export cell's, made again if
+    absent (an export is a function of the model, the seed and its settings); a GPU target on a machine
+    without one raises :class:`TargetUnavailable`."""
+    fields = {"format": p.format, "compression": _compression(target.spec, p.precision)}
+    deployed, runtime, device = _deployed(ctx, p, _export(ctx, target.spec, target.model, p))
+    return deployed, {**fields, "runtime": runtime, "device": device}
 
 
 def _compression(mspec, precision: str) -> str:
