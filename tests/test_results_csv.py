@@ -99,7 +99,7 @@ def test_every_metric_is_one_record_with_consistent_facts():
             assert (spec.low, spec.high, spec.higher_is_better) == (0.0, 1.0, True)
         assert (spec.gate == "check") == spec.name.startswith("check_")
         assert spec.description
-    assert gated("accuracy") == {"clean_acc", "robust_acc", "certified_acc"}
+    assert gated("accuracy") == {"clean_acc", "robust_acc", "certified_acc", "corruption_acc"}
     assert all(METRIC_SPECS[m].interval for m in gated("accuracy"))
     with pytest.raises(ValueError, match="already registered"):
         register_metric("clean_acc", "a second meaning")
