@@ -48,6 +48,10 @@ precision = "fp32"
 [[exports]]
 format = "tflite"
 precision = "int8"
+[corruptions]
+corruptions = ["gaussian_noise", "fog"]
+severities = [1, 5]
+eval_size = 50
 """
 
 # Run the validator the way a Raspberry Pi would: from the bundle's own copy, with torch, pandas and
@@ -120,6 +124,44 @@ def test_bundle_validates_with_numpy_and_the_tflite_runtime_only(bundle, edge_ru
     clean = df[df.metric == "clean_acc"].set_index("compression").value
     for entry in manifest["models"]:
         assert clean[entry["compression"]] == pytest.approx(entry["expected"]["clean_acc"])
+
+
+def test_the_device_measures_the_hosts_corruption_accuracies(bundle, edge_run):
+    """The bundle ships the run's corrupted images (regenerated from its seed, the bytes its corruption
+    cells measured) and the host's expectations; the torch-free validator reproduces them per model."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sets = manifest["corruptions"]["sets"]
+    assert manifest["corruptions"]["images"] == 50 and len(sets) == 4
+    assert manifest["corruptions"]["label"] == "CIFAR-10-C-style, seed 1"
+    proc = validate(bundle, "--no-latency")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("mean_corruption_acc") == 2  # printed per model
+    df = pd.read_csv(bundle / "validation" / "results.csv")
+    device = df[df.metric == "corruption_acc"].set_index(["compression", "attack", "eps"]).value
+    host = edge_run.table[(edge_run.table.metric == "corruption_acc") & (edge_run.table.format == "tflite")]
+    assert len(device) == len(host) == 2 * 4
+    for _, r in host.iterrows():  # the run measured these on the same images through its own LiteRT
+        assert device[(r.compression, r.attack, r.eps)] == pytest.approx(r.value, abs=0.02)
+    for entry in manifest["models"]:
+        for key, want in entry["expected"]["corruption_acc"].items():
+            name, severity = sets[key]["corruption"], float(sets[key]["severity"])
+            assert device[(entry["compression"], name, severity)] == pytest.approx(want)
+
+
+def test_a_corruption_expectation_the_device_misses_fails_and_a_missing_one_is_refused(bundle, tmp_path):
+    copy = fresh_copy(bundle, tmp_path / "corrupt-expected")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    key = sorted(manifest["corruptions"]["sets"])[0]
+    expected = manifest["models"][0]["expected"]["corruption_acc"]
+    expected[key] = (expected[key] + 0.5) % 1.0  # 0.5 away from what the device measures
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = validate(copy, "--no-latency")
+    assert proc.returncode == 1 and f"corruption_acc {key}" in proc.stdout
+    del manifest["models"][0]["expected"]["corruption_acc"][key]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = validate(copy, "--no-latency")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "models[0].expected.corruption_acc: its keys differ from the bundle's corruptions.sets" in proc.stderr
 
 
 def test_one_flipped_byte_fails_validation_with_the_file_named(bundle, tmp_path):

@@ -30,13 +30,16 @@ import numpy as np
 import robustbench_cnn
 from robustbench_cnn.contract.integrity import sha256
 from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.corruptions import SET_NAME, corrupt
 from robustbench_cnn.edge.bundle_format import (
+    CORRUPTED_DATA,
     EVAL_DATA,
     FORMAT_VERSION,
     MANIFEST,
     SUMS,
     VALIDATOR_FILES,
     attack_key,
+    corruption_key,
     file_stem,
     sums_text,
 )
@@ -193,10 +196,13 @@ def build_bundle(
         (stage / "models").mkdir(parents=True)
         (stage / "data").mkdir()
         np.savez_compressed(stage / EVAL_DATA, x=x, y=y)
+        corruptions = _corruption_sets(spec, manifest["seed"], x)
+        if corruptions is not None:
+            np.savez_compressed(stage / CORRUPTED_DATA, **corruptions[1])  # type: ignore[arg-type]
         entries = []
         for name, int8, parity in exports:
             path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
-            entry = _bundle_model(run_dir, stage, path, specs[name], int8, spec, manifest, data, x, y, n)
+            entry = _bundle_model(run_dir, stage, path, specs[name], int8, x, y, n, corruptions)
             entries.append({**entry, "parity": parity})
         validator = _stage_validator(stage)
         files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
@@ -208,6 +214,8 @@ def build_bundle(
             "source": source, "tolerances": tolerances, "models": entries, "left_out": left_out,
             "files": files, "validator": validator,
         }  # fmt: skip
+        if corruptions is not None:
+            bundle_manifest["corruptions"] = corruptions[0]
         (stage / MANIFEST).write_text(json.dumps(bundle_manifest, indent=2, sort_keys=True))
         (stage / SUMS).write_text(sums_text({MANIFEST: sha256(stage / MANIFEST), **validator}))
         root_of_trust = sha256(stage / SUMS)
@@ -232,7 +240,24 @@ def _stage_validator(stage: Path) -> dict[str, str]:
     return hashes
 
 
-def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y, n) -> dict:
+def _corruption_sets(spec, seed: int, x: np.ndarray) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The run's ``[corruptions]`` sets, regenerated bit-identically from its seed on the bundle's first
+    images (as its corruption cells made them): the manifest's ``corruptions`` and the uint8 arrays."""
+    settings = spec.section("corruptions")
+    if settings is None:
+        return None
+    k = min(settings.eval_size, len(x))
+    arrays, sets = {}, {}
+    for name in settings.corruptions:
+        for severity in settings.severities:
+            key = corruption_key(name, severity)
+            arrays[key] = corrupt(x[:k], name, severity, seed)
+            sets[key] = {"corruption": name, "severity": severity}
+    meta = {"file": CORRUPTED_DATA, "label": f"{SET_NAME}, seed {seed}", "images": k, "sets": sets}
+    return meta, arrays
+
+
+def _bundle_model(run_dir, stage, path, mspec, int8, x, y, n, corruptions) -> dict:
     """Copy one model and its adversarial images; run it here for the reference predictions."""
     precision = "int8" if int8 else "fp32"
     stem = file_stem(mspec.name)  # model names are free text; file names are not
@@ -248,6 +273,11 @@ def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y,
         pred = model.predict(adv.astype(np.float32)).argmax(1)
         preds[key], attacks[key], adv_arrays[key] = pred.astype(np.int64), params, adv.astype(np.float32)
         expected_robust[key] = float((clean_ok & (pred == y)).mean())
+    expected_corruption = {}
+    for key, images in (corruptions[1] if corruptions is not None else {}).items():
+        pred = model.predict(images.astype(np.float32) / 255).argmax(1)
+        preds[f"corruption_{key}"] = pred.astype(np.int64)
+        expected_corruption[key] = float((pred == y[: len(images)]).mean())
     pred_rel, adv_rel = f"data/pred-{stem}.{precision}.npz", f"data/adv-{stem}.npz"
     np.savez_compressed(stage / pred_rel, **preds)
     if adv_arrays and not (stage / adv_rel).exists():
@@ -259,5 +289,6 @@ def _bundle_model(run_dir, stage, path, mspec, int8, spec, manifest, data, x, y,
     return {
         "model": mspec.name, "arch": mspec.arch, "defense": mspec.defense_name, "compression": compression,
         "precision": precision, "file": rel, "predictions": pred_rel, "adversarial": adv_rel if adv_arrays else None,
-        "attacks": attacks, "expected": {"clean_acc": float(clean_ok.mean()), "robust_acc": expected_robust},
+        "attacks": attacks, "expected": {"clean_acc": float(clean_ok.mean()), "robust_acc": expected_robust,
+                                         "corruption_acc": expected_corruption},
     }  # fmt: skip

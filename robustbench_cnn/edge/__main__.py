@@ -50,7 +50,8 @@ def _validate(args: argparse.Namespace) -> int:
     say(f"{env['runtime']} {env['runtime_version']} on {env['machine']} (python {env['python']})\n")
     for res in results:
         acc = {r["metric"] if r["metric"] != "robust_acc" else f"robust {r['attack']}@{r['eps']:g}": r["value"]
-               for r in res.rows if r["metric"] in ("clean_acc", "robust_acc", "latency_ms_p50")}  # fmt: skip
+               for r in res.rows if r["metric"] in ("clean_acc", "robust_acc", "mean_corruption_acc",
+                                                    "latency_ms_p50")}  # fmt: skip
         shown = ", ".join(f"{k} {v:.4g}" for k, v in acc.items())
         say(f"{'FAIL' if res.failures else 'ok  '} {res.model} [{res.precision}]: {shown}\n")
         for failure in res.failures:

@@ -24,6 +24,7 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 EVAL_DATA = "data/eval.npz"
+CORRUPTED_DATA = "data/corrupted.npz"  # uint8 (n, C, H, W) per corruption and severity, shared by the models
 RESULTS_DIR = "validation"
 PRECISIONS = ("fp32", "int8")
 
@@ -52,6 +53,11 @@ def attack_key(attack: str, norm: str, eps: float) -> str:
 def sums_text(digests: dict[str, str]) -> str:
     """``sha256sum`` lines (``<hex>  <path>``) for ``{path: hex}``, sorted by path."""
     return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(digests.items()))
+
+
+def corruption_key(corruption: str, severity: int) -> str:
+    """The name of one corrupted set in a bundle (an npz member name and a manifest key)."""
+    return f"{corruption}-s{severity}"
 
 
 def file_stem(name: str) -> str:

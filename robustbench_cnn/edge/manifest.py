@@ -66,6 +66,17 @@ class ModelEntry:
     attacks: dict[str, Attack]
     clean_acc: float
     robust_acc: dict[str, float]
+    corruption_acc: dict[str, float]  # {corruption-s<severity>: accuracy} on the bundle's corrupted sets
+
+
+@dataclass(frozen=True)
+class CorruptionSets:
+    """The bundle's corrupted images: ``images`` eval images per set, each set a corruption and severity."""
+
+    file: str
+    label: str
+    images: int
+    sets: dict[str, tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class Manifest:
     files: dict[str, str]
     validator: dict[str, str]
     left_out: tuple[dict[str, str], ...]
+    corruptions: CorruptionSets | None = None
 
     def locate(self, rel: str, field: str) -> Path:
         """The resolved path of ``rel`` (already checked relative and listed); refuses one that leaves."""
@@ -195,14 +207,39 @@ def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:
     models = raw["models"]
     if not isinstance(models, list) or not 1 <= len(models) <= MAX_MODELS:
         raise c.fail("models", f"expected a list of 1 to {MAX_MODELS} models, found {_kind(models)}")
-    entries = tuple(_model(c, m, i, files) for i, m in enumerate(models))
+    corruptions = _corruptions(c, raw.get("corruptions"), files, source["images"])
+    keys = set(corruptions.sets) if corruptions is not None else set()
+    entries = tuple(_model(c, m, i, files, keys) for i, m in enumerate(models))
     seen: set[tuple[str, str]] = set()
     for e in entries:
         if (e.model, e.precision) in seen:
             raise c.fail(f"models[{e.index}]", f"{e.model} [{e.precision}] is listed twice")
         seen.add((e.model, e.precision))
     left_out = _left_out(c, raw.get("left_out", []))
-    return Manifest(bundle, root, source, tolerances, entries, files, validator, left_out)
+    return Manifest(bundle, root, source, tolerances, entries, files, validator, left_out, corruptions)
+
+
+def _corruptions(c: _Checker, raw: Any, files: dict[str, str], images: int) -> CorruptionSets | None:
+    """``corruptions``: ``{file, label, images, sets: {key: {corruption, severity}}}``, or absent."""
+    if raw is None:
+        return None
+    c.obj(raw, "corruptions", ("file", "label", "images", "sets"))
+    sets = {}
+    for key, s in c.obj(raw["sets"], "corruptions.sets").items():
+        where = f"corruptions.sets.{c.text(key, 'corruptions.sets')}"
+        c.obj(s, where, ("corruption", "severity"))
+        sets[key] = (
+            c.text(s["corruption"], f"{where}.corruption"),
+            int(c.number(s["severity"], f"{where}.severity", 1, 5)),
+        )
+    if not isinstance(raw["images"], int):
+        raise c.fail("corruptions.images", f"expected an integer, found {_kind(raw['images'])}")
+    return CorruptionSets(
+        c.path(raw["file"], "corruptions.file", ".npz", files),
+        c.text(raw["label"], "corruptions.label"),
+        int(c.number(raw["images"], "corruptions.images", 1, images)),
+        sets,
+    )
 
 
 def _files(c: _Checker, value: Any, field: str) -> dict[str, str]:
@@ -216,7 +253,7 @@ def _files(c: _Checker, value: Any, field: str) -> dict[str, str]:
     return dict(value)
 
 
-def _model(c: _Checker, raw: Any, i: int, files: dict[str, str]) -> ModelEntry:
+def _model(c: _Checker, raw: Any, i: int, files: dict[str, str], corrupted: set[str]) -> ModelEntry:
     f = f"models[{i}]"
     m = c.obj(raw, f, ("model", "arch", "defense", "compression", "precision", "file", "predictions", "expected",
                        "parity"))  # fmt: skip
@@ -239,6 +276,9 @@ def _model(c: _Checker, raw: Any, i: int, files: dict[str, str]) -> ModelEntry:
     robust = c.obj(exp["robust_acc"], f"{f}.expected.robust_acc")
     if set(robust) != set(attacks):
         raise c.fail(f"{f}.expected.robust_acc", "its keys differ from the model's attacks")
+    corruption = c.obj(exp.get("corruption_acc", {}), f"{f}.expected.corruption_acc")
+    if set(corruption) != corrupted:
+        raise c.fail(f"{f}.expected.corruption_acc", "its keys differ from the bundle's corruptions.sets")
     return ModelEntry(
         index=i, **names, precision=precision,
         file=c.path(m["file"], f"{f}.file", ".tflite", files),
@@ -246,6 +286,7 @@ def _model(c: _Checker, raw: Any, i: int, files: dict[str, str]) -> ModelEntry:
         adversarial=adversarial, attacks=attacks,
         clean_acc=c.number(exp["clean_acc"], f"{f}.expected.clean_acc", 0.0, 1.0),
         robust_acc={k: c.number(v, f"{f}.expected.robust_acc.{k}", 0.0, 1.0) for k, v in robust.items()},
+        corruption_acc={k: c.number(v, f"{f}.expected.corruption_acc.{k}", 0.0, 1.0) for k, v in corruption.items()},
     )  # fmt: skip
 
 

@@ -60,7 +60,10 @@ def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None)
     f, n = f"models[{entry.index}]", len(x)
     keys = sorted(entry.attacks)
     pred_path = m.locate(entry.predictions, f"{f}.predictions")
-    preds = load_arrays(pred_path, m.bundle / entry.predictions, {k: ("<i8", (n,)) for k in ["clean", *keys]})
+    expect: dict[str, tuple[str, tuple[int | None, ...]]] = {k: ("<i8", (n,)) for k in ["clean", *keys]}
+    if m.corruptions is not None:
+        expect |= {f"corruption_{k}": ("<i8", (m.corruptions.images,)) for k in m.corruptions.sets}
+    preds = load_arrays(pred_path, m.bundle / entry.predictions, expect)
     adv = {}
     if entry.adversarial is not None:
         adv_path = m.locate(entry.adversarial, f"{f}.adversarial")
@@ -86,6 +89,31 @@ def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None)
     return _Prepared(entry, model, size, preds, adv)
 
 
+def _corrupted(m: Manifest, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The bundle's corrupted sets ``{key: uint8 (images, C, H, W)}`` (none without ``corruptions``)."""
+    if m.corruptions is None:
+        return {}
+    c = m.corruptions
+    path = m.locate(c.file, "corruptions.file")
+    return load_arrays(path, m.bundle / c.file, {k: ("|u1", (c.images, *shape)) for k in c.sets})
+
+
+def _corruption_checks(p: _Prepared, y: np.ndarray, m: Manifest, sets: dict[str, np.ndarray], row) -> list:
+    """``corruption_acc`` per set and their mean, as rows; the (metric, key, got, want, pred, ref) checks."""
+    if m.corruptions is None:
+        return []
+    checks, accs = [], []
+    k = m.corruptions.images
+    for key, (corruption, severity) in sorted(m.corruptions.sets.items()):
+        pred = p.model.predict(sets[key].astype(np.float32) / 255).argmax(1)
+        acc = float((pred == y[:k]).mean())
+        accs.append(acc)
+        row("corruption_acc", acc, attack=corruption, norm="corruption", eps=float(severity), n=k)
+        checks.append(("corruption_acc", key, acc, p.entry.corruption_acc[key], pred, p.preds[f"corruption_{key}"]))
+    row("mean_corruption_acc", float(np.mean(accs)), attack="mean", norm="corruption", n=k)
+    return checks
+
+
 def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) -> ModelResult:
     """Run one model on the clean and adversarial images and compare with the manifest's expectations."""
     e, tol = p.entry, m.tolerances
@@ -107,6 +135,7 @@ def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) ->
         robust = float((clean_ok & (pred == y)).mean())
         row("robust_acc", robust, attack=attack.attack, norm=attack.norm, eps=attack.eps, n=len(y))
         checks.append(("robust_acc", key, robust, e.robust_acc[key], pred, p.preds[key]))
+    checks += _corruption_checks(p, y, m, opts["corrupted"], row)  # corrupted images: tolerated as adversarial
     for metric, which, got, want, pred, ref in checks:
         label = metric if which is None else f"{metric} {which}"
         agreement = float((pred == ref).mean())
@@ -202,7 +231,8 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     digest = sums_digest(m, hashes)
     log.info("validator: its %d files match the manifest; SHA256SUMS sha256 %s", len(hashes), digest)
     run_id = f"edge-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    opts = {"latency": latency, "budget_s": budget_s, "warmup": 5, "min_repeats": 20}
+    opts = {"latency": latency, "budget_s": budget_s, "warmup": 5, "min_repeats": 20,
+            "corrupted": _corrupted(m, tuple(x.shape[1:]))}  # fmt: skip
     results = []
     for p in prepared:
         log.info("validating %s (%s)", p.entry.model, p.entry.precision)
