@@ -18,7 +18,25 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from robustbench_cnn import zoo
+from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
+from robustbench_cnn.config.spec import DatasetSpec, EvalSpec, PreprocessField
+from robustbench_cnn.contract.results import Row, frame
+from robustbench_cnn.data import load_dataset
+from robustbench_cnn.engine.prepare import preprocess_stats
+from robustbench_cnn.engine.runner import RunOptions, new_run_id, resolve_device, run_suite
 from robustbench_cnn.errors import InputError
+from robustbench_cnn.measures.common import predict_logits
+from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
+from robustbench_cnn.models import Normalized, build_model, check_output
+from robustbench_cnn.models.checkpoint import load_checkpoint
+from robustbench_cnn.models.sources import preload
+from robustbench_cnn.report.summary import finish_run
+from robustbench_cnn.runtime.torch_runtime import count_params
+from robustbench_cnn.zoo import Preprocess, entry
+from robustbench_cnn.zoo import zoo_dir as find_zoo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,8 +61,6 @@ def _dataset(
 ) -> ImageDataset:
     if not isinstance(data, str):
         return data
-    from robustbench_cnn.config.spec import DatasetSpec
-    from robustbench_cnn.data import load_dataset
 
     try:
         spec = DatasetSpec(name=data, eval_size=eval_size, image_size=image_size)
@@ -57,11 +73,6 @@ def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize
     """``model`` behind its declared preprocessing (``"none"``, ``"dataset"``, a mapping or a
     :class:`~robustbench_cnn.zoo.Preprocess`); ``normalize=True`` is ``preprocess="dataset"``."""
     from pydantic import TypeAdapter
-
-    from robustbench_cnn.config.spec import PreprocessField
-    from robustbench_cnn.engine.prepare import preprocess_stats
-    from robustbench_cnn.models import Normalized
-    from robustbench_cnn.zoo import Preprocess
 
     if preprocess is None and not normalize:
         return model
@@ -76,10 +87,6 @@ def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize
 
 def _zoo_model(name: str, ds: ImageDataset, zoo_dir: str | os.PathLike[str] | None) -> nn.Module:
     """Zoo entry ``name`` built from its architecture and preprocessing, filled from its verified file."""
-    from robustbench_cnn import zoo
-    from robustbench_cnn.engine.prepare import preprocess_stats
-    from robustbench_cnn.models import build_model
-    from robustbench_cnn.models.checkpoint import load_checkpoint
 
     e = zoo.entry(name)
     if e.kind != "torch":
@@ -96,7 +103,6 @@ def _threat_models(
     attacks: Sequence[str], eps: Sequence[float | str], norm: str, steps: int, restarts: int,
     step_size: float | None = None,
 ) -> list[EvalSpec]:  # fmt: skip
-    from robustbench_cnn.config.spec import EvalSpec
 
     if isinstance(attacks, str):
         attacks = (attacks,)
@@ -112,8 +118,6 @@ def _threat_models(
 
 def _check_model(model: nn.Module, data: ImageDataset) -> None:
     import torch
-
-    from robustbench_cnn.models import check_output
 
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -135,9 +139,6 @@ def _robust_rows(
 ) -> list[Row]:
     """``robust_acc`` per attack and eps (only clean-correct images attacked), then ``worst_case`` per eps."""
     import torch
-
-    from robustbench_cnn.attacks import ATTACKS
-    from robustbench_cnn.attacks.evaluate import robust_correct
 
     x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
     rows: list[Row] = []
@@ -196,17 +197,9 @@ def evaluate(
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
     Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
     """
-    from robustbench_cnn.contract.results import Row, frame
-    from robustbench_cnn.engine.runner import new_run_id, resolve_device
-    from robustbench_cnn.measures.common import predict_logits
-    from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
-    from robustbench_cnn.models import Normalized
-    from robustbench_cnn.runtime.torch_runtime import count_params
 
     specs = _threat_models(attacks, eps, norm, steps, restarts, step_size)
     if isinstance(model, str):
-        from robustbench_cnn.zoo import entry
-
         zoo_name = entry(model).name
         ds = _dataset(data or entry(model).dataset, eval_size, image_size, data_dir)
         model, name = _zoo_model(zoo_name, ds, zoo_dir), name or zoo_name
@@ -252,11 +245,6 @@ def run(
     paths and plugin modules are found (default ``out``); ``data_dir``: overrides ``dataset.data_dir``
     (as ``--data-dir``); ``zoo_dir``: where ``zoo:NAME`` checkpoints are (as ``--zoo-dir``).
     """
-    from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
-    from robustbench_cnn.engine.runner import RunOptions, run_suite
-    from robustbench_cnn.models.sources import preload
-    from robustbench_cnn.report.summary import finish_run
-    from robustbench_cnn.zoo import zoo_dir as find_zoo
 
     root = Path(out if out is not None else os.environ.get("ROBUSTBENCH_CNN_RESULTS", "results")).resolve()
     zoo = find_zoo(Path(zoo_dir) if zoo_dir is not None else None)

@@ -36,9 +36,9 @@ from robustbench_cnn.config.spec_types import (  # noqa: F401  (Number: re-expor
 from robustbench_cnn.config.spec_types import (
     SpecBase as _Spec,
 )
-from robustbench_cnn.errors import RobustBenchError, shown
+from robustbench_cnn.errors import RobustBenchError, did_you_mean, shown
 from robustbench_cnn.registry import hook, registry
-from robustbench_cnn.zoo import Preprocess
+from robustbench_cnn.zoo import PREFIX, ZOO, Preprocess, is_zoo
 
 
 class DatasetSpec(_Spec):
@@ -189,15 +189,12 @@ class ModelSpec(_Spec):
         return self
 
     def _zoo_problems(self) -> list[tuple[str, str]]:
-        from robustbench_cnn.zoo import ZOO
 
         name = self.zoo
         if name is None:
             return []
         e = ZOO.get(name)
         if e is None:
-            from robustbench_cnn.errors import did_you_mean
-
             return [("checkpoint", f"unknown zoo model {shown(name, 80)}{did_you_mean(name, ZOO)}")]
         if e.kind != "torch":
             return [("checkpoint", f"zoo model '{name}' is an edge build ({e.file}), not torch weights; measure it "
@@ -212,7 +209,6 @@ class ModelSpec(_Spec):
     @property
     def zoo(self) -> str | None:
         """The zoo entry this model loads (``checkpoint = "zoo:NAME"``), else None."""
-        from robustbench_cnn.zoo import PREFIX, is_zoo
 
         return self.checkpoint.removeprefix(PREFIX) if is_zoo(self.checkpoint) else None  # type: ignore[union-attr]
 
@@ -223,7 +219,6 @@ NEEDS_PREPROCESS = ("a bare network's checkpoint does not say what input it expe
 
 
 def zoo_entry(m: ModelSpec) -> Any:
-    from robustbench_cnn.zoo import ZOO
 
     return ZOO.get(m.zoo) if m.zoo is not None else None
 
@@ -231,7 +226,6 @@ def zoo_entry(m: ModelSpec) -> Any:
 def from_zoo(m: Any) -> Any:
     """A model with ``checkpoint = "zoo:NAME"`` takes the entry's arch, params and preprocessing (a bare
     network's state dict) unless it sets them; an unknown name is reported by the model's own check."""
-    from robustbench_cnn.zoo import PREFIX, ZOO, is_zoo
 
     if not isinstance(m, dict) or not isinstance(m.get("checkpoint"), str) or not is_zoo(m["checkpoint"]):
         return m

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from robustbench_cnn.atomic import atomic_write_bytes
+from robustbench_cnn.contract.integrity import unique_keys
+from robustbench_cnn.errors import InputError, one_line
 
 KEY_PACKAGES = (
     "robustbench-cnn", "torch", "torchvision", "torchattacks", "numpy", "pandas", "scikit-learn",
@@ -193,9 +195,6 @@ def read_run_manifest(path: Path) -> dict[str, Any]:
     :class:`~robustbench_cnn.errors.InputError` line naming the file, the field and the fix. Duplicate
     keys are refused."""
     from pydantic import ValidationError
-
-    from robustbench_cnn.contract.integrity import unique_keys
-    from robustbench_cnn.errors import InputError, one_line
 
     fix = "re-run (or --resume) the run to rewrite its manifest"
     try:

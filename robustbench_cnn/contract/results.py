@@ -62,7 +62,7 @@ class Row:
         if not math.isfinite(self.value):
             raise ValueError(f"{self.model}/{self.metric}: value {self.value} is not finite")
         if METRIC_SPECS[self.metric].interval and self.n and self.ci_low is None:
-            from robustbench_cnn.metrics import clopper_pearson
+            from robustbench_cnn.metrics import clopper_pearson  # torch: loaded where rows are made, not read
 
             low, high = clopper_pearson(self.value, self.n)
             object.__setattr__(self, "ci_low", low)

@@ -15,6 +15,7 @@ from torch import nn
 from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
 from robustbench_cnn.contract.results import Row
 from robustbench_cnn.data import ImageDataset
+from robustbench_cnn.zoo import resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,6 @@ class RunContext:
 
     def checkpoint(self, mspec: ModelSpec) -> Path:
         """``mspec``'s checkpoint file: a verified zoo file, or a path relative to the suite's folder."""
-        from robustbench_cnn.zoo import resolve_checkpoint
 
         assert mspec.checkpoint is not None, "a model that trains has no checkpoint"
         return resolve_checkpoint(mspec.checkpoint, self.base_dir, self.zoo_dir, f"models '{mspec.name}'.checkpoint")

@@ -18,9 +18,12 @@ from typing import Any
 
 from robustbench_cnn.config.load import LoadedSuite
 from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
+from robustbench_cnn.data import load_dataset
+from robustbench_cnn.engine.devices import resolve_for_device
 from robustbench_cnn.engine.kinds import measures
 from robustbench_cnn.engine.plan import plan as cell_plan
 from robustbench_cnn.errors import RobustBenchError
+from robustbench_cnn.train.cache import META, WEIGHTS, ModelCache, cache_key, code_fingerprint
 from robustbench_cnn.train.pinned import training_mode
 
 
@@ -109,10 +112,6 @@ def estimate(suite: SuiteSpec, m: ModelSpec, n_train: int, n_eval: int) -> dict[
 def make_plan(loaded: LoadedSuite, cache_dir: Path, seed: int | None = None, data_dir: Path | None = None) -> SuitePlan:
     """The plan of ``loaded`` against the model cache in ``cache_dir``; reads, never writes."""
     import torch
-
-    from robustbench_cnn.data import load_dataset
-    from robustbench_cnn.engine.devices import resolve_for_device
-    from robustbench_cnn.train.cache import META, WEIGHTS, ModelCache, cache_key, code_fingerprint
 
     spec = loaded.spec
     seed = spec.seed if seed is None else seed

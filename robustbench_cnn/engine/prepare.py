@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from robustbench_cnn.compress import COMPRESSORS, CompressJob
 from robustbench_cnn.config.spec import ModelSpec
 from robustbench_cnn.data import ImageDataset
+from robustbench_cnn.defenses import DEFENSES
 from robustbench_cnn.engine.context import RunContext
 from robustbench_cnn.engine.planning import model_identity
 from robustbench_cnn.errors import RobustBenchError
@@ -21,7 +23,7 @@ from robustbench_cnn.models.sources import ModelSourceError
 from robustbench_cnn.train.cache import WEIGHTS, ModelCache, cache_key, code_fingerprint, load_weights, sha256_file
 from robustbench_cnn.train.loop import to_device, train
 from robustbench_cnn.train.pinned import PIN_ENV, in_pinned_child, training_mode
-from robustbench_cnn.zoo import Preprocess
+from robustbench_cnn.zoo import Preprocess, require_shape
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,6 @@ def normalization(spec: ModelSpec, data: ImageDataset) -> tuple[tuple[float, ...
     """The (mean, std) of ``spec``'s normalization layer on [0, 1] images: its declared preprocessing,
     else the training images' statistics (models the suite trains)."""
     if spec.zoo is not None:
-        from robustbench_cnn.zoo import require_shape
-
         require_shape(spec.zoo, (data.in_channels, data.image_size, data.image_size), f"model '{spec.name}'")
     return preprocess_stats(spec.preprocess, data, f"model '{spec.name}'")
 
@@ -72,13 +72,11 @@ def _train(ctx: RunContext, spec: ModelSpec, model: Normalized, models: Mapping[
         kwargs: dict[str, Any] = {"desc": f"train {spec.name}", "progress": ctx.progress}
         if spec.defense is None:
             return train(*args, ctx.seed, ctx.device, **kwargs, loss_fn=loss_fn)
-        from robustbench_cnn.defenses import DEFENSES
 
         return DEFENSES.get(spec.defense.name)(*args, spec.defense, ctx.seed, ctx.device, **kwargs)
 
     if spec.compress is None:
         return finetune(model)
-    from robustbench_cnn.compress import COMPRESSORS, CompressJob
 
     job = CompressJob({u: models[u] for u in spec.compress.upstream}, data, finetune, ctx.seed, ctx.device,
                       ctx.progress)  # fmt: skip

@@ -32,7 +32,9 @@ from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.engine.plan import crafting
 from robustbench_cnn.measures.common import attack_batch, crafting_for
+from robustbench_cnn.metrics import clopper_pearson
 from robustbench_cnn.seeds import derived_seed
+from robustbench_cnn.zoo import ZOO
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +243,6 @@ def certified_bound_check(zoo: str | None, norm: str, eps: float, value: float, 
     """A worst case against its zoo model's published *certified* lower bound at this (norm, eps):
     (passed, detail), failed when the whole 95% interval lies below the bound, which no correct attack
     can do (an evaluation or loading bug); None without a certified figure there."""
-    from robustbench_cnn.metrics import clopper_pearson
-    from robustbench_cnn.zoo import ZOO
 
     entry = ZOO.get(zoo) if zoo is not None else None
     figures = [f for f in (entry.figures if entry else ()) if f.kind == "certified" and f.norm == norm

@@ -22,8 +22,10 @@ from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.report import svg
+from robustbench_cnn.report.compare import compare, load_run
 from robustbench_cnn.report.html import page, slug
 from robustbench_cnn.report.leaderboard import leaderboard, variant_label
+from robustbench_cnn.report.tolerances import Tolerances
 
 METRICS = [("clean", "clean accuracy (%)", 100.0), ("robust", "robust accuracy at the main eps (%)", 100.0),
            ("certified", "certified accuracy at the main radius (%)", 100.0), ("p50_ms", "p50 latency (ms)", 1.0),
@@ -84,8 +86,6 @@ def regressions(prev: RunData, cur: RunData) -> pd.DataFrame:
     """The rows ``compare`` calls a regression between two run directories (empty without both)."""
     if prev.run_dir is None or cur.run_dir is None:
         return pd.DataFrame()
-    from robustbench_cnn.report.compare import compare, load_run
-    from robustbench_cnn.report.tolerances import Tolerances
 
     joined = compare(load_run(prev.run_dir), load_run(cur.run_dir), Tolerances())[0]
     return joined[joined.verdict == "REGRESSION"]

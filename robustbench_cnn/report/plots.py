@@ -17,6 +17,7 @@ import pandas as pd
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import deciding
+from robustbench_cnn.report.html import write_html
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, pareto_front, variant_label
 from robustbench_cnn.report.summary import render as render_summary
 
@@ -231,7 +232,6 @@ def accuracy_vs_cost(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | Non
 
 def write_report(run_dir: Path) -> Path:
     """Write ``report.md``, its PNGs and ``report.html`` into ``run_dir``; returns the Markdown report's path."""
-    from robustbench_cnn.report.html import write_html
 
     df = read_csv(run_dir / "results.csv")
     manifest = read_run_manifest(run_dir / "manifest.json")
