@@ -154,3 +154,11 @@ def test_rows_frame_round_trips(run, tmp_path):
     back = read_csv(tmp_path / "r.csv")
     assert len(back[back.metric == "corruption_acc"]) == 12
     assert isinstance(back, pd.DataFrame)
+
+
+def test_the_report_plots_accuracy_against_severity_per_family(run):
+    from robustbench_cnn.report.plots import write_report
+
+    write_report(run.run_dir)
+    assert {p.name for p in run.run_dir.glob("corruption_*.png")} == {"corruption_noise.png", "corruption_digital.png"}
+    assert "corruption_noise.png" in (run.run_dir / "report.md").read_text()

@@ -17,6 +17,7 @@ import pandas as pd
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import deciding
+from robustbench_cnn.corruptions import CORRUPTIONS
 from robustbench_cnn.report.html import write_html
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, pareto_front, variant_label
 from robustbench_cnn.report.summary import render as render_summary
@@ -99,6 +100,30 @@ def robust_vs_eps(df: pd.DataFrame, out: Path) -> list[str]:
                     zorder=2 if exported else 3)  # fmt: skip
         ax.set_ylim(-2, 102)
         files.append(_save(fig, ax, out / f"robust_{attack}_{norm}.png"))
+    return files
+
+
+def corruption_vs_severity(df: pd.DataFrame, out: Path) -> list[str]:
+    """One plot per corruption family (noise, blur, weather, digital) the run measured: accuracy against
+    severity, averaged over the family's corruptions, one line per variant (exports in their model's
+    colour with their own marker: which build loses what under which corruption)."""
+    rows = df[df.metric == "corruption_acc"]
+    if rows.empty:
+        return []
+    family = rows.attack.map(lambda name: CORRUPTIONS[name].family if name in CORRUPTIONS else "other")
+    colour, flagged, files = _colours(list(rows.model)), unreliable_models(df), []
+    for fam, sub in rows.assign(family=family).groupby("family", sort=False):
+        names = ", ".join(sorted(sub.attack.unique()))
+        fig, ax = _figure(f"Accuracy under {fam} corruptions ({names})", "severity", "accuracy (%)", width=9.5)
+        mean = sub.assign(variant=sub.apply(_label, axis=1)).groupby(["variant", "eps"], sort=False)
+        for variant, m in mean.agg(value=("value", "mean"), model=("model", "first"), format=("format", "first"),
+                                   compression=("compression", "first")).reset_index().groupby("variant"):  # fmt: skip
+            marker, style = _style(m.format.iloc[0], m.compression.iloc[0])
+            label = f"{variant} (evaluation unreliable)" if m.model.iloc[0] in flagged else variant
+            ax.plot(m.eps, m.value * 100, style, marker=marker, color=colour[m.model.iloc[0]], label=label)
+        ax.set_xticks(sorted(sub.eps.unique()))
+        ax.set_ylim(-2, 102)
+        files.append(_save(fig, ax, out / f"corruption_{fam}.png"))
     return files
 
 
@@ -236,7 +261,7 @@ def write_report(run_dir: Path) -> Path:
     df = read_csv(run_dir / "results.csv")
     manifest = read_run_manifest(run_dir / "manifest.json")
     plots = robust_vs_eps(df, run_dir) + certified_vs_radius(df, run_dir, manifest)
-    plots += accuracy_vs_cost(df, run_dir, manifest)
+    plots += corruption_vs_severity(df, run_dir) + accuracy_vs_cost(df, run_dir, manifest)
     lines = [render_summary(df, manifest).rstrip(), "", "## Plots", ""]
     lines += [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     path = run_dir / "report.md"
