@@ -160,12 +160,12 @@ def test_a_too_long_results_path_is_one_line(tmp_path, suite, capsys):
     ],
 )  # fmt: skip
 def test_run_failures_are_one_line(tmp_path, suite, capsys, monkeypatch, exc, code, expected):
-    import robustbench_cnn.engine.runner as runner
+    import robustbench_cnn.cli.runs as runs  # the run command's module
 
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(runner, "run_suite", fail)
+    monkeypatch.setattr(runs, "run_suite", fail)
     assert main(["run", str(suite), "--out", str(tmp_path / "out")]) == code
     assert capsys.readouterr().err == expected.format(suite=suite) + "\n"
 
