@@ -11,26 +11,14 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from robustbench_cnn.config.problems import nested, problems, toml_type
-from robustbench_cnn.config.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
-    CertifySpec,
-    ChecksSpec,
-    EnsembleSpec,
-    EvalSpec,
-    ExportSpec,
-    LatencySpec,
-    PerformanceSpec,
-    ThreatModelSpec,
-)
-from robustbench_cnn.config.spec_types import (  # noqa: F401  (Number: re-exported for defenses and compressors)
+from robustbench_cnn.config.spec_types import (
     MAX_BATCH,
     MAX_IMAGES,
     MAX_ITEMS,
-    MAX_MODELS,
     MAX_SEED,
     ArchName,
     DatasetName,
     Name,
-    Number,
     PathText,
 )
 from robustbench_cnn.config.spec_types import (

@@ -27,6 +27,7 @@ from safetensors.torch import save
 from torch import nn
 
 from robustbench_cnn.atomic import atomic_write_bytes
+from robustbench_cnn.contract.integrity import sha256
 from robustbench_cnn.errors import CheckpointError
 from robustbench_cnn.locks import file_lock
 from robustbench_cnn.models import structure
@@ -51,11 +52,8 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a weights file (hex)."""
+    return sha256(path)
 
 
 def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None, name: str = "the weights") -> bytes:
