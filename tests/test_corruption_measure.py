@@ -162,3 +162,6 @@ def test_the_report_plots_accuracy_against_severity_per_family(run):
     write_report(run.run_dir)
     assert {p.name for p in run.run_dir.glob("corruption_*.png")} == {"corruption_noise.png", "corruption_digital.png"}
     assert "corruption_noise.png" in (run.run_dir / "report.md").read_text()
+    html = (run.run_dir / "report.html").read_text()
+    assert "accuracy under noise corruptions (gaussian_noise)" in html
+    assert "accuracy under digital corruptions (contrast, jpeg_compression)" in html

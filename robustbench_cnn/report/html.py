@@ -18,6 +18,7 @@ import pandas as pd
 
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import failing
+from robustbench_cnn.corruptions import CORRUPTIONS
 from robustbench_cnn.report import page_assets, svg
 from robustbench_cnn.report.leaderboard import (
     NO_INTERVAL,
@@ -190,6 +191,25 @@ def _robust_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[str])
     return charts
 
 
+def _corruption_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[str]) -> list[svg.Chart]:
+    """Per corruption family: accuracy against severity, the family's corruptions averaged, per variant."""
+    rows = df[df.metric == "corruption_acc"]
+    rows = rows.assign(family=rows.attack.map(lambda a: CORRUPTIONS[a].family if a in CORRUPTIONS else "other"))
+    charts = []
+    for family, sub in rows.groupby("family", sort=False):
+        series = []
+        for variant, m in sub.assign(variant=sub.apply(variant_label, axis=1)).groupby("variant", sort=False):
+            mean = m.groupby("eps").value.mean()
+            marker, dash = _style(m.format.iloc[0], m.compression.iloc[0])
+            name = variant + (" (UNRELIABLE)" if m.model.iloc[0] in flagged else "")
+            pts = tuple(svg.Point(s, v * 100, f"{name}: {v * 100:.1f}% at severity {s:g}") for s, v in mean.items())
+            series.append(svg.Series(name, pts, colours[m.model.iloc[0]], True, dash, marker))
+        names = ", ".join(sorted(sub.attack.unique()))
+        charts.append(svg.Chart(f"accuracy under {family} corruptions ({names})", "severity", "accuracy (%)",
+                                tuple(series), ylim=(-2, 102), xint=True))  # fmt: skip
+    return charts
+
+
 def _certified_chart(df: pd.DataFrame, manifest: dict[str, Any], colours: dict[str, str]) -> list[svg.Chart]:
     cert = df[df.metric == "certified_acc"]
     if cert.empty:
@@ -302,7 +322,8 @@ def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None
     board = ranked(board)
     colours = {m: svg.PALETTE[i % len(svg.PALETTE)] for i, m in enumerate(dict.fromkeys(board.model))}
     flagged = set(board.loc[board.verdict.str.startswith("UNRELIABLE"), "model"])
-    charts = _robust_charts(df, colours, flagged) + _certified_chart(df, manifest, colours)
+    charts = _robust_charts(df, colours, flagged) + _corruption_charts(df, colours, flagged)
+    charts += _certified_chart(df, manifest, colours)
     charts += _cost_charts(board, tm, colours)
     env = manifest.get("environment", {})
     title = f"{manifest.get('suite', '')} — run {manifest.get('run_id', '')}"
