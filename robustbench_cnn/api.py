@@ -14,9 +14,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
+import torch
 from pydantic import ValidationError
+from torch import nn
 
 from robustbench_cnn import zoo
 from robustbench_cnn.attacks import ATTACKS
@@ -24,9 +27,9 @@ from robustbench_cnn.attacks.evaluate import robust_correct
 from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 from robustbench_cnn.config.spec import DatasetSpec, EvalSpec, PreprocessField
 from robustbench_cnn.contract.results import Row, frame
-from robustbench_cnn.data import load_dataset
+from robustbench_cnn.data import ImageDataset, load_dataset
 from robustbench_cnn.engine.prepare import preprocess_stats
-from robustbench_cnn.engine.runner import RunOptions, new_run_id, resolve_device, run_suite
+from robustbench_cnn.engine.runner import RunOptions, RunResult, new_run_id, resolve_device, run_suite
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.measures.common import predict_logits
 from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
@@ -37,16 +40,6 @@ from robustbench_cnn.report.summary import finish_run
 from robustbench_cnn.runtime.torch_runtime import count_params
 from robustbench_cnn.zoo import Preprocess, entry
 from robustbench_cnn.zoo import zoo_dir as find_zoo
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import torch
-    from torch import nn
-
-    from robustbench_cnn.config.spec import EvalSpec
-    from robustbench_cnn.contract.results import Row
-    from robustbench_cnn.data import ImageDataset
-    from robustbench_cnn.engine.runner import RunResult
 
 
 def _one_line(where: str, exc: ValidationError) -> InputError:
