@@ -161,7 +161,8 @@ def render(p: SuitePlan, max_work: int = DEFAULT_MAX_WORK) -> str:
         lines.append(f"  {m.name:<{width}}  {len(m.cells)} ({counts})")
     attacks = dict.fromkeys(label for m in p.models for label in m.cells if label.startswith("attack("))
     lines.append(f"attack cells: {', '.join(a.removeprefix('attack(').removesuffix(')') for a in attacks) or 'none'}")
-    parts = {k: sum(m.work[k] for m in p.models) for k in ("train", "attacks", "checks", "certify")}
+    stages = dict.fromkeys(k for m in p.models for k in m.work)  # train, attacks, checks, certify, then plugins'
+    parts = {k: sum(m.work.get(k, 0) for m in p.models) for k in stages}
     lines.append(
         "work (image-passes, approx.): " + ", ".join(f"{k} {v:.3g}" for k, v in parts.items())
         + f"; total {p.total_work:.3g} (limit {max_work:.3g}, --max-work)"

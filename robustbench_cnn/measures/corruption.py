@@ -86,7 +86,8 @@ def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
     s = spec.section("corruptions")
     if s is None or (s.models is not None and mspec.name not in s.models):
         return {}
-    return {"corruptions": min(s.eval_size, n_eval) * len(s.corruptions) * len(s.severities)}
+    exports = sum(ex.models is None or mspec.name in ex.models for ex in spec.exports) if s.exports else 0
+    return {"corruptions": (1 + exports) * min(s.eval_size, n_eval) * len(s.corruptions) * len(s.severities)}
 
 
 @register_measure("corruptions", order=75, estimate=_estimate, settings=CorruptionSettings)
