@@ -204,7 +204,7 @@ def build_bundle(
             path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
             entry = _bundle_model(run_dir, stage, path, specs[name], int8, x, y, n, corruptions)
             entries.append({**entry, "parity": parity})
-        validator = _stage_validator(stage)
+        validator = stage_validator(stage)
         files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
         source = {"suite": spec.name, "run_id": manifest["run_id"], "dataset": data.name, "images": n,
                   "seed": manifest["seed"], "environment": manifest.get("environment", {})}  # fmt: skip
@@ -228,7 +228,7 @@ def build_bundle(
     return out
 
 
-def _stage_validator(stage: Path) -> dict[str, str]:
+def stage_validator(stage: Path) -> dict[str, str]:
     """Copy the torch-free validator's files into the bundle; ``{path: sha256}``."""
     code_root = Path(robustbench_cnn.__file__).resolve().parent.parent
     hashes = {}

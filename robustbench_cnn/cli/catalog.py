@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.cli.artifact_bundle import build_artifact_bundle
 from robustbench_cnn.cli.bundle import build_bundle
 from robustbench_cnn.cli.options import default_out, folder, zoo_dir_of
 from robustbench_cnn.cli.zoo import MeasureOptions, measure
 from robustbench_cnn.compress import COMPRESSORS
 from robustbench_cnn.data import DATASETS
 from robustbench_cnn.defenses import DEFENSES
+from robustbench_cnn.errors import InputError
 from robustbench_cnn.models import MODELS
 from robustbench_cnn.zoo.listing import render_list
 
@@ -60,7 +62,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
-                       args.adversarial_agreement, args.force, args.include_failed_parity)  # fmt: skip
+    if (args.run_dir is None) == (args.artifact is None) or (args.artifact is not None) != (args.data is not None):
+        raise InputError("edge bundle: give a RUN_DIR, or --artifact MODEL.tflite with --data EVAL.npz (not both)")
+    if args.artifact is not None:
+        out = build_artifact_bundle(args.artifact.resolve(), args.data.resolve(), args.out.resolve(),
+                                    args.input_range, tuple(args.eps), args.queries, args.accuracy_tol,
+                                    args.agreement, args.force)  # fmt: skip
+    else:
+        out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
+                           args.adversarial_agreement, args.force, args.include_failed_parity)  # fmt: skip
     sys.stdout.write(f"bundle: {out}\nvalidate it with: cd {out} && python -m robustbench_cnn.edge validate .\n")
     return 0

@@ -67,6 +67,8 @@ class ModelEntry:
     clean_acc: float
     robust_acc: dict[str, float]
     corruption_acc: dict[str, float]  # {corruption-s<severity>: accuracy} on the bundle's corrupted sets
+    layout: str = "NCHW"  # what the file takes: NCHW (our exports) or NHWC (a build from another toolchain)
+    input_scale: float = 1.0  # 255 for a file that takes 0..255 pixels (its own quantization is in the file)
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,9 @@ def _model(c: _Checker, raw: Any, i: int, files: dict[str, str], corrupted: set[
     f = f"models[{i}]"
     m = c.obj(raw, f, ("model", "arch", "defense", "compression", "precision", "file", "predictions", "expected",
                        "parity"))  # fmt: skip
+    contract = c.obj(m.get("input", {"layout": "NCHW", "range": "0..1"}), f"{f}.input", ("layout", "range"))
+    if contract["layout"] not in ("NCHW", "NHWC") or contract["range"] not in ("0..1", "0..255"):
+        raise c.fail(f"{f}.input", "layout must be NCHW or NHWC and range 0..1 or 0..255")
     names = {k: c.text(m[k], f"{f}.{k}") for k in ("model", "arch", "defense", "compression")}
     precision = m["precision"]
     if not isinstance(precision, str) or precision not in PRECISIONS:
@@ -287,6 +292,7 @@ def _model(c: _Checker, raw: Any, i: int, files: dict[str, str], corrupted: set[
         clean_acc=c.number(exp["clean_acc"], f"{f}.expected.clean_acc", 0.0, 1.0),
         robust_acc={k: c.number(v, f"{f}.expected.robust_acc.{k}", 0.0, 1.0) for k, v in robust.items()},
         corruption_acc={k: c.number(v, f"{f}.expected.corruption_acc.{k}", 0.0, 1.0) for k, v in corruption.items()},
+        layout=contract["layout"], input_scale=255.0 if contract["range"] == "0..255" else 1.0,
     )  # fmt: skip
 
 

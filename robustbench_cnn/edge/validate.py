@@ -54,6 +54,16 @@ class _Prepared:
     preds: dict[str, np.ndarray]
     adv: dict[str, np.ndarray]
 
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits for the bundle's images (float32 NCHW in [0, 1]) given as the file's input contract says."""
+        return self.model.predict(as_input(images, self.entry))
+
+
+def as_input(images: np.ndarray, entry: ModelEntry) -> np.ndarray:
+    """Images ``(N, C, H, W)`` in [0, 1] in the layout and range of ``entry``'s file."""
+    x = np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if entry.layout == "NHWC" else images
+    return x * np.float32(entry.input_scale) if entry.input_scale != 1.0 else x
+
 
 def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None) -> _Prepared:
     """Load one model and its arrays, checking every shape against the eval images; runs nothing."""
@@ -77,11 +87,12 @@ def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None)
         model = TfliteModel(path, threads=threads)
     except (ValueError, RuntimeError, IndexError) as exc:
         raise BundleError(where, f"{f}.file", f"not a loadable TFLite model ({str(exc)[:100]})") from None
-    if model.sample_shape != tuple(x.shape[1:]) or n % model.batch:
-        problem = f"takes {model.batch} x {model.sample_shape} images; the bundle's are {n} x {tuple(x.shape[1:])}"
+    shape = tuple(as_input(x[:1], entry).shape[1:])  # the bundle's images as this file takes them
+    if model.sample_shape != shape or n % model.batch:
+        problem = f"takes {model.batch} x {model.sample_shape} images; the bundle's are {n} x {shape} ({entry.layout})"
         raise BundleError(where, f"{f}.file", problem)
     try:  # one invocation: a model that loads but cannot run, or gives no (N, K) logits, stops here
-        logits = model.predict(x[: model.batch])
+        logits = model.predict(as_input(x[: model.batch], entry))
     except (ValueError, RuntimeError) as exc:
         raise BundleError(where, f"{f}.file", f"the model does not run ({str(exc)[:100]})") from None
     if logits.ndim != 2:
@@ -105,7 +116,7 @@ def _corruption_checks(p: _Prepared, y: np.ndarray, m: Manifest, sets: dict[str,
     checks, accs = [], []
     k = m.corruptions.images
     for key, (corruption, severity) in sorted(m.corruptions.sets.items()):
-        pred = p.model.predict(sets[key].astype(np.float32) / 255).argmax(1)
+        pred = p.logits(sets[key].astype(np.float32) / 255).argmax(1)
         acc = float((pred == y[:k]).mean())
         accs.append(acc)
         row("corruption_acc", acc, attack=corruption, norm="corruption", eps=float(severity), n=k)
@@ -124,14 +135,14 @@ def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) ->
     def row(metric: str, value: float, **extra: object) -> None:
         res.rows.append({**base, "metric": metric, "value": float(value), **extra})
 
-    clean_pred = p.model.predict(x).argmax(1)
+    clean_pred = p.logits(x).argmax(1)
     clean_ok = clean_pred == y
     checks: list[tuple[str, str | None, float, float, Any, Any]] = [
         ("clean_acc", None, float(clean_ok.mean()), e.clean_acc, clean_pred, p.preds["clean"])
     ]
     row("clean_acc", clean_ok.mean(), n=len(y))
     for key, attack in sorted(e.attacks.items()):
-        pred = p.model.predict(p.adv[key]).argmax(1)
+        pred = p.logits(p.adv[key]).argmax(1)
         robust = float((clean_ok & (pred == y)).mean())
         row("robust_acc", robust, attack=attack.attack, norm=attack.norm, eps=attack.eps, n=len(y))
         checks.append(("robust_acc", key, robust, e.robust_acc[key], pred, p.preds[key]))
