@@ -12,20 +12,17 @@ batch-1 latency and, per ``--eps``, the direct Square Attack); those rows are th
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from robustbench_cnn.cli.bundle import stage_validator
-from robustbench_cnn.contract.integrity import sha256
+from robustbench_cnn.cli.bundle import check_out, seal
 from robustbench_cnn.contract.results import Row, frame, write_csv
-from robustbench_cnn.edge.bundle_format import EVAL_DATA, FORMAT_VERSION, MANIFEST, SUMS, file_stem, sums_text
+from robustbench_cnn.edge.bundle_format import EVAL_DATA, file_stem
 from robustbench_cnn.engine.runner import new_run_id
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.measures.artifact import DeployedArtifact, measure_artifact
@@ -64,8 +61,7 @@ def build_artifact_bundle(
     force: bool = False,
 ) -> Path:
     """Write the bundle of one ``.tflite`` ``artifact`` on the eval set ``data`` to ``out``."""
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} exists and is not empty (use --force to replace it)")
+    check_out(out, force)
     x, y = read_eval_set(data)
     model = DeployedArtifact(artifact, input_range)
     if tuple(x.shape[1:]) != tuple(model.image_shape):
@@ -75,8 +71,8 @@ def build_artifact_bundle(
     compression, layout = ("int8" if model.quantized else "none"), ("NHWC" if model.nhwc else "NCHW")
     row = partial(Row, run_id=new_run_id(), suite="artifact", dataset=data.stem, model=name, arch="artifact",
                   compression=compression, format="tflite", runtime=model.runtime)  # fmt: skip
-    rows = measure_artifact(model, x, y, row, eps=eps, queries=queries, num_classes=int(y.max()) + 1)
     pred = model.predict(x).argmax(1)
+    rows = measure_artifact(model, x, y, row, eps=eps, queries=queries, num_classes=int(y.max()) + 1, pred=pred)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         stage = Path(tmp) / "bundle"
         for folder in ("models", "data", "host"):
@@ -91,25 +87,9 @@ def build_artifact_bundle(
                  "predictions": pred_rel, "adversarial": None, "attacks": {}, "parity": "unrecorded",
                  "expected": {"clean_acc": float((pred == y).mean()), "robust_acc": {}},
                  "input": {"layout": layout, "range": input_range}}  # fmt: skip
-        _finish(stage, out, entry, data, len(y), accuracy_tol, agreement)
+        source = {"suite": "artifact", "run_id": "none", "dataset": data.stem, "images": len(y), "seed": 0,
+                  "environment": {}}  # fmt: skip
+        tolerances = {"accuracy": accuracy_tol, "agreement": agreement, "adversarial_agreement": agreement}
+        seal(stage, out, {"source": source, "tolerances": tolerances, "models": [entry], "left_out": []})
     log.info("bundle of %s (%s, %s input, %s) on %d images -> %s", name, precision, layout, input_range, len(y), out)
     return out
-
-
-def _finish(stage: Path, out: Path, entry: dict, data: Path, n: int, accuracy_tol: float, agreement: float) -> None:
-    """Validator, manifest, SHA256SUMS; then move the staged bundle to ``out``."""
-    validator = stage_validator(stage)
-    files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
-    source = {"suite": "artifact", "run_id": "none", "dataset": data.stem, "images": n, "seed": 0,
-              "environment": {}}  # fmt: skip
-    tolerances = {"accuracy": accuracy_tol, "agreement": agreement, "adversarial_agreement": agreement}
-    manifest = {"format_version": FORMAT_VERSION, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "source": source, "tolerances": tolerances, "models": [entry], "left_out": [], "files": files,
-                "validator": validator}  # fmt: skip
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    (stage / SUMS).write_text(sums_text({MANIFEST: sha256(stage / MANIFEST), **validator}))
-    log.info("ship this line separately; on the device `sha256sum %s` must print it: %s", SUMS, sha256(stage / SUMS))
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(stage), out)

@@ -183,8 +183,7 @@ def build_bundle(
     """
     run_dir = run_dir.resolve()
     table = _read_results(run_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} exists and is not empty (use --force to replace it)")
+    check_out(out, force)
     manifest, spec, data = _run_context(run_dir)
     exports, left_out = select_exports(run_dir, table, spec, manifest, include_failed_parity)
     n = min(eval_size or len(data.y_eval), len(data.y_eval))
@@ -204,28 +203,38 @@ def build_bundle(
             path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
             entry = _bundle_model(run_dir, stage, path, specs[name], int8, x, y, n, corruptions)
             entries.append({**entry, "parity": parity})
-        validator = stage_validator(stage)
-        files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
         source = {"suite": spec.name, "run_id": manifest["run_id"], "dataset": data.name, "images": n,
                   "seed": manifest["seed"], "environment": manifest.get("environment", {})}  # fmt: skip
         tolerances = {"accuracy": accuracy_tol, "agreement": agreement, "adversarial_agreement": adversarial_agreement}
-        bundle_manifest = {
-            "format_version": FORMAT_VERSION, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": source, "tolerances": tolerances, "models": entries, "left_out": left_out,
-            "files": files, "validator": validator,
-        }  # fmt: skip
+        fields = {"source": source, "tolerances": tolerances, "models": entries, "left_out": left_out}
         if corruptions is not None:
-            bundle_manifest["corruptions"] = corruptions[0]
-        (stage / MANIFEST).write_text(json.dumps(bundle_manifest, indent=2, sort_keys=True))
-        (stage / SUMS).write_text(sums_text({MANIFEST: sha256(stage / MANIFEST), **validator}))
-        root_of_trust = sha256(stage / SUMS)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(stage), out)
+            fields["corruptions"] = corruptions[0]
+        seal(stage, out, fields)
     log.info("bundle of %d models, %d images -> %s (%d left out)", len(entries), n, out, len(left_out))
-    log.info("ship this line separately; on the device `sha256sum %s` must print it: %s", SUMS, root_of_trust)
     return out
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse a bundle folder that already holds something, unless ``force``."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} exists and is not empty (use --force to replace it)")
+
+
+def seal(stage: Path, out: Path, fields: dict[str, Any]) -> None:
+    """Finish the bundle staged in ``stage`` and move it to ``out`` (replacing it): copy the validator in,
+    hash every file, write ``manifest.json`` (``fields`` plus the format number, the creation time, the
+    files and the validator) and ``SHA256SUMS``, and log the sha256 of the latter (ship it separately)."""
+    validator = stage_validator(stage)
+    files = {p.relative_to(stage).as_posix(): sha256(p) for p in sorted(stage.rglob("*")) if p.is_file()}
+    manifest = {"format_version": FORMAT_VERSION, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                **fields, "files": files, "validator": validator}  # fmt: skip
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (stage / SUMS).write_text(sums_text({MANIFEST: sha256(stage / MANIFEST), **validator}))
+    log.info("ship this line separately; on the device `sha256sum %s` must print it: %s", SUMS, sha256(stage / SUMS))
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(stage), out)
 
 
 def stage_validator(stage: Path) -> dict[str, str]:

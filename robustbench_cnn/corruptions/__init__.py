@@ -59,6 +59,11 @@ CORRUPTIONS: dict[str, Corruption] = {
 _INDEX = {name: i for i, name in enumerate(CORRUPTIONS)}
 
 
+def family(name: str) -> str:
+    """The family of corruption ``name`` (noise, blur, weather, digital); ``other`` for a name not in the set."""
+    return CORRUPTIONS[name].family if name in CORRUPTIONS else "other"
+
+
 def corrupt(images: np.ndarray, name: str, severity: int, seed: int, first_index: int = 0) -> np.ndarray:
     """``images`` ``(N, C, H, W)`` in [0, 1] (float) corrupted by ``name`` at ``severity`` (1..5), as
     ``uint8`` ``(N, C, H, W)``. Image ``i`` draws from the stream of (seed, corruption,
@@ -73,4 +78,4 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int, first_index
     return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
-__all__ = ["CORRUPTIONS", "SET_NAME", "SEVERITIES", "Corruption", "corrupt"]
+__all__ = ["CORRUPTIONS", "SET_NAME", "SEVERITIES", "Corruption", "corrupt", "family"]

@@ -73,18 +73,19 @@ def measure_artifact(
     latency: tuple[int, int, float] | None = (5, 20, 1.0),
     seed: int = 0,
     num_classes: int = 10,
+    pred: np.ndarray | None = None,
 ) -> list:
     """Rows (``row(metric=..., value=..., ...)``) of one artifact on images ``x`` ``(N, C, H, W)`` in
     [0, 1] with labels ``y``: clean_acc, macro_f1, size_bytes, latency at batch 1 (``latency`` =
     (warm-up, min repeats, budget s); None: off) and ``square_direct`` robust_acc per eps on the first
-    ``attack_size`` images."""
+    ``attack_size`` images. ``pred``: the artifact's top-1 predictions on ``x``, where the caller has them."""
     import torch
 
     from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
     from robustbench_cnn.measures.latency import latency_rows
     from robustbench_cnn.metrics import macro_f1
 
-    pred = artifact.predict(x).argmax(1)
+    pred = artifact.predict(x).argmax(1) if pred is None else pred
     correct = pred == y
     n = len(y)
     rows = [row(metric="clean_acc", value=float(correct.mean()), n=n),

@@ -82,25 +82,37 @@ class CorruptionParams:
     export: ExportSpec | None = None  # measure this export of the model (on its runtime), not the model
 
 
-def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
+def _settings(spec: SuiteSpec, mspec: ModelSpec) -> CorruptionSettings | None:
+    """The suite's ``[corruptions]`` where it measures this model, else ``None``."""
     s = spec.section("corruptions")
-    if s is None or (s.models is not None and mspec.name not in s.models):
+    return None if s is None or (s.models is not None and mspec.name not in s.models) else s
+
+
+def _measured(export: ExportSpec) -> bool:
+    """An export measured under corruptions: a CPU target (a GPU-only one is skipped by its own cell)."""
+    return export.format != "aoti" and export.precision != "fp16"
+
+
+def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
+    s = _settings(spec, mspec)
+    if s is None:
         return {}
-    exports = sum(ex.models is None or mspec.name in ex.models for ex in spec.exports) if s.exports else 0
-    return {"corruptions": (1 + exports) * min(s.eval_size, n_eval) * len(s.corruptions) * len(s.severities)}
+    exports = sum((ex.models is None or mspec.name in ex.models) and _measured(ex) for ex in spec.exports)
+    variants = 1 + (exports if s.exports else 0)
+    return {"corruptions": variants * min(s.eval_size, n_eval) * len(s.corruptions) * len(s.severities)}
 
 
 @register_measure("corruptions", order=75, estimate=_estimate, settings=CorruptionSettings)
 def plan_corruption(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
     """One cell for the model and, with ``exports``, one per export of it (after that export's cell,
     which makes the file)."""
-    s = spec.section("corruptions")
-    if s is None or (s.models is not None and mspec.name not in s.models):
+    s = _settings(spec, mspec)
+    if s is None:
         return []
     params = CorruptionParams(s.corruptions, s.severities, s.eval_size, s.reference)
     cells = [Cell(mspec.name, "corruption", params)]
     for c in planned if s.exports else ():
-        if c.kind == "export" and c.params.settings.format != "aoti" and c.params.settings.precision != "fp16":
+        if c.kind == "export" and _measured(c.params.settings):
             export = dataclasses.replace(params, export=c.params.settings)
             cells.append(Cell(mspec.name, "corruption", export, (("export", c.label),)))
     return cells

@@ -18,7 +18,7 @@ import pandas as pd
 
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import failing
-from robustbench_cnn.corruptions import CORRUPTIONS
+from robustbench_cnn.corruptions import family
 from robustbench_cnn.report import page_assets, svg
 from robustbench_cnn.report.leaderboard import (
     NO_INTERVAL,
@@ -194,9 +194,9 @@ def _robust_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[str])
 def _corruption_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[str]) -> list[svg.Chart]:
     """Per corruption family: accuracy against severity, the family's corruptions averaged, per variant."""
     rows = df[df.metric == "corruption_acc"]
-    rows = rows.assign(family=rows.attack.map(lambda a: CORRUPTIONS[a].family if a in CORRUPTIONS else "other"))
+    rows = rows.assign(family=rows.attack.map(family))
     charts = []
-    for family, sub in rows.groupby("family", sort=False):
+    for fam, sub in rows.groupby("family", sort=False):
         series = []
         for variant, m in sub.assign(variant=sub.apply(variant_label, axis=1)).groupby("variant", sort=False):
             mean = m.groupby("eps").value.mean()
@@ -205,7 +205,7 @@ def _corruption_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[s
             pts = tuple(svg.Point(s, v * 100, f"{name}: {v * 100:.1f}% at severity {s:g}") for s, v in mean.items())
             series.append(svg.Series(name, pts, colours[m.model.iloc[0]], True, dash, marker))
         names = ", ".join(sorted(sub.attack.unique()))
-        charts.append(svg.Chart(f"accuracy under {family} corruptions ({names})", "severity", "accuracy (%)",
+        charts.append(svg.Chart(f"accuracy under {fam} corruptions ({names})", "severity", "accuracy (%)",
                                 tuple(series), ylim=(-2, 102), xint=True))  # fmt: skip
     return charts
 

@@ -17,7 +17,7 @@ import pandas as pd
 from robustbench_cnn.contract.manifest import read_run_manifest
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import deciding
-from robustbench_cnn.corruptions import CORRUPTIONS
+from robustbench_cnn.corruptions import family
 from robustbench_cnn.report.html import write_html
 from robustbench_cnn.report.leaderboard import certify_limits, leaderboard, pareto_front, variant_label
 from robustbench_cnn.report.summary import render as render_summary
@@ -110,9 +110,8 @@ def corruption_vs_severity(df: pd.DataFrame, out: Path) -> list[str]:
     rows = df[df.metric == "corruption_acc"]
     if rows.empty:
         return []
-    family = rows.attack.map(lambda name: CORRUPTIONS[name].family if name in CORRUPTIONS else "other")
     colour, flagged, files = _colours(list(rows.model)), unreliable_models(df), []
-    for fam, sub in rows.assign(family=family).groupby("family", sort=False):
+    for fam, sub in rows.assign(family=rows.attack.map(family)).groupby("family", sort=False):
         names = ", ".join(sorted(sub.attack.unique()))
         fig, ax = _figure(f"Accuracy under {fam} corruptions ({names})", "severity", "accuracy (%)", width=9.5)
         mean = sub.assign(variant=sub.apply(_label, axis=1)).groupby(["variant", "eps"], sort=False)
