@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from robustbench_cnn.config.problems import nested, problems, toml_type
+from robustbench_cnn.config.problems import problems, toml_type, validated
 from robustbench_cnn.config.spec_types import (
     MAX_BATCH,
     MAX_IMAGES,
@@ -90,14 +90,9 @@ def _plugin_spec(kind: str, registry_name: str, example: str) -> Callable[[Any],
             raise ValueError(f"a {kind} is a table with a 'name' key, e.g. {example}")
         if not isinstance(value["name"], str):
             raise ValueError(f"a {kind}'s 'name' is a string, e.g. {example}")
-        from pydantic import ValidationError
-
-        spec_cls = registry(registry_name).get(value["name"]).spec
-        try:
-            return spec_cls.model_validate(value)
-        except ValidationError as exc:
-            problems(nested(value["name"], exc.errors(), spec_cls))
-            raise  # unreachable: a ValidationError has errors
+        spec, found = validated(registry(registry_name).get(value["name"]).spec, value, value["name"])
+        problems(found)
+        return spec
 
     return validate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
 from robustbench_cnn.errors import did_you_mean, shown
@@ -42,6 +42,15 @@ def nested(prefix: str, errors: list[Any], spec: type[BaseModel]) -> list[tuple[
         hint = did_you_mean(str(err["loc"][-1]), spec.model_fields) if err["loc"] else ""
         found.append(("", f"{where}: {f'unknown key{hint}' if err['type'] == 'extra_forbidden' else message(err)}"))
     return found
+
+
+def validated(spec: type[BaseModel], value: Any, prefix: str) -> tuple[Any, list[tuple[str, str]]]:
+    """``value`` validated by a plugin's spec class (a defense's, a measure's table), or ``None`` and its
+    problems worded ``prefix.field: problem`` (:func:`nested`)."""
+    try:
+        return spec.model_validate(value), []
+    except ValidationError as exc:
+        return None, nested(prefix, exc.errors(), spec)
 
 
 def toml_type(value: Any) -> str:

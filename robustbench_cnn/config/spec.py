@@ -33,7 +33,7 @@ from robustbench_cnn.config.model_spec import (  # noqa: F401  (re-exported: the
     zoo_entry,
 )
 from robustbench_cnn.config.paths import name_key
-from robustbench_cnn.config.problems import nested, problems
+from robustbench_cnn.config.problems import problems, validated
 from robustbench_cnn.config.spec_measure import (  # noqa: F401  (re-exported: the suite's spec in one place)
     CertifySpec,
     ChecksSpec,
@@ -103,15 +103,10 @@ class SuiteSpec(_Spec):
         extra = [k for k in data if k not in cls.model_fields and k in measures and measures.get(k).settings]
         if not extra:
             return data
-        from pydantic import ValidationError
-
         sections, found = {}, []
         for key in extra:
-            settings = measures.get(key).settings
-            try:
-                sections[key] = settings.model_validate(data[key])
-            except ValidationError as exc:
-                found += nested(key, exc.errors(), settings)
+            sections[key], more = validated(measures.get(key).settings, data[key], key)
+            found += more
         problems(found)
         return {**{k: v for k, v in data.items() if k not in extra}, "sections": sections}
 
