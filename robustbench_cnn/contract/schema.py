@@ -58,11 +58,20 @@ _SPECS: dict[str, MetricSpec] = {}
 METRIC_SPECS: Mapping[str, MetricSpec] = MappingProxyType(_SPECS)
 
 
-def register_metric(name: str, description: str, **facts: object) -> MetricSpec:
+def register_metric(
+    name: str,
+    description: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    higher_is_better: bool | None = None,
+    interval: bool = False,
+    gate: Gate = "none",
+) -> MetricSpec:
     """Add a metric to the contract (a name registered twice is an error: names are never reused)."""
     if name in _SPECS:
         raise ValueError(f"metric '{name}' is already registered")
-    spec = MetricSpec(name, description, **facts)  # type: ignore[arg-type]
+    spec = MetricSpec(name, description, low, high, higher_is_better, interval, gate)
     _SPECS[name] = spec
     return spec
 

@@ -36,7 +36,7 @@ def _estimate(spec: SuiteSpec, mspec: ModelSpec, n_eval: int) -> dict[str, int]:
             else 0}  # fmt: skip
 
 
-@register_measure("preflight", order=5, estimate=_estimate)
+@register_measure("preflight", order=5)
 def plan_preflight(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
     """Logits, class count, randomness: before any attack."""
     if not spec.checks.enabled:
@@ -64,7 +64,7 @@ def plan_converge(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) ->
     ]
 
 
-@register_measure("checks", order=50)
+@register_measure("checks", order=50, estimate=_estimate)
 def plan_checks(spec: SuiteSpec, mspec: ModelSpec, planned: Sequence[Cell]) -> list[Cell]:
     """The sanity checks at the checks' eps."""
     if not spec.checks.enabled:
