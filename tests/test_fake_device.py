@@ -123,6 +123,9 @@ batch_sizes = [1, 2]
 warmup = 1
 min_repeats = 3
 budget_s = 0.01
+[corruptions]
+corruptions = ["gaussian_noise", "fog"]
+severities = [3]
 """
 
 
@@ -152,9 +155,11 @@ def _run_on_fake_device(tmp_path, text: str):
 
 
 def test_whole_suite_runs_on_an_accelerator(tmp_path):
-    """Every defense, compression, attack, check, certification and latency cell, on the fake device."""
+    """Every defense, compression, attack, check, certification, latency and corruption cell, on the fake
+    device."""
     table = _run_on_fake_device(tmp_path, SUITE)
-    assert {"clean_acc", "robust_acc", "certified_acc", "latency_ms_p50", "check_more_steps"} <= set(table.metric)
+    assert {"clean_acc", "robust_acc", "certified_acc", "latency_ms_p50", "check_more_steps",
+            "corruption_acc"} <= set(table.metric)  # fmt: skip
 
 
 @pytest.mark.slow
