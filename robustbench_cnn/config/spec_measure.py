@@ -191,10 +191,12 @@ class ExportSpec(_Spec):
     """Export models to a deployable format and measure them on its runtime, with parity checks.
 
     ``onnx`` runs on ONNX Runtime (dynamic batch; ``fp16`` on its CUDA/TensorRT provider); ``tflite``
-    on the LiteRT interpreter (batch 1); ``aoti`` is an AOTInductor fp16/bf16 build run by torch on CUDA.
+    on the LiteRT interpreter (batch 1); ``executorch`` is a ``.pte`` program on ExecuTorch's XNNPACK
+    delegate (batch 1; the ``executorch`` extra); ``aoti`` is an AOTInductor fp16/bf16 build run by torch
+    on CUDA.
     """
 
-    format: Literal["onnx", "tflite", "aoti"] = "onnx"
+    format: Literal["onnx", "tflite", "executorch", "aoti"] = "onnx"
     precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32"
     models: tuple[str, ...] | None = Field(None, max_length=MAX_MODELS, description="model names; default: every model")
     min_agreement: float | None = Field(
@@ -212,7 +214,8 @@ class ExportSpec(_Spec):
     calibration_size: int = Field(256, ge=1, le=MAX_IMAGES, description="training images that calibrate int8")
     per_channel: bool = Field(
         False,
-        description="int8 per-channel weight scales; default: yes for tflite, no for onnx (docs/suite.md)",
+        description="int8 per-channel weight scales; default: yes for tflite and executorch, no for onnx "
+        "(docs/suite.md)",
     )
     opset: int = Field(18, ge=17, le=99, description="ONNX opset")
 
@@ -221,14 +224,16 @@ class ExportSpec(_Spec):
     def _per_channel_default(cls, data: Any) -> Any:
         """TFLite's int8 spec quantizes conv weights per channel (per-tensor: 8% top-1 agreement on the
         smoke MobileNetV2, whose depthwise filters differ in range); ONNX Runtime's per-tensor QDQ
-        agreed better on simple_cnn (100% vs 92.8%)."""
+        agreed better on simple_cnn (100% vs 92.8%). ExecuTorch's XNNPACK quantizer follows TFLite's
+        scheme (per-channel conv weights), so it takes TFLite's default."""
         if isinstance(data, dict) and "per_channel" not in data:
-            return {**data, "per_channel": data.get("format") == "tflite"}
+            return {**data, "per_channel": data.get("format") in ("tflite", "executorch")}
         return data
 
     @model_validator(mode="after")
     def _precision_fits_format(self) -> ExportSpec:
-        allowed = {"onnx": ("fp32", "int8", "fp16"), "tflite": ("fp32", "int8"), "aoti": ("fp16", "bf16")}
+        allowed = {"onnx": ("fp32", "int8", "fp16"), "tflite": ("fp32", "int8"), "executorch": ("fp32", "int8"),
+                   "aoti": ("fp16", "bf16")}  # fmt: skip
         if self.precision not in allowed[self.format]:
             raise ValueError(f"format '{self.format}' takes precision {' | '.join(allowed[self.format])}, "
                              f"not '{self.precision}'")  # fmt: skip

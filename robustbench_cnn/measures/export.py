@@ -1,5 +1,5 @@
-"""The ``export`` cell: export one model (ONNX, TFLite or an AOTInductor GPU build; fp32, fp16, bf16
-or int8), check parity with its torch source, measure it on its runtime, and evaluate it on the
+"""The ``export`` cell: export one model (ONNX, TFLite, ExecuTorch or an AOTInductor GPU build; fp32,
+fp16, bf16 or int8), check parity with its torch source, measure it on its runtime, and evaluate it on the
 adversarial examples crafted on the float model (transfer robustness of the deployed artefact), under
 Square Attack on its own runtime, and per image over both (its ``worst_case`` row at each budget).
 
@@ -13,6 +13,7 @@ a machine without a GPU writes one ``export_skipped`` row and measures nothing e
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -28,7 +29,9 @@ from robustbench_cnn.config.spec_measure import ExportSpec
 from robustbench_cnn.engine.cells import Cell, CellResult, ExportParams, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
+from robustbench_cnn.export.executorch import export_executorch
 from robustbench_cnn.export.gpu import AotiModel, TargetUnavailable, aoti_build, onnx_fp16, require_cuda
+from robustbench_cnn.runtime.executorch_runtime import ExecutorchModel
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,11 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
         write = partial(export_tflite, model, shape, precision=precision, calibration=calibration,
                         per_channel=p.per_channel)  # fmt: skip
         return _atomic_export(ctx, path, write)
+    if p.format == "executorch":
+        require_executorch()
+        write = partial(export_executorch, model, shape, precision=precision, calibration=calibration,
+                        per_channel=p.per_channel)  # fmt: skip
+        return _atomic_export(ctx, out_dir / f"{mspec.name}{suffix}.pte", write)
     from robustbench_cnn.export.onnx import export_onnx  # heavy: onnx and its exporter, loaded by export cells only
 
     if precision == "fp16":
@@ -97,6 +105,13 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
         quantize = partial(_quantize, fp32_path, calibration.numpy(), p.per_channel)
         return _atomic_export(ctx, out_dir / f"{mspec.name}.int8.onnx", quantize)
     return fp32_path
+
+
+def require_executorch() -> None:
+    """Raise :class:`TargetUnavailable` (the cell writes ``export_skipped``) where ExecuTorch is not
+    installed: it is an optional extra, as a GPU target is optional hardware."""
+    if importlib.util.find_spec("executorch") is None:
+        raise TargetUnavailable("ExecuTorch is not installed: pip install 'robustbench-cnn[executorch]'")
 
 
 def _quantize(fp32_path: Path, calibration: np.ndarray, per_channel: bool, out_path: Path) -> Path:
@@ -123,6 +138,8 @@ def _deployed(ctx: RunContext, p, path: Path):
         return TfliteModel(path), "tflite", "cpu"
     if p.format == "aoti":
         return AotiModel(path, ctx.device), "torch_aoti", "cuda"
+    if p.format == "executorch":  # XNNPACK on the CPU
+        return ExecutorchModel(path), "executorch", "cpu"
     from robustbench_cnn.runtime.onnx_runtime import OrtModel  # heavy: onnxruntime, loaded by export cells only
 
     deployed = OrtModel(path, str(ctx.device), threads=torch.get_num_threads(), tensorrt=p.tensorrt)
@@ -225,7 +242,7 @@ def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str,
     if not lat.enabled:
         return []
     args = (lat.warmup, lat.min_repeats, lat.budget_s, ctx.seed)
-    if runtime == "tflite":  # batch-1 models: the edge case
+    if runtime in ("tflite", "executorch"):  # batch-1 models: the edge case
         stats = [deployed.latency(*args)]
     else:
         stats = deployed.latency(tuple(ctx.data.x_eval.shape[1:]), lat.batch_sizes, *args)

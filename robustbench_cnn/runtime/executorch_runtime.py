@@ -1,0 +1,83 @@
+"""ExecuTorch inference: a ``.pte`` program run by ExecuTorch's C++ runtime through its Python bindings
+(``executorch.runtime``), its XNNPACK-delegated kernels on ``threads`` threads.
+
+The bindings need torch on the machine that runs them: ExecuTorch 1.5.1's
+``executorch/extension/pybindings/_C*.so`` links ``libtorch.so``, ``libtorch_cpu.so``,
+``libtorch_python.so`` and ``libc10.so`` (``ldd`` of the manylinux x86_64 wheel), and
+``portable_lib.py`` imports torch before loading it; inputs and outputs are torch tensors. This is why
+the torch-free edge validator does not run ``.pte`` files (docs/edge.md, "ExecuTorch").
+
+Tensor contract: ``predict`` takes float32 numpy images ``(N, C, H, W)`` in [0, 1] and returns float32
+logits ``(N, K)``, running the program's fixed batch (1) per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_cnn.runtime.timing import LatencyStats, measure
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hide the runtime's native start-up lines (cpuinfo probing /sys, written to fd 2 by C++) unless
+    debug logging is on; Python logging is untouched."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class ExecutorchModel:
+    """A ``.pte`` file behind ExecuTorch's runtime; ``predict`` takes [0, 1] images ``(N, C, H, W)``."""
+
+    runtime = "executorch"
+
+    def __init__(self, path: Path | str, threads: int | None = None) -> None:
+        try:
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError as exc:
+            raise ImportError(f"ExecuTorch runtime needs executorch ({exc}): "
+                              "pip install 'robustbench-cnn[executorch]'") from None  # fmt: skip
+        with _quiet_native_stderr():
+            portable_lib._unsafe_reset_threadpool(threads or min(4, os.cpu_count() or 1))
+            program = Runtime.get().load_program(Path(path))
+            self.method = program.load_method("forward")
+        meta = self.method.metadata.input_tensor_meta(0)
+        shape = tuple(int(d) for d in meta.sizes())
+        self.batch, self.sample_shape = shape[0], shape[1:]
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        return self.method.execute([torch.from_numpy(batch)])[0].numpy()
+
+    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Logits ``(N, K)`` as float32, ``self.batch`` images per call (the program's fixed batch)."""
+        if tuple(images.shape[1:]) != self.sample_shape:
+            raise ValueError(f"images of shape {tuple(images.shape[1:])}; the program takes {self.sample_shape}")
+        if len(images) % self.batch:
+            raise ValueError(f"{len(images)} images do not fill batches of {self.batch}")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        outs = [self._invoke(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+
+    def latency(self, warmup: int = 5, min_repeats: int = 20, budget_s: float = 1.0, seed: int = 0) -> LatencyStats:
+        """Latency of one call at the program's batch size (input tensor in, logits out)."""
+        x = np.random.default_rng(seed).random((self.batch, *self.sample_shape), dtype=np.float32)
+        return measure(lambda: self._invoke(x), self.batch, warmup, min_repeats, budget_s)
