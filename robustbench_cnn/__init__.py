@@ -12,7 +12,7 @@ __all__ = ["evaluate", "run"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from robustbench_cnn import api
+        from robustbench_cnn import api  # PEP 562: `import robustbench_cnn` loads no torch
 
         return getattr(api, name)
     raise AttributeError(f"module 'robustbench_cnn' has no attribute '{name}'")

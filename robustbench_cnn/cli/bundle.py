@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 
 import robustbench_cnn
+from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 from robustbench_cnn.contract.integrity import sha256
 from robustbench_cnn.contract.manifest import read_run_manifest
+from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.corruptions import SET_NAME, corrupt
+from robustbench_cnn.data import load_dataset
 from robustbench_cnn.edge.bundle_format import (
     CORRUPTED_DATA,
     EVAL_DATA,
@@ -43,6 +46,7 @@ from robustbench_cnn.edge.bundle_format import (
     file_stem,
     sums_text,
 )
+from robustbench_cnn.engine.store import CellStore
 from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
@@ -53,7 +57,6 @@ EXPORT_FILE = "exports/{model}{suffix}.tflite"
 
 def _run_suite(run_dir: Path, manifest: dict):
     """The suite the run used: ``RUN_DIR/suite.toml`` if present, else ``suite_path``; sha256 must match."""
-    from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 
     want = manifest.get("suite_sha256")
     recorded = Path(str(manifest.get("suite_path", "")))
@@ -77,7 +80,6 @@ def _run_suite(run_dir: Path, manifest: dict):
 
 def _run_context(run_dir: Path):
     """(manifest, suite spec, dataset) of a finished run; the dataset must match its fingerprint."""
-    from robustbench_cnn.data import load_dataset
 
     if not (run_dir / "manifest.json").is_file():
         raise InputError(f"{run_dir}: not a run directory (no manifest.json); bundle a finished run")
@@ -96,7 +98,6 @@ def _run_context(run_dir: Path):
 def _adversarial(run_dir: Path, mspec, n: int) -> dict[str, tuple[dict, np.ndarray]]:
     """``{attack key: (attack params, adversarial images[:n])}`` stored by the run's attack cells, found
     through the run's cell index (``cells/index.json``), never by planning the suite again."""
-    from robustbench_cnn.engine.store import CellStore
 
     out = {}
     for entry in CellStore(run_dir).read_index()["cells"]:
@@ -111,7 +112,6 @@ def _adversarial(run_dir: Path, mspec, n: int) -> dict[str, tuple[dict, np.ndarr
 
 
 def _read_results(run_dir: Path):
-    from robustbench_cnn.contract.results import read_csv
 
     try:
         return read_csv(run_dir / "results.csv")

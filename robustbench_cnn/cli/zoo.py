@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from robustbench_cnn.config.spec import DatasetSpec
+from robustbench_cnn.contract.manifest import write_json
+from robustbench_cnn.contract.results import Row, frame, write_csv
+from robustbench_cnn.data import load_dataset
+from robustbench_cnn.engine.runner import new_run_id
 from robustbench_cnn.errors import InputError
+from robustbench_cnn.measures.artifact import DeployedArtifact, measure_artifact
+from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 from robustbench_cnn.zoo import entry, locate
 
 
@@ -33,14 +40,6 @@ class MeasureOptions:
 def measure(opts: MeasureOptions) -> tuple[Path, str]:
     """Measure the artifact; returns (run directory, summary text)."""
     import numpy as np
-
-    from robustbench_cnn.config.spec import DatasetSpec
-    from robustbench_cnn.contract.manifest import write_json
-    from robustbench_cnn.contract.results import Row, frame, write_csv
-    from robustbench_cnn.data import load_dataset
-    from robustbench_cnn.engine.runner import new_run_id
-    from robustbench_cnn.measures.artifact import DeployedArtifact, measure_artifact
-    from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 
     e = entry(opts.name)
     if e.kind != "artifact":

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
+from robustbench_cnn.attacks.crafting import Autocast
+from robustbench_cnn.export.onnx import export_onnx
 from robustbench_cnn.models.fold import folded
 from robustbench_cnn.models.normalize import as_layout, layout
-
-if TYPE_CHECKING:
-    from robustbench_cnn.runtime.onnx_runtime import OrtModel
+from robustbench_cnn.runtime.onnx_runtime import OrtModel
 
 ABSTAIN = -1
 log = logging.getLogger(__name__)
@@ -45,9 +44,6 @@ def _ort_model(base: nn.Module, sample_shape: tuple[int, ...]) -> OrtModel | Non
     ``len(x)`` specializes it): the caller then runs the noisy batches in torch."""
     import tempfile
     from pathlib import Path
-
-    from robustbench_cnn.export.onnx import export_onnx
-    from robustbench_cnn.runtime.onnx_runtime import OrtModel
 
     with tempfile.TemporaryDirectory() as tmp:
         ort_model = OrtModel(export_onnx(base, sample_shape, Path(tmp) / "base.onnx"), threads=torch.get_num_threads())
@@ -137,7 +133,6 @@ class Smoothed:
 
     def _torch_classifier(self, probe: torch.Tensor) -> nn.Module:
         """The folded base (checked on ``probe``), under bf16 autocast and/or compiled as asked."""
-        from robustbench_cnn.attacks.crafting import Autocast
 
         module: nn.Module = folded(self.base, probe)
         if self.precision == "bf16":

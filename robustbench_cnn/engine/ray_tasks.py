@@ -16,6 +16,7 @@ from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.execute import PlannedCell, compute, load_inputs, run_shard, surrogate_name
 from robustbench_cnn.engine.prepare import load_prepared, prepare_model
 from robustbench_cnn.engine.store import CellStore
+from robustbench_cnn.registry import load_plugins
 from robustbench_cnn.train.cache import ModelCache
 
 _contexts: dict[str, RunContext] = {}  # run directory -> context, per worker process
@@ -26,8 +27,6 @@ def _context(context: list, cpus: int, gpus: float) -> RunContext:
     """The run context (resolved once per worker), with torch's threads set to the task's CPUs and,
     on a GPU, the task's device (Ray exposes its GPU as ``cuda:0``) and memory share."""
     import ray
-
-    from robustbench_cnn.registry import load_plugins
 
     torch.set_num_threads(max(1, cpus))
     key = str(context[0])

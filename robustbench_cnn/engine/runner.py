@@ -296,7 +296,7 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
             record.add_seconds("train", time.perf_counter() - start)
         ctx = dataclasses.replace(ctx, pinned_trained=frozenset(trained))
         if opts.executor == "ray":
-            from robustbench_cnn.engine.ray_executor import run_ray
+            from robustbench_cnn.engine.ray_executor import run_ray  # the Ray backend builds on this module
 
             run_ray(ctx, ModelCache(opts.cache_dir), record, opts)
         else:

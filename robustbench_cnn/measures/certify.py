@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustbench_cnn.config.spec import ModelSpec, SuiteSpec
+from robustbench_cnn.defenses.smoothing import ABSTAIN, Smoothed
 from robustbench_cnn.engine.cells import Cell, CellResult, CertifyParams, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
@@ -51,7 +52,6 @@ def _shard_size(cell: Cell) -> int:
 
 def _merge(ctx: RunContext, mspec: ModelSpec, cell: Cell, inputs: Inputs, parts: list[CellResult]) -> CellResult:
     """``certified_acc`` at each radius: certified, correct and radius >= r."""
-    from robustbench_cnn.defenses.smoothing import ABSTAIN
 
     p: CertifyParams = cell.params
     cfg = p.settings
@@ -76,7 +76,6 @@ def certify_cell(
     ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None
 ) -> CellResult:
     """Certify images ``[shard.start, shard.stop)``: one record per image."""
-    from robustbench_cnn.defenses.smoothing import Smoothed
 
     assert shard is not None, "certify cells run by shard"
     p: CertifyParams = cell.params

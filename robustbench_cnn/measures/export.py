@@ -29,9 +29,16 @@ from robustbench_cnn.config.spec_measure import ExportSpec
 from robustbench_cnn.engine.cells import Cell, CellResult, ExportParams, Inputs, Shard
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
+from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
 from robustbench_cnn.export.executorch import export_executorch
 from robustbench_cnn.export.gpu import AotiModel, TargetUnavailable, aoti_build, onnx_fp16, require_cuda
+from robustbench_cnn.export.onnx import export_onnx, quantize_int8
+from robustbench_cnn.export.tflite import export_tflite
+from robustbench_cnn.measures.common import predict_logits
+from robustbench_cnn.measures.latency import latency_rows
 from robustbench_cnn.runtime.executorch_runtime import ExecutorchModel
+from robustbench_cnn.runtime.onnx_runtime import OrtModel
+from robustbench_cnn.runtime.samples import samples_dir
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
@@ -82,8 +89,6 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
         write = partial(aoti_build, model, shape, precision, device=ctx.device)
         return _atomic_export(ctx, out_dir / f"{mspec.name}{suffix}.pt2", write)
     if p.format == "tflite":
-        from robustbench_cnn.export.tflite import export_tflite
-
         path = out_dir / f"{mspec.name}{suffix}.tflite"
         write = partial(export_tflite, model, shape, precision=precision, calibration=calibration,
                         per_channel=p.per_channel)  # fmt: skip
@@ -93,7 +98,6 @@ def _export(ctx: RunContext, mspec, model, p) -> Path:
         write = partial(export_executorch, model, shape, precision=precision, calibration=calibration,
                         per_channel=p.per_channel)  # fmt: skip
         return _atomic_export(ctx, out_dir / f"{mspec.name}{suffix}.pte", write)
-    from robustbench_cnn.export.onnx import export_onnx  # heavy: onnx and its exporter, loaded by export cells only
 
     if precision == "fp16":
         require_cuda(ctx.device, "onnx fp16")
@@ -115,7 +119,6 @@ def require_executorch() -> None:
 
 
 def _quantize(fp32_path: Path, calibration: np.ndarray, per_channel: bool, out_path: Path) -> Path:
-    from robustbench_cnn.export.onnx import quantize_int8  # heavy: onnxruntime's quantizer
 
     return quantize_int8(fp32_path, out_path, calibration, per_channel)
 
@@ -140,7 +143,6 @@ def _deployed(ctx: RunContext, p, path: Path):
         return AotiModel(path, ctx.device), "torch_aoti", "cuda"
     if p.format == "executorch":  # XNNPACK on the CPU
         return ExecutorchModel(path), "executorch", "cpu"
-    from robustbench_cnn.runtime.onnx_runtime import OrtModel  # heavy: onnxruntime, loaded by export cells only
 
     deployed = OrtModel(path, str(ctx.device), threads=torch.get_num_threads(), tensorrt=p.tensorrt)
     if p.precision == "fp16" and deployed.device != "cuda":
@@ -170,7 +172,6 @@ def _compression(mspec, precision: str) -> str:
 def export_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inputs, shard: Shard | None) -> CellResult:
     """Rows for the exported model: clean accuracy, parity (``check_parity`` 1/0), size, latency and
     transfer robustness, with the format/runtime/compression/device columns set."""
-    from robustbench_cnn.measures.common import predict_logits
 
     params: ExportParams = cell.params
     p, spec, mspec = params.settings, ctx.spec, target.spec
@@ -235,8 +236,6 @@ def _worst_rows(masks: Masks, row, fields) -> list:
 
 
 def _latency_rows(ctx: RunContext, params: ExportParams, deployed, runtime: str, row, fields) -> list:
-    from robustbench_cnn.measures.latency import latency_rows
-    from robustbench_cnn.runtime.samples import samples_dir
 
     lat = params.latency
     if not lat.enabled:
@@ -253,7 +252,6 @@ def _direct_rows(ctx: RunContext, params: ExportParams, deployed, x, y, clean_co
                  masks: Masks) -> list:  # fmt: skip
     """``robust_acc`` of the export under Square Attack run on its own runtime, at each Linf eps the
     suite evaluates (attack column ``square_direct``); ``direct_queries = 0`` turns it off."""
-    from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
 
     p = params.settings
     if p.direct_queries <= 0:

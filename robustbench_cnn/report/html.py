@@ -19,6 +19,7 @@ import pandas as pd
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.contract.verdicts import failing
 from robustbench_cnn.corruptions import family
+from robustbench_cnn.engine.store import CellStore, StoreError
 from robustbench_cnn.report import page_assets, svg
 from robustbench_cnn.report.leaderboard import (
     NO_INTERVAL,
@@ -73,7 +74,6 @@ def cell_index(run_dir: Path | None) -> dict[tuple[str, ...], str]:
 
 def _cell_tables(cells: Path) -> list[Path]:
     """The run's cell tables, as its cell index lists them (older runs without one: every CSV)."""
-    from robustbench_cnn.engine.store import CellStore, StoreError
 
     try:
         entries = CellStore(cells.parent).read_index()["cells"]
