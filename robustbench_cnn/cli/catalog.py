@@ -63,11 +63,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_edge(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.artifact is None) or (args.artifact is not None) != (args.data is not None):
-        raise InputError("edge bundle: give a RUN_DIR, or --artifact MODEL.tflite with --data EVAL.npz (not both)")
+        raise InputError("edge bundle: give a RUN_DIR, or --artifact MODEL.tflite|MODEL.onnx with --data "
+                         "EVAL.npz|DATASET (not both)")  # fmt: skip
     if args.artifact is not None:
-        out = build_artifact_bundle(args.artifact.resolve(), args.data.resolve(), args.out.resolve(),
-                                    args.input_range, tuple(args.eps), args.queries, args.accuracy_tol,
-                                    args.agreement, args.force)  # fmt: skip
+        out = build_artifact_bundle(args.artifact.resolve(), args.data, args.out.resolve(), args.input_range,
+                                    tuple(args.eps), args.queries, args.accuracy_tol, args.agreement, args.force,
+                                    data_dir=args.data_dir.resolve() if args.data_dir else None,
+                                    eval_size=args.eval_size)  # fmt: skip
     else:
         out = build_bundle(args.run_dir, args.out.resolve(), args.eval_size, args.accuracy_tol, args.agreement,
                            args.adversarial_agreement, args.force, args.include_failed_parity)  # fmt: skip

@@ -143,21 +143,26 @@ def _add_reporting(sub) -> None:
 
 
 def _add_edge(sub) -> None:
-    edge = sub.add_parser("edge", help="edge deployment: bundle a run's TFLite models for a device")
+    edge = sub.add_parser("edge", help="edge deployment: bundle a run's TFLite models (or an edge build) for a device")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
     bundle = edge_sub.add_parser(
-        "bundle", help="write .tflite models, eval images (clean + adversarial), expectations and the validator"
+        "bundle", help="write the models, eval images (clean + adversarial), expectations and the validator"
     )
     bundle.add_argument("run_dir", type=Path, nargs="?", help="a finished run with TFLite exports")
-    bundle.add_argument("--artifact", type=Path, help="instead of a run: one .tflite made by any toolchain")
-    bundle.add_argument("--data", type=Path, help="--artifact: its eval set, an .npz of x uint8 (N, H, W, C), y")
+    bundle.add_argument("--artifact", type=Path, help="instead of a run: one .tflite or .onnx made by any toolchain")
+    bundle.add_argument("--data", metavar="EVAL.npz|DATASET",
+                        help="--artifact: its eval set, an .npz of x uint8 (N, H, W, C), y; or a dataset name "
+                        "(mnist, cifar10, ...: its eval split)")  # fmt: skip
+    bundle.add_argument("--data-dir", type=Path, default=None,
+                        help="--artifact with --data DATASET: where the dataset's files are")  # fmt: skip
     bundle.add_argument("--input-range", choices=("0..1", "0..255"), default="0..1",
                         help="--artifact: the pixel range the file takes (0..1)")  # fmt: skip
     bundle.add_argument("--eps", type=_fraction, nargs="*", default=[],
                         help="--artifact: Linf budgets of the host's direct Square rows (e.g. 2/255)")  # fmt: skip
     bundle.add_argument("--queries", type=int, default=100, help="--artifact: Square Attack queries (100)")
     bundle.add_argument("--out", type=Path, required=True, help="bundle directory (new or empty)")
-    bundle.add_argument("--eval-size", type=int, default=None, help="ship only the first N eval images")
+    bundle.add_argument("--eval-size", type=int, default=None,
+                        help="ship only the first N eval images (--data DATASET: its seeded subset of N)")  # fmt: skip
     bundle.add_argument("--accuracy-tol", type=float, default=0.01, help="allowed |accuracy - expected| (0.01)")
     bundle.add_argument("--agreement", type=float, default=0.99, help="minimum clean top-1 agreement (0.99)")
     bundle.add_argument("--adversarial-agreement", type=float, default=0.97,

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except RobustBenchError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    except ImportError as exc:  # no TFLite runtime installed
+    except ImportError as exc:  # no TFLite runtime (or no ONNX Runtime for an .onnx) installed
         sys.stderr.write(f"error: {exc}\n")
         return 2
 

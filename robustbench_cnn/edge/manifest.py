@@ -34,6 +34,7 @@ PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_MODELS, MAX_FILES, MAX_PATH = 256, 10_000, 255
 PARITY = ("passed", "failed", "unrecorded")  # an export's parity check as the bundler found it
+MODEL_SUFFIXES = (".tflite", ".onnx")  # run on a TFLite runtime, or on ONNX Runtime (an ONNX artifact)
 
 
 class BundleError(InputError):
@@ -69,6 +70,11 @@ class ModelEntry:
     corruption_acc: dict[str, float]  # {corruption-s<severity>: accuracy} on the bundle's corrupted sets
     layout: str = "NCHW"  # what the file takes: NCHW (our exports) or NHWC (a build from another toolchain)
     input_scale: float = 1.0  # 255 for a file that takes 0..255 pixels (its own quantization is in the file)
+
+    @property
+    def format(self) -> str:
+        """``tflite`` (a TFLite runtime runs it) or ``onnx`` (ONNX Runtime): the file's suffix."""
+        return self.file.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -147,15 +153,16 @@ class _Checker:
             raise self.fail(field, f"{value!r} is outside [{lo:g}, {hi:g}]")
         return float(value)
 
-    def path(self, value: Any, field: str, suffix: str, files: dict[str, str]) -> str:
-        """A relative, normalised path listed in ``files`` with the given suffix."""
+    def path(self, value: Any, field: str, suffix: str | tuple[str, ...], files: dict[str, str]) -> str:
+        """A relative, normalised path listed in ``files`` with the given suffix (or one of them)."""
         if not isinstance(value, str):
             raise self.fail(field, f"expected a relative path, found {_kind(value)}")
         shown = value[:80]
         if len(value) > MAX_PATH or not all(PART.fullmatch(p) for p in value.split("/")):
             raise self.fail(field, f"{shown!r} is not a relative path of plain names (no leading /, no . or .., no \\)")
         if not value.endswith(suffix):
-            raise self.fail(field, f"{shown!r} is not a {suffix} file")
+            wanted = suffix if isinstance(suffix, str) else " or ".join(suffix)
+            raise self.fail(field, f"{shown!r} is not a {wanted} file")
         if value not in files:
             raise BundleError(self.where.parent / value, field, "not listed in files (its sha256 is unrecorded)")
         return value
@@ -286,7 +293,7 @@ def _model(c: _Checker, raw: Any, i: int, files: dict[str, str], corrupted: set[
         raise c.fail(f"{f}.expected.corruption_acc", "its keys differ from the bundle's corruptions.sets")
     return ModelEntry(
         index=i, **names, precision=precision,
-        file=c.path(m["file"], f"{f}.file", ".tflite", files),
+        file=c.path(m["file"], f"{f}.file", MODEL_SUFFIXES, files),
         predictions=c.path(m["predictions"], f"{f}.predictions", ".npz", files),
         adversarial=adversarial, attacks=attacks,
         clean_acc=c.number(exp["clean_acc"], f"{f}.expected.clean_acc", 0.0, 1.0),

@@ -1,6 +1,7 @@
 """Validate an edge bundle on the device: checksums, accuracy against expectations, latency.
 
-Standard library + numpy + a TFLite runtime only (no torch, no pandas). Exit status: 0 every model
+Standard library + numpy + the models' runtimes only (a TFLite runtime; ONNX Runtime for an ``.onnx``
+artifact), no torch, no pandas. Exit status: 0 every model
 matches its expectation; 1 a model runs but misses (accuracy or agreement outside tolerance);
 2 the bundle is invalid (malformed manifest, a path leaving the bundle, a missing or tampered file,
 a modified validator, arrays of the wrong shape), in which case no model is run and nothing is
@@ -28,12 +29,14 @@ from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.edge.arrays import load_arrays
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, MAX_MODEL_BYTES
 from robustbench_cnn.edge.manifest import BundleError, Manifest, ModelEntry, read_manifest, verify_files
+from robustbench_cnn.edge.models import FORMATS, OnnxFile, file_input, open_model
 from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel, interpreter_class
 
 __all__ = ["BundleError", "ModelResult", "validate"]
 
 log = logging.getLogger(__name__)
+DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "onnxruntime": "onnxruntime"}
 
 
 @dataclass
@@ -46,10 +49,10 @@ class ModelResult:
 
 @dataclass
 class _Prepared:
-    """One model ready to run: loaded interpreter, reference predictions, adversarial images."""
+    """One model ready to run: loaded runtime, reference predictions, adversarial images."""
 
     entry: ModelEntry
-    model: TfliteModel
+    model: TfliteModel | OnnxFile
     size: int
     preds: dict[str, np.ndarray]
     adv: dict[str, np.ndarray]
@@ -61,8 +64,7 @@ class _Prepared:
 
 def as_input(images: np.ndarray, entry: ModelEntry) -> np.ndarray:
     """Images ``(N, C, H, W)`` in [0, 1] in the layout and range of ``entry``'s file."""
-    x = np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if entry.layout == "NHWC" else images
-    return x * np.float32(entry.input_scale) if entry.input_scale != 1.0 else x
+    return file_input(images, entry.layout == "NHWC", entry.input_scale)
 
 
 def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None) -> _Prepared:
@@ -84,9 +86,10 @@ def _prepare(m: Manifest, entry: ModelEntry, x: np.ndarray, threads: int | None)
     if size > MAX_MODEL_BYTES:
         raise BundleError(where, f"{f}.file", f"{size} bytes (> {MAX_MODEL_BYTES} allowed for a model)")
     try:
-        model = TfliteModel(path, threads=threads)
+        model = open_model(path, threads=threads)
     except (ValueError, RuntimeError, IndexError) as exc:
-        raise BundleError(where, f"{f}.file", f"not a loadable TFLite model ({str(exc)[:100]})") from None
+        kind = FORMATS[path.suffix]
+        raise BundleError(where, f"{f}.file", f"not a loadable {kind} model ({str(exc)[:100]})") from None
     shape = tuple(as_input(x[:1], entry).shape[1:])  # the bundle's images as this file takes them
     if model.sample_shape != shape or n % model.batch:
         problem = f"takes {model.batch} x {model.sample_shape} images; the bundle's are {n} x {shape} ({entry.layout})"
@@ -130,7 +133,7 @@ def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) ->
     e, tol = p.entry, m.tolerances
     res = ModelResult(e.model, e.precision)
     base = {"model": e.model, "arch": e.arch, "defense": e.defense, "compression": e.compression,
-            "format": "tflite", "runtime": p.model.runtime, "device": "cpu"}  # fmt: skip
+            "format": e.format, "runtime": p.model.runtime, "device": "cpu"}  # fmt: skip
 
     def row(metric: str, value: float, **extra: object) -> None:
         res.rows.append({**base, "metric": metric, "value": float(value), **extra})
@@ -164,17 +167,23 @@ def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) ->
     return res
 
 
-def environment() -> dict:
-    _, runtime = interpreter_class()
-    version = "unknown"
+def _version(runtime: str) -> str:
     try:
         from importlib.metadata import version as pkg_version
 
-        version = pkg_version({"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}[runtime])
+        return pkg_version(DISTRIBUTIONS[runtime])
     except Exception:  # noqa: BLE001 (a missing distribution record is not an error here)
-        pass
+        return "unknown"
+
+
+def environment(formats: tuple[str, ...] = ("tflite",)) -> dict:
+    """The device's machine, Python, numpy and the runtimes of ``formats`` (joined with ``+``, e.g.
+    ``ai_edge_litert+onnxruntime``); no TFLite runtime for a ``.tflite``: ImportError."""
+    runtimes = [interpreter_class()[1]] if "tflite" in formats else []
+    runtimes += ["onnxruntime"] if "onnx" in formats else []
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
-            "numpy": np.__version__, "runtime": runtime, "runtime_version": version,
+            "numpy": np.__version__, "runtime": "+".join(runtimes),
+            "runtime_version": "+".join(_version(r) for r in runtimes),
             "cpu_count": os.cpu_count(), "processor": platform.processor()}  # fmt: skip
 
 
@@ -234,8 +243,9 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     data = load_arrays(m.locate(EVAL_DATA, "files"), bundle / EVAL_DATA, {"x": ("<f4", (n, None, None, None)),
                                                                           "y": ("<i8", (n,))})  # fmt: skip
     x, y = data["x"], data["y"]
-    env = environment()
-    prepared = [_prepare(m, e, x, threads) for e in _selected(m, models)]
+    selected = _selected(m, models)
+    env = environment(tuple(sorted({e.format for e in selected})))
+    prepared = [_prepare(m, e, x, threads) for e in selected]
     if m.left_out:
         log.info("left out by the bundler: %s", "; ".join(f"{d['model']} [{d['precision']}]: {d['reason']}"
                                                           for d in m.left_out))  # fmt: skip

@@ -1,11 +1,16 @@
-"""A deployed artifact: an edge build that exists only as a ``.tflite`` file (made by somebody else's
-toolchain, e.g. the MLPerf Tiny ResNet-8), measured on its own runtime with its own input contract.
+"""A deployed artifact: an edge build that exists only as a file (made by somebody else's toolchain,
+e.g. the MLPerf Tiny ResNet-8 ``.tflite``, or an ``.onnx``), measured on its own runtime with its own
+input contract.
 
-Tensor contract: :meth:`DeployedArtifact.predict` takes float32 images ``(N, C, H, W)`` in [0, 1], as
-every model of this project does, and returns float32 logits ``(N, K)``. It turns them into what the
-file declares: NHWC where the input's last dimension holds the channels, scaled to 0..255 for
-``input_range = "0..255"``, quantized with the input tensor's own (scale, zero point); outputs are
-dequantized with the output tensor's. A quantized input without a scale is refused.
+:func:`open_artifact` picks the variant by the file's suffix: :class:`TfliteArtifact` (LiteRT; here)
+or :class:`~robustbench_cnn.measures.artifact_onnx.OnnxArtifact` (ONNX Runtime). Both share
+:class:`~robustbench_cnn.measures.artifact_base.Artifact`.
+
+Tensor contract: ``predict`` takes float32 images ``(N, C, H, W)`` in [0, 1], as every model of this
+project does, and returns float32 logits ``(N, K)``. A ``.tflite`` gets them in what the file declares:
+NHWC where the input's last dimension holds the channels, scaled to 0..255 for ``input_range =
+"0..255"``, quantized with the input tensor's own (scale, zero point); outputs are dequantized with the
+output tensor's. A quantized input without a scale is refused.
 
 Measured (:func:`measure_artifact`): clean accuracy and macro F1 on the eval images, batch-1 latency,
 size, and the direct Square Attack (Andriushchenko et al. 2020) on the runtime itself at each Linf eps
@@ -19,50 +24,57 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from robustbench_cnn.errors import InputError
+from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
+from robustbench_cnn.measures.artifact_base import Artifact
+from robustbench_cnn.measures.artifact_onnx import OnnxArtifact
+from robustbench_cnn.measures.latency import latency_rows
+from robustbench_cnn.metrics import macro_f1
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
-BYTE = 255.0
 
+class TfliteArtifact(Artifact):
+    """A ``.tflite`` edge build on LiteRT behind the [0, 1] NCHW contract (see the module docstring)."""
 
-class DeployedArtifact:
-    """A ``.tflite`` edge build behind the project's [0, 1] NCHW contract (see the module docstring)."""
+    format = "tflite"
 
     def __init__(self, path: Path, input_range: str = "0..1", threads: int | None = None) -> None:
         try:
-            self.model = TfliteModel(path, threads)
+            model = TfliteModel(path, threads)
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: not a TFLite model the LiteRT interpreter can load ({exc})") from None
-        self.path, self.scale = Path(path), BYTE if input_range == "0..255" else 1.0
-        detail = self.model.input
+        detail = model.input
         if np.issubdtype(detail["dtype"], np.integer) and detail["quantization"][0] == 0:
             raise InputError(f"{path}: its {np.dtype(detail['dtype']).name} input has no quantization scale/zero "
                              "point; re-convert it with full-integer quantization parameters")  # fmt: skip
-        shape = self.model.sample_shape
-        if len(shape) != 3:
+        if len(model.sample_shape) != 3:
             raise InputError(f"{path}: input shape {tuple(detail['shape'])} is not an image batch (N, H, W, C)")
-        self.nhwc = shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
-        self.image_shape = (shape[-1], shape[0], shape[1]) if self.nhwc else shape  # (C, H, W)
-        self.runtime = self.model.runtime
+        super().__init__(path, model, input_range)
 
     @property
     def quantized(self) -> bool:
-        return bool(np.issubdtype(self.model.input["dtype"], np.integer))
+        return bool(np.issubdtype(self.model.input["dtype"], np.integer))  # type: ignore[union-attr]
 
-    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        if tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise InputError(f"{self.path}: takes {self.image_shape} images (C, H, W); the data has "
-                             f"{tuple(images.shape[1:])}")  # fmt: skip
-        x = images.transpose(0, 2, 3, 1) if self.nhwc else images
-        return self.model.predict(np.ascontiguousarray(x, dtype=np.float32) * np.float32(self.scale))
 
-    def latency(self, warmup: int, min_repeats: int, budget_s: float, seed: int = 0):
-        return self.model.latency(warmup, min_repeats, budget_s, seed)
+DeployedArtifact = TfliteArtifact  # the name `zoo measure` (cli/zoo.py) imports; new code calls open_artifact
+ARTIFACTS: dict[str, type[TfliteArtifact] | type[OnnxArtifact]] = {".tflite": TfliteArtifact, ".onnx": OnnxArtifact}
+
+
+def open_artifact(path: Path, input_range: str = "0..1", threads: int | None = None) -> Artifact:
+    """The artifact variant for ``path``'s suffix (``.tflite`` or ``.onnx``); one line for anything else."""
+    kind = ARTIFACTS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: --artifact: a '{path.suffix or 'suffix-less'}' file is no edge build this "
+                         f"command runs; give a {' or '.join(ARTIFACTS)} file")  # fmt: skip
+    if not path.is_file():
+        raise InputError(f"{path}: --artifact: no such file; give the path of the {path.suffix} file")
+    return kind(path, input_range, threads)
 
 
 def measure_artifact(
-    artifact: DeployedArtifact,
+    artifact: Artifact,
     x: np.ndarray,
     y: np.ndarray,
     row: Callable[..., object],
@@ -79,12 +91,6 @@ def measure_artifact(
     [0, 1] with labels ``y``: clean_acc, macro_f1, size_bytes, latency at batch 1 (``latency`` =
     (warm-up, min repeats, budget s); None: off) and ``square_direct`` robust_acc per eps on the first
     ``attack_size`` images. ``pred``: the artifact's top-1 predictions on ``x``, where the caller has them."""
-    import torch
-
-    from robustbench_cnn.export.blackbox import DIRECT_ATTACK, direct_robust
-    from robustbench_cnn.measures.latency import latency_rows
-    from robustbench_cnn.metrics import macro_f1
-
     pred = artifact.predict(x).argmax(1) if pred is None else pred
     correct = pred == y
     n = len(y)
