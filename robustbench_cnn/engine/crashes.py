@@ -1,6 +1,6 @@
 """Native crashes of a run's process, and the supervisor that resumes the run past them.
 
-A Python exception in a cell is recorded and the run goes on (``runner.run_cell``). A native crash
+A Python exception in a cell is recorded and the run goes on (``scheduler.Scheduler``). A native crash
 (SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE: heap corruption in a math library, a bad pointer in an
 extension) kills the interpreter, so it is handled one level up: ``robustbench-cnn run`` runs the
 suite in a child process (:func:`supervised_run`). Before computing a cell, or preparing a model, the

@@ -18,7 +18,8 @@ dependants are skipped, as in the in-process runner.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from robustbench_cnn.engine.cells import Shard
@@ -35,8 +36,9 @@ from robustbench_cnn.engine.execute import (
 from robustbench_cnn.engine.kinds import CELL_KINDS
 from robustbench_cnn.engine.ray_tasks import cell_task, prepare_task
 from robustbench_cnn.engine.run_record import RunRecord
+from robustbench_cnn.engine.scheduler import Finished, Scheduler
 from robustbench_cnn.engine.store import CellStore
-from robustbench_cnn.errors import InputError, storage_error
+from robustbench_cnn.errors import InputError
 from robustbench_cnn.train.cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def run_ray(ctx: RunContext, cache: ModelCache, record: RunRecord, opts: Any) ->
         store = CellStore(ctx.run_dir)
         write_index(store, planned, record.manifest["suite_sha256"])
         with record.stage("cells"):
-            _Scheduler(ray, context, ctx, cache, record, planned, gpus).run()
+            Scheduler(ctx, planned, record, RayBackend(ray, context, ctx, cache, record, planned, gpus)).run()
     finally:
         if started:
             ray.shutdown()
@@ -100,124 +102,82 @@ def _prepare(ray, context, ctx: RunContext, cache: ModelCache, record: RunRecord
     return {name: record.manifest["models"][name] for name in infos}
 
 
-class _Scheduler:
-    """Submit each cell (or its shards) once its inputs are stored; record cells as they finish."""
+class RayBackend:
+    """The scheduler's Ray backend: a cell needing its model runs as one task, or one task per shard
+    still missing (merged here when every shard is stored); a cell needing none (the worst case) runs
+    here. A shard that raises fails its cell at once; the cell's other shards are collected and ignored."""
 
     def __init__(self, ray, context, ctx: RunContext, cache: ModelCache, record: RunRecord,
                  planned: Mapping[str, list[PlannedCell]], gpus: float) -> None:  # fmt: skip
         self.ray, self.context, self.ctx, self.cache, self.record, self.gpus = ray, context, ctx, cache, record, gpus
         self.store = CellStore(ctx.run_dir)
-        self.cells = [pc for cells in planned.values() for pc in cells]
-        self.order = {pc.id: i for i, pc in enumerate(self.cells)}
-        self.by_id = {pc.id: pc for pc in self.cells}
-        self.done: set[str] = set()
-        self.failed: set[str] = set()
-        self.waiting = list(self.cells)
-        self.running: dict[Any, tuple[PlannedCell, Any]] = {}  # ref -> (cell, shard or None)
+        self.by_id = {pc.id: pc for cells in planned.values() for pc in cells}
+        self.running: dict[Any, tuple[PlannedCell, Shard | None]] = {}  # ref -> (cell, shard or None)
         self.open_shards: dict[str, int] = {}  # cell id -> shards still running
+        self.finished: deque[Finished] = deque()  # cells finished here, not yet returned
+        self.given_up: set[str] = set()  # cells returned as failed while some of their shards still ran
         self.node_cpus = max(1, int(min(n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive"))))
 
-    def run(self) -> None:
-        while self.waiting or self.running:
-            self._submit_ready()
-            if not self.running:
-                if self.waiting:  # nothing runs and nothing can start: inputs failed
-                    for pc in self.waiting:
-                        self._fail(pc, "skipped: a cell it depends on failed")
-                    self.waiting = []
-                break
-            finished, _ = self.ray.wait(list(self.running), num_returns=1)
-            self._collect(finished[0])
+    def refuse(self, pc: PlannedCell) -> tuple[str, str | None] | None:
+        return None  # a dead worker is retried by Ray (max_retries), not supervised here
 
-    def _submit_ready(self) -> None:
-        still = []
-        for pc in self.waiting:
-            inputs = [cid for _, cid in pc.inputs]
-            if any(cid in self.failed for cid in inputs):
-                self._fail(pc, "skipped: a cell it depends on failed")
-            elif all(cid in self.done for cid in inputs):
-                self._start(pc)
-            else:
-                still.append(pc)
-        self.waiting = still
+    def busy(self) -> bool:
+        return bool(self.finished or self.running)
 
-    def _start(self, pc: PlannedCell) -> None:
-        stored = self.store.load_if_done(pc.id)
-        if stored is not None:
-            self._finish(pc, reused=True)
-            return
+    def submit(self, pc: PlannedCell) -> None:
         kind = CELL_KINDS.get(pc.cell.kind)
         if not kind.needs_model:  # cheap: from its inputs' arrays, here
-            self._run_here(pc)
+            self.finished.append((pc, self._here(pc, lambda: self._compute_here(pc))))
             return
         plan = shards(self.ctx, pc.cell)
         pending: list[Shard | None] = [None]  # an unsharded cell: one task
         if plan is not None:
             pending = [s for s in plan if self.store.load_shard(pc.id, s) is None]
         if not pending:
-            self._merge(pc)
+            self.finished.append((pc, self._here(pc, lambda: self._merge(pc))))
             return
         self.open_shards[pc.id] = len(pending)
         cpus = self.node_cpus if kind.resources == "node" else 1
         gpus = self.gpus if kind.resources in ("accelerator", "node") else 0.0
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
         task = self.ray.remote(cell_task).options(**options)
+        inputs = {cid: self.by_id[cid] for _, cid in pc.inputs}
         info = self.record.manifest["models"]
         for shard in pending:
-            ref = task.remote(
-                self.context, info, pc.model, pc, self._inputs(pc), shard, str(self.cache.root), cpus, gpus
-            )
+            ref = task.remote(self.context, info, pc.model, pc, inputs, shard, str(self.cache.root), cpus, gpus)
             self.running[ref] = (pc, shard)
 
-    def _inputs(self, pc: PlannedCell) -> dict[str, PlannedCell]:
-        return {cid: self.by_id[cid] for _, cid in pc.inputs}
-
-    def _collect(self, ref) -> None:
-        pc, shard = self.running.pop(ref)
+    def next_finished(self) -> Finished | None:
+        if self.finished:
+            return self.finished.popleft()
+        ready, _ = self.ray.wait(list(self.running), num_returns=1)
+        pc, shard = self.running.pop(ready[0])
         try:
-            self.ray.get(ref)
+            self.ray.get(ready[0])
         except Exception as exc:  # the cell raised (not retried), or its worker died MAX_RETRIES + 1 times
-            cause = getattr(exc, "cause", None) or exc
-            if storage_error(cause):
-                raise cause from None
-            if pc.id not in self.failed:
-                log.error("%s %s failed: %s: %s", pc.model, pc.cell.label, type(cause).__name__, cause)
-                self._fail(pc, f"{type(cause).__name__}: {cause}")
-            return
-        if pc.id in self.failed:
-            return
+            if pc.id in self.given_up:
+                return None
+            self.given_up.add(pc.id)
+            return pc, getattr(exc, "cause", None) or exc
+        if pc.id in self.given_up:
+            return None
         self.open_shards[pc.id] -= 1
-        if self.open_shards[pc.id] == 0:
-            if shard is None:
-                self._finish(pc, reused=False)
-            else:
-                self._merge(pc)
+        if self.open_shards[pc.id]:
+            return None
+        return pc, (None if shard is None else self._here(pc, lambda: self._merge(pc)))
+
+    @staticmethod
+    def _here(pc: PlannedCell, work: Callable[[], None]) -> Exception | None:
+        try:
+            work()
+        except Exception as exc:
+            return exc
+        return None
 
     def _merge(self, pc: PlannedCell) -> None:
-        try:
-            inputs = load_inputs(self.store, pc, self.by_id)
-            mspec = self.ctx.model(pc.model)
-            merge_shards(self.ctx, mspec, pc, inputs, self.store, shards(self.ctx, pc.cell) or [])
-        except Exception as exc:
-            self._fail(pc, f"{type(exc).__name__}: {exc}")
-            return
-        self._finish(pc, reused=False)
+        inputs = load_inputs(self.store, pc, self.by_id)
+        merge_shards(self.ctx, self.ctx.model(pc.model), pc, inputs, self.store, shards(self.ctx, pc.cell) or [])
 
-    def _run_here(self, pc: PlannedCell) -> None:
-        mspec = self.ctx.model(pc.model)
-        target = ModelUnderTest(mspec, None, self.record.manifest["models"][pc.model])  # type: ignore[arg-type]
-        try:
-            compute(self.ctx, target, pc, load_inputs(self.store, pc, self.by_id), self.store)
-        except Exception as exc:
-            self._fail(pc, f"{type(exc).__name__}: {exc}")
-            return
-        self._finish(pc, reused=False)
-
-    def _finish(self, pc: PlannedCell, reused: bool) -> None:
-        rows, _, stored = self.store.load(pc.id)
-        self.record.cell_done(self.order[pc.id], pc.model, pc.cell.label, rows, stored, reused=reused)
-        self.done.add(pc.id)
-
-    def _fail(self, pc: PlannedCell, message: str) -> None:
-        self.failed.add(pc.id)
-        self.record.cell_failed(pc.model, pc.cell.label, pc.id, message)
+    def _compute_here(self, pc: PlannedCell) -> None:
+        target = ModelUnderTest(self.ctx.model(pc.model), None, self.record.manifest["models"][pc.model])  # type: ignore[arg-type]
+        compute(self.ctx, target, pc, load_inputs(self.store, pc, self.by_id), self.store)

@@ -33,12 +33,13 @@ from robustbench_cnn.data import load_dataset
 from robustbench_cnn.engine import crashes
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.devices import resolve_for_device
-from robustbench_cnn.engine.execute import PlannedCell, compute, load_inputs, plan_run, surrogate_name, write_index
+from robustbench_cnn.engine.execute import plan_run, surrogate_name, write_index
 from robustbench_cnn.engine.pinned_training import train_pinned
 from robustbench_cnn.engine.prepare import build, prepare_model
 from robustbench_cnn.engine.run_record import MANIFEST_FORMAT, RunRecord
+from robustbench_cnn.engine.scheduler import LocalBackend, Scheduler
 from robustbench_cnn.engine.store import CellStore
-from robustbench_cnn.errors import InputError, RobustBenchError, storage_error
+from robustbench_cnn.errors import InputError, RobustBenchError
 from robustbench_cnn.locks import LockTimeout, file_lock
 from robustbench_cnn.logs import run_log
 from robustbench_cnn.models import Normalized
@@ -105,8 +106,9 @@ def _update_latest(suite_dir: Path, run_id: str) -> None:
 
 
 def run_local(ctx: RunContext, cache: ModelCache, record: RunRecord) -> None:
-    """The in-process driver: prepare every model, then run (or reuse) each model's cells in order.
-    A failing cell is recorded and skipped with its dependants; the others still run."""
+    """The in-process backend: prepare every model, then run (or reuse) the cells with the one
+    :class:`~robustbench_cnn.engine.scheduler.Scheduler`, in plan order. A failing cell is recorded
+    and skipped with its dependants; the others still run."""
     models: dict[str, Normalized] = {}
     keys: dict[str, str] = {}
     for m in ctx.spec.models:  # each cached as it finishes; derived models come after their sources
@@ -118,48 +120,13 @@ def run_local(ctx: RunContext, cache: ModelCache, record: RunRecord) -> None:
         keys[m.name] = info["key"]
         record.model_prepared(m.name, info)
     planned = plan_run(ctx, record.manifest["models"])
-    store = CellStore(ctx.run_dir)
-    write_index(store, planned, record.manifest["suite_sha256"])
-    order = 0
+    write_index(CellStore(ctx.run_dir), planned, record.manifest["suite_sha256"])
+    targets = {}
     for mspec in ctx.spec.models:
         surrogate = surrogate_name(ctx.spec, mspec)
-        target = ModelUnderTest(mspec, models[mspec.name], dict(record.manifest["models"][mspec.name]),
-                                models[surrogate] if surrogate else None)  # fmt: skip
-        by_id = {pc.id: pc for pc in planned[mspec.name]}
-        failed: set[str] = set()
-        for pc in planned[mspec.name]:
-            run_cell(ctx, target, pc, by_id, store, record, failed, order)
-            order += 1
-
-
-def run_cell(ctx: RunContext, target: ModelUnderTest, pc: PlannedCell, by_id: dict[str, PlannedCell],
-             store: CellStore, record: RunRecord, failed: set[str], order: int) -> None:  # fmt: skip
-    """Reuse or compute one cell and record it (a failure skips its dependants, recorded in ``failed``)."""
-    label = pc.cell.label
-    crashed = crashes.signals(ctx.run_dir, pc.id)
-    skip = "skipped: a cell it depends on failed" if any(cid in failed for _, cid in pc.inputs) else None
-    if skip is None and len(crashed) >= crashes.MAX_CRASHES:
-        skip = crashes.killed_message(crashed)
-    if skip is not None:
-        record.cell_failed(pc.model, label, pc.id, skip, crashed[-1] if crashed and "killed" in skip else None)
-        failed.add(pc.id)
-        return
-    stored = store.load_if_done(pc.id)
-    reused = stored is not None
-    if stored is None:
-        try:
-            with crashes.in_flight(ctx.run_dir, pc.id, pc.model, label), record.stage(pc.cell.kind):
-                compute(ctx, target, pc, load_inputs(store, pc, by_id), store)
-            stored = store.load(pc.id)
-        except Exception as exc:  # recorded; the rest of the run goes on
-            if storage_error(exc):  # a full or read-only disk: every later cell would fail the same way
-                raise
-            log.error("%s %s failed: %s: %s", pc.model, label, type(exc).__name__, exc)
-            record.cell_failed(pc.model, label, pc.id, f"{type(exc).__name__}: {exc}")
-            failed.add(pc.id)
-            return
-    rows, _, facts = stored
-    record.cell_done(order, pc.model, label, rows, facts, reused=reused)
+        targets[mspec.name] = ModelUnderTest(mspec, models[mspec.name], dict(record.manifest["models"][mspec.name]),
+                                             models[surrogate] if surrogate else None)  # fmt: skip
+    Scheduler(ctx, planned, record, LocalBackend(ctx, targets, planned, record)).run()
 
 
 def newest_run(out_root: Path, suite: str) -> Path:
