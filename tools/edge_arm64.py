@@ -1,14 +1,17 @@
-"""Run a torch-free Python 3.11 on arm64 under qemu user-mode emulation (no binfmt_misc, no chroot).
+"""Run a torch-free Python on arm64 under qemu user-mode emulation (no binfmt_misc, no chroot).
 
-``prepare_root`` builds a cached Debian bookworm arm64 root: ``debootstrap --foreign`` downloads the packages,
-every downloaded ``.deb`` is unpacked with ``dpkg-deb`` on the host (the chroot second stage would need
-binfmt_misc, which containers often lack; maintainer scripts are not needed to run Python), a fake Cortex-A72
-``/proc/cpuinfo`` is written (LiteRT crashes under qemu reading the host's x86 one), and aarch64 wheels are
-installed with the host's pip into ``ROOT/opt/site-packages``. ``run_python`` runs
-``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11``; with ``-L`` qemu looks up absolute paths in ROOT
-first and falls back to the host, so host files (models, the repo) stay readable.
+``prepare_root`` builds a cached Debian arm64 root per OS (``--os bookworm``: Python 3.11, glibc 2.36;
+``--os trixie``: Debian 13, Python 3.13, glibc 2.41): ``debootstrap --foreign`` downloads the packages, every
+downloaded ``.deb`` is unpacked with ``dpkg-deb`` on the host (the chroot second stage would need binfmt_misc,
+which containers often lack; maintainer scripts are not needed to run Python), and a fake Cortex-A72
+``/proc/cpuinfo`` is written (LiteRT crashes under qemu reading the host's x86 one). ``prepare_site`` installs
+one TFLite runtime (``--runtime ai-edge-litert|tflite-runtime``) and numpy as aarch64 wheels with the host's pip
+into ``ROOT/opt/site-<runtime>``: one site per (OS, runtime), so the validator can only import the chosen one.
+``run_python`` runs ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.N``; with ``-L`` qemu looks up absolute
+paths in ROOT first and falls back to the host, so host files (models, the repo) stay readable.
 
-Usage: python tools/edge_arm64.py [--cache-dir DIR] [--cpu cortex-a72|cortex-a76] [--allow-skip] -- ARGS...
+Usage: python tools/edge_arm64.py [--os OS] [--runtime RT] [--cpu CPU] [--allow-skip] -- ARGS...
+(``tools/edge_arm64_matrix.py`` validates a bundle for every OS x runtime x core.)
 Host needs: root (first build only), ``apt-get install qemu-user-static debootstrap``, pip, network.
 """
 
@@ -18,24 +21,23 @@ import argparse
 import logging
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("edge_arm64")
 
 QEMU = "qemu-aarch64-static"
 MIRROR = "http://deb.debian.org/debian"
-SUITE = "bookworm"
-DEBS = ("python3.11", "libstdc++6")
-WHEELS = ("ai-edge-litert", "numpy")
-PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64")  # bookworm: glibc 2.36
 UNPACK = 'dpkg-deb --fsys-tarfile "$1" | tar -x --keep-directory-symlink -C "$2" -f -'  # as debootstrap does
-SITE_IN_ROOT = "opt/site-packages"
+CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints.txt"  # pins ai-edge-litert and numpy
 DEFAULT_CACHE = Path.home() / ".cache" / "robustbench-cnn"
 CPU_BLOCK = """processor\t: {n}
 BogoMIPS\t: 108.00
@@ -48,6 +50,55 @@ CPU revision\t: 3
 """
 
 
+@dataclass(frozen=True)
+class OsSpec:
+    """A Debian release: its Python (the one Raspberry Pi OS of that release ships) and glibc."""
+
+    name: str
+    python: str
+    glibc: tuple[int, int]
+
+    @property
+    def debs(self) -> tuple[str, ...]:
+        """The packages debootstrap adds to minbase."""
+        return (f"python{self.python}", "libstdc++6")
+
+    @property
+    def platforms(self) -> list[str]:
+        """pip ``--platform`` tags this glibc runs: manylinux_2_<minor> down to 2_17, then manylinux2014."""
+        major, minor = self.glibc
+        return [f"manylinux_{major}_{m}_aarch64" for m in range(minor, 16, -1)] + ["manylinux2014_aarch64"]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """A TFLite interpreter package: its module, the wheels installed with it, and whether it gates."""
+
+    name: str
+    module: str
+    wheels: tuple[str, ...]
+    gating: bool
+    note: str = ""
+
+
+OSES = {"bookworm": OsSpec("bookworm", "3.11", (2, 36)), "trixie": OsSpec("trixie", "3.13", (2, 41))}
+LEGACY = "reported, not gating: 2.14's int8 kernels are older than the reference's"  # as in `nox -s edge`
+RUNTIMES = {
+    "ai-edge-litert": RuntimeSpec("ai-edge-litert", "ai_edge_litert", ("ai-edge-litert", "numpy"), True),
+    "tflite-runtime": RuntimeSpec(
+        "tflite-runtime", "tflite_runtime", ("tflite-runtime==2.14.0", "numpy==1.26.4"), False, LEGACY
+    ),  # fmt: skip
+}
+CPUS = {"cortex-a72": "pi4", "cortex-a76": "pi5"}
+DEFAULT_OS, DEFAULT_RUNTIME, DEFAULT_CPU = "bookworm", "ai-edge-litert", "cortex-a72"
+UNREACHABLE = ("Retrying (", "Could not fetch URL", "NewConnectionError", "Failed to establish a new connection")
+LEGACY_STAMP = "bookworm debs=python3.11,libstdc++6 "  # the single-OS layout: CACHE/arm64-root (+ .ready)
+
+
+class NoWheel(RuntimeError):
+    """pip found no aarch64 wheel for this OS's Python: the combination is skipped, not failed."""
+
+
 def available() -> str | None:
     """Return None if arm64 emulation can run here, else a one-line reason."""
     if platform.system() != "Linux":
@@ -58,9 +109,18 @@ def available() -> str | None:
     return None
 
 
-def site_dir(root: Path) -> Path:
-    """Return the directory holding the aarch64 wheels installed by ``prepare_root``."""
-    return root / SITE_IN_ROOT
+def root_dir(cache_dir: Path, os_name: str = DEFAULT_OS) -> Path:
+    """Return where ``prepare_root`` keeps the arm64 root of ``os_name`` (its stamp sits beside it)."""
+    return Path(cache_dir).resolve() / f"arm64-{os_name}"
+
+
+def site_dir(root: Path, runtime: str = DEFAULT_RUNTIME) -> Path:
+    """Return the directory holding the aarch64 wheels ``prepare_site`` installs for ``runtime``."""
+    return Path(root) / "opt" / f"site-{runtime}"
+
+
+def _ready(path: Path) -> Path:
+    return path.with_name(path.name + ".ready")
 
 
 def _run(step: str, cmd: Sequence[str | Path], **kwargs) -> subprocess.CompletedProcess:
@@ -74,23 +134,43 @@ def _run(step: str, cmd: Sequence[str | Path], **kwargs) -> subprocess.Completed
     return proc
 
 
-def _stamp(wheels: Sequence[str]) -> str:
-    """Return the cache key: a rebuild happens whenever it changes."""
-    return f"{SUITE} debs={','.join(DEBS)} wheels={' '.join(wheels)}\n"
+def _root_stamp(spec: OsSpec) -> str:
+    """Return the root's cache key (the OS, its Python and debs): a rebuild happens whenever it changes."""
+    return f"{spec.name} python{spec.python} debs={','.join(spec.debs)}\n"
 
 
-def prepare_root(cache_dir: Path, wheels: Sequence[str] = WHEELS) -> Path:
-    """Build (once, cached under ``cache_dir/arm64-root``) an arm64 root with python3.11 and ``wheels``.
+def _site_stamp(spec: OsSpec, wheels: Sequence[str]) -> str:
+    """Return a site's cache key: the OS, the Python its wheels are for, and the wheel specs."""
+    return f"{spec.name} cp{spec.python.replace('.', '')} wheels={' '.join(wheels)}\n"
 
-    Returns the root; the wheels live in ``site_dir(root)``. A second call with the same arguments is instant.
+
+def _adopt_legacy(cache_dir: Path) -> None:
+    """Rename a bookworm root of the single-OS layout (``arm64-root``) to ``arm64-bookworm``; its site is redone."""
+    old, new = Path(cache_dir).resolve() / "arm64-root", root_dir(cache_dir, "bookworm")
+    marker = _ready(old)
+    if new.exists() or not old.is_dir() or not marker.is_file() or not marker.read_text().startswith(LEGACY_STAMP):
+        return
+    log.info("adopting the bookworm root %s as %s", old, new)
+    old.rename(new)
+    shutil.rmtree(new / "opt" / "site-packages", ignore_errors=True)
+    _ready(new).write_text(_root_stamp(OSES["bookworm"]))
+    marker.unlink()
+
+
+def prepare_root(cache_dir: Path, os_name: str = DEFAULT_OS) -> Path:
+    """Build (once, cached as ``cache_dir/arm64-<os>``) an arm64 root of ``os_name`` with its python3.N.
+
+    Returns the root; ``prepare_site`` adds a runtime. A second call with the same arguments is instant.
     """
     reason = available()
     if reason:
         raise RuntimeError(f"arm64 emulation unavailable: {reason}")
-    cache_dir = Path(cache_dir).resolve()
-    root, marker = cache_dir / "arm64-root", cache_dir / "arm64-root.ready"
-    if marker.is_file() and marker.read_text() == _stamp(wheels):
-        log.debug("arm64 root cached at %s", root)
+    spec = OSES[os_name]
+    _adopt_legacy(cache_dir)
+    root = root_dir(cache_dir, os_name)
+    marker = _ready(root)
+    if marker.is_file() and marker.read_text() == _root_stamp(spec):
+        log.debug("%s arm64 root cached at %s", os_name, root)
         return root
     if os.geteuid() != 0:
         raise RuntimeError(f"building the arm64 root needs root (debootstrap); run once as root or copy {root}")
@@ -98,10 +178,9 @@ def prepare_root(cache_dir: Path, wheels: Sequence[str] = WHEELS) -> Path:
     marker.unlink(missing_ok=True)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-
-    log.info("debootstrap --foreign %s arm64 into %s", SUITE, root)
-    boot = ["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={','.join(DEBS)}"]
-    _run("debootstrap first stage", [*boot, SUITE, root, MIRROR])
+    log.info("debootstrap --foreign %s arm64 into %s", os_name, root)
+    boot = ["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={','.join(spec.debs)}"]
+    _run("debootstrap first stage", [*boot, os_name, root, MIRROR])
     debs = sorted((root / "var/cache/apt/archives").glob("*.deb"))
     log.info("unpacking %d .debs with dpkg-deb (instead of the chroot second stage)", len(debs))
     for deb in debs:
@@ -112,21 +191,77 @@ def prepare_root(cache_dir: Path, wheels: Sequence[str] = WHEELS) -> Path:
         proc.unlink()
     proc.mkdir(exist_ok=True)
     (proc / "cpuinfo").write_text("\n".join(CPU_BLOCK.format(n=n) for n in range(4)))
+    if not (root / "usr/bin" / f"python{spec.python}").exists():
+        raise RuntimeError(f"{os_name} root has no usr/bin/python{spec.python} after unpacking")
+    marker.write_text(_root_stamp(spec))
+    log.info("%s arm64 root ready in %.0f s: %s", os_name, time.monotonic() - start, root)
+    return root
 
-    site = site_dir(root)
-    log.info("pip install aarch64 wheels %s into %s", " ".join(wheels), site)
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
-    pip += [f"--platform={p}" for p in PLATFORMS] + ["--python-version=3.11", "--implementation=cp"]
-    _run("pip install aarch64 wheels", [*pip, "--target", site, *wheels])
-    log.info("checking the emulated interpreter")
-    probe = ["-c", "import platform, numpy, ai_edge_litert.interpreter; print(platform.machine())"]
-    check = run_python(root, site, probe, capture_output=True, text=True)
+
+def pinned(wheels: Sequence[str], constraints: Path = CONSTRAINTS) -> list[str]:
+    """Pin each bare wheel name to its ``name==version`` line in ``constraints`` (the host's pins), if any."""
+    pins = {}
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            name, sep, _ = line.partition("==")
+            if sep:
+                pins[name.strip().lower()] = line.split("#")[0].strip()
+    return [pins.get(w.lower(), w) if re.fullmatch(r"[A-Za-z0-9._-]+", w) else w for w in wheels]
+
+
+def _pip(spec: OsSpec, command: str, args: Sequence[str | Path], step: str) -> None:
+    """Run the host's ``pip COMMAND`` for aarch64 wheels of ``spec``'s CPython; NoWheel when it finds no wheel."""
+    cmd = [sys.executable, "-m", "pip", command, "--quiet", "--disable-pip-version-check", "--only-binary=:all:"]
+    cmd += [f"--platform={p}" for p in spec.platforms] + [f"--python-version={spec.python}", "--implementation=cp"]
+    line = shlex.join(str(c) for c in [*cmd, *args])
+    log.debug("%s: %s", step, line)
+    proc = subprocess.run([*cmd, *(str(a) for a in args)], capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return
+    lines = [ln.removeprefix("ERROR: ").strip() for ln in proc.stderr.splitlines() if ln.startswith("ERROR: ")]
+    missing = [ln for ln in lines if ln.startswith("Could not find a version that satisfies")]
+    if missing and not any(s in proc.stderr for s in UNREACHABLE):  # an index pip could not read is no answer
+        raise NoWheel(f"pip finds no {spec.platforms[0]}..manylinux2014 wheel for CPython {spec.python}: {missing[0]}")
+    tail = (lines or proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise RuntimeError(f"{step} failed (exit {proc.returncode}): {line}: {tail}")
+
+
+def prepare_site(root: Path, os_name: str = DEFAULT_OS, runtime: str = DEFAULT_RUNTIME) -> Path:
+    """Install ``runtime`` and numpy (aarch64 wheels) into ``site_dir(root, runtime)`` once; return the site.
+
+    Raises NoWheel (a skip) when pip has no wheel of the runtime for the OS's Python, RuntimeError otherwise.
+    """
+    spec, rt = OSES[os_name], RUNTIMES[runtime]
+    wheels = pinned(rt.wheels)
+    site = site_dir(root, runtime)
+    marker = _ready(site)
+    if marker.is_file() and marker.read_text() == _site_stamp(spec, wheels):
+        return site
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(site, ignore_errors=True)
+    site.parent.mkdir(parents=True, exist_ok=True)
+    log.info("pip install aarch64 wheels %s for CPython %s into %s", " ".join(wheels), spec.python, site)
+    with tempfile.TemporaryDirectory() as tmp:  # the runtime alone first: its missing wheel is a skip
+        _pip(spec, "download", ["--no-deps", "--dest", tmp, wheels[0]], f"pip download {wheels[0]}")
+    _pip(spec, "install", ["--target", site, *wheels], "pip install aarch64 wheels")
+    others = [r.module for r in RUNTIMES.values() if r.name != runtime]
+    probe = (f"import importlib.util as u, platform, numpy, {rt.module}.interpreter; "
+             f"assert not [m for m in {others!r} if u.find_spec(m)], 'another runtime is importable'; "
+             "print(platform.machine())")  # fmt: skip
+    check = run_python(root, site, ["-c", probe], capture_output=True, text=True)
     if check.returncode != 0 or check.stdout.strip() != "aarch64":
         tail = (check.stderr.strip() or check.stdout.strip() or "no output").splitlines()[-1]
         raise RuntimeError(f"emulated python check failed (exit {check.returncode}): {QEMU} -L {root} ...: {tail}")
-    marker.write_text(_stamp(wheels))
-    log.info("arm64 root ready in %.0f s: %s", time.monotonic() - start, root)
-    return root
+    marker.write_text(_site_stamp(spec, wheels))
+    return site
+
+
+def python_in(root: Path) -> Path:
+    """Return ``ROOT/usr/bin/python3.N``, the root's one versioned Python."""
+    found = [p for p in (Path(root) / "usr/bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name)]
+    if not found:
+        raise RuntimeError(f"no usr/bin/python3.N in {root}: build it with prepare_root")
+    return max(found, key=lambda p: int(p.name.split(".")[1]))
 
 
 def run_python(
@@ -135,10 +270,10 @@ def run_python(
     args: list[str],
     extra_pythonpath: Iterable[Path] = (),
     env: dict[str, str] | None = None,
-    cpu: str = "cortex-a72",
+    cpu: str = DEFAULT_CPU,
     **kwargs,
 ) -> subprocess.CompletedProcess:
-    """Run ``ROOT/usr/bin/python3.11 *args`` under qemu; PYTHONPATH is ``site`` then ``extra_pythonpath``.
+    """Run ``ROOT/usr/bin/python3.N *args`` under qemu; PYTHONPATH is ``site`` then ``extra_pythonpath``.
 
     ``env`` entries are added to a copy of ``os.environ`` (host Python variables are dropped); ``kwargs`` go to
     ``subprocess.run`` (e.g. ``capture_output=True, text=True, timeout=600``). The exit code is not checked.
@@ -152,32 +287,42 @@ def run_python(
     paths = [Path(site).resolve(), *(Path(p).resolve() for p in extra_pythonpath)]
     full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
     full_env["PYTHONNOUSERSITE"] = "1"  # with -L, ~/.local would fall back to the host's (x86) user site
-    cmd = [QEMU, "-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11"), *args]
+    cmd = [QEMU, "-cpu", cpu, "-L", str(root), str(python_in(root)), *args]
     log.debug("run: %s", shlex.join(cmd))
     return subprocess.run(cmd, env=full_env, check=False, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: prepare the root and run the emulated python with the arguments after ``--``."""
+    """CLI: prepare the (OS, runtime) root and run the emulated python with the arguments after ``--``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
-    parser.add_argument("--allow-skip", action="store_true", help="exit 0 (not 3) when emulation is unavailable")
-    parser.add_argument("--cpu", default="cortex-a72", help="emulated core: cortex-a72 (Pi 4), cortex-a76 (Pi 5)")
+    parser.add_argument("--allow-skip", action="store_true", help="exit 0 (not 3) when it cannot run: no emulation "
+                        "here, or no wheel of the runtime for the OS's Python")  # fmt: skip
+    parser.add_argument("--os", default=DEFAULT_OS, choices=list(OSES), help=f"Debian release (default {DEFAULT_OS})")
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=list(RUNTIMES), help="TFLite interpreter "
+                        f"package, the only one installed (default {DEFAULT_RUNTIME})")  # fmt: skip
+    parser.add_argument(
+        "--cpu", default=DEFAULT_CPU, help="emulated core: cortex-a72 (Pi 4, default), cortex-a76 (Pi 5)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then arguments for the arm64 python3.11")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then arguments for the arm64 python3.N")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO, format="%(name)s: %(message)s")
     args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
     reason = available()
     if reason:
-        print(f"SKIP: {reason}")  # noqa: T201
+        sys.stdout.write(f"SKIP: {reason}\n")
         return 0 if ns.allow_skip else 3
     try:
-        root = prepare_root(ns.cache_dir)
+        root = prepare_root(ns.cache_dir, ns.os)
+        site = prepare_site(root, ns.os, ns.runtime)
+    except NoWheel as err:
+        sys.stdout.write(f"SKIP: {ns.runtime} on {ns.os}: {err}\n")
+        return 0 if ns.allow_skip else 3
     except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201
+        sys.stderr.write(f"error: {err}\n")
         return 2
-    return run_python(root, site_dir(root), args, cpu=ns.cpu).returncode
+    return run_python(root, site, args, cpu=ns.cpu).returncode
 
 
 if __name__ == "__main__":
