@@ -58,7 +58,7 @@ eval_size = 50
 # scipy made unimportable (an import of any of them raises ImportError).
 NO_TORCH = (
     "import runpy, sys\n"
-    "for m in ('torch', 'pandas', 'scipy', 'sklearn', 'onnxruntime'): sys.modules[m] = None\n"
+    "for m in ('torch', 'pandas', 'scipy', 'sklearn', 'onnxruntime', 'executorch'): sys.modules[m] = None\n"
     "sys.argv = ['validate'] + sys.argv[1:]\n"
     "runpy.run_module('robustbench_cnn.edge', run_name='__main__')\n"
 )
@@ -212,7 +212,7 @@ def test_bundling_a_run_without_tflite_exports_is_an_error(tmp_path, edge_run):
     table = pd.read_csv(edge_run.run_dir / "results.csv")
     table[table.format != "tflite"].to_csv(tmp_path / "results.csv", index=False)
     shutil.copyfile(edge_run.run_dir / "manifest.json", tmp_path / "manifest.json")
-    with pytest.raises(RobustBenchError, match=r"no TFLite export to bundle \(cnn \[fp32\] failed to export"):
+    with pytest.raises(RobustBenchError, match=r"no TFLite or ExecuTorch export to bundle \(cnn \[fp32\] failed"):
         build_bundle(tmp_path, tmp_path / "b")
 
 
@@ -305,14 +305,14 @@ def test_export_selection_follows_check_parity_and_names_every_export_left_out(t
                           for m, c, k, v in rows])  # fmt: skip
     failed = {"model": "b", "cell": "export(format=tflite,precision=fp32)", "error": "LoweringError: no\nway"}
     selected, left = select_exports(tmp_path, table, spec, {"failed_cells": [failed]})
-    assert selected == [("a", False, "passed"), ("b", True, "unrecorded")]
+    assert selected == [("a", "tflite", False, "passed"), ("b", "tflite", True, "unrecorded")]
     assert left == [
         {"model": "a", "precision": "int8", "reason": "failed its parity check (check_parity = 0); "
                                                       "--include-failed-parity bundles it"},
         {"model": "b", "precision": "fp32", "reason": "failed to export (no result rows): LoweringError: no way"},
     ]  # fmt: skip
     selected, left = select_exports(tmp_path, table, spec, {}, include_failed_parity=True)
-    assert ("a", True, "failed") in selected and [d["model"] for d in left] == ["b"]
+    assert ("a", "tflite", True, "failed") in selected and [d["model"] for d in left] == ["b"]
 
 
 def _suite_run(tmp_path):

@@ -94,3 +94,77 @@ def test_executorch_precisions(precision, ok):
     else:
         with pytest.raises(ValueError, match="format 'executorch' takes precision fp32 | int8"):
             ExportSpec(format="executorch", precision=precision)
+
+
+EDGE_SUITE = """
+name = "edge-et"
+seed = 1
+device = "cpu"
+[dataset]
+name = "digits"
+eval_size = 60
+[[models]]
+name = "cnn"
+arch = "simple_cnn"
+params = { width = 8 }
+train = { epochs = 4, batch_size = 64, lr = 0.1 }
+[[evaluations]]
+attack = "pgd"
+eps = [0.1]
+steps = 3
+[checks]
+enabled = false
+[latency]
+enabled = false
+[[exports]]
+format = "tflite"
+precision = "int8"
+calibration_size = 32
+direct_queries = 0
+[[exports]]
+format = "executorch"
+precision = "fp32"
+direct_queries = 0
+[[exports]]
+format = "executorch"
+precision = "int8"
+calibration_size = 32
+direct_queries = 0
+"""
+
+
+@needs_executorch
+def test_a_bundle_ships_executorch_programs_validated_where_torch_is_and_skipped_where_not(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("litert_torch", reason="the 'edge' extra is not installed")
+    from robustbench_cnn.cli.bundle import build_bundle
+
+    (tmp_path / "s.toml").write_text(EDGE_SUITE)
+    run = run_suite(load_suite(tmp_path / "s.toml"), RunOptions(tmp_path / "out", tmp_path / "cache", progress=False))
+    bundle = build_bundle(run.run_dir, tmp_path / "bundle", include_failed_parity=True)  # a 4-epoch model
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = sorted(m["file"] for m in manifest["models"])
+    assert files == ["models/cnn.fp32.pte", "models/cnn.int8.pte", "models/cnn.int8.tflite"]
+    assert len({m["predictions"] for m in manifest["models"]}) == 3  # one reference per (format, precision)
+
+    def validate(*blocked: str) -> subprocess.CompletedProcess:
+        code = ("import runpy, sys\n"
+                f"for m in {blocked!r}: sys.modules[m] = None\n"
+                "sys.argv = ['edge', 'validate', '.', '--no-latency']\n"
+                "runpy.run_module('robustbench_cnn.edge', run_name='__main__')\n")  # fmt: skip
+        return subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, timeout=300)
+
+    full = validate()  # an ExecuTorch environment (torch + executorch) with LiteRT too: all three run
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "3/3 models match" in full.stdout and "ok   cnn [int8 executorch]" in full.stdout
+    torch_free = validate("torch", "pandas", "executorch")  # a Pi: the .pte programs are skipped, named
+    assert torch_free.returncode == 0, torch_free.stdout + torch_free.stderr
+    assert "1/1 models match" in torch_free.stdout
+    assert "skip cnn [fp32 executorch]: skipped: no ExecuTorch runtime here (pip install executorch torch)" in (
+        torch_free.stdout
+    )
+    nothing = validate("torch", "executorch", "ai_edge_litert", "tflite_runtime")  # no runtime at all: exit 2
+    assert nothing.returncode == 2 and "no runtime here" in nothing.stderr

@@ -1,10 +1,11 @@
-"""``robustbench-cnn edge bundle RUN_DIR --out DIR``: package a run's TFLite models for the device.
+"""``robustbench-cnn edge bundle RUN_DIR --out DIR``: package a run's edge models for the device.
 
-The bundle holds every ``.tflite`` export of the run, the evaluation images (clean, and the
+The bundle holds every ``.tflite`` and ``.pte`` (ExecuTorch) export of the run, the evaluation images (clean, and the
 adversarial ones crafted on each float model), the predictions the models gave here (the
 reference), expected accuracies with tolerances, the sha256 of every file, and a copy of the
 torch-free validator (layout: ``robustbench_cnn.edge.bundle_format``). Expectations are computed
-by running each .tflite file on the bundled images, so they hold exactly for the images shipped.
+by running each file on its runtime on the bundled images, so they hold exactly for the images shipped
+(a ``.pte`` needs the ``executorch`` extra here, and torch on the device: see docs/edge.md).
 
 Which exports go in: an export whose ``check_parity`` row is 1 (a run from before that metric: one
 with rows at all); one whose parity failed (``check_parity`` 0) only with ``include_failed_parity``;
@@ -46,13 +47,19 @@ from robustbench_cnn.edge.bundle_format import (
     file_stem,
     sums_text,
 )
+from robustbench_cnn.edge.models import open_model
 from robustbench_cnn.engine.store import CellStore
 from robustbench_cnn.errors import InputError, RobustBenchError
-from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 
 log = logging.getLogger(__name__)
 
-EXPORT_FILE = "exports/{model}{suffix}.tflite"
+EXPORT_FILE = "exports/{model}{suffix}"
+BUNDLED = {"tflite": ".tflite", "executorch": ".pte"}  # the export formats a bundle ships, and their files
+
+
+def export_file(run_dir: Path, model: str, fmt: str, int8: bool) -> Path:
+    """The run's exported file of ``model`` in ``fmt``."""
+    return run_dir / EXPORT_FILE.format(model=model, suffix=(".int8" if int8 else "") + BUNDLED[fmt])
 
 
 def _run_suite(run_dir: Path, manifest: dict):
@@ -119,8 +126,8 @@ def _read_results(run_dir: Path):
         raise InputError(f"{run_dir}: no readable results.csv ({exc})") from None
 
 
-def _failed_cell(manifest: dict, model: str, precision: str) -> str:
-    label = f"export(format=tflite,precision={precision})"
+def _failed_cell(manifest: dict, model: str, fmt: str, precision: str) -> str:
+    label = f"export(format={fmt},precision={precision})"
     for cell in manifest.get("failed_cells", []):
         if cell.get("model") == model and cell.get("cell") == label:
             return ": " + " ".join(str(cell.get("error", "")).split())[:120]
@@ -128,38 +135,44 @@ def _failed_cell(manifest: dict, model: str, precision: str) -> str:
 
 
 def select_exports(run_dir: Path, table, spec, manifest: dict, include_failed_parity: bool = False):
-    """``([(model, int8, parity)], [left-out {model, precision, reason}])`` of the run's TFLite exports.
+    """``([(model, format, int8, parity)], [left-out {model, precision, reason}])`` of the run's TFLite
+    and ExecuTorch exports.
 
     ``parity``: "passed", "failed" (bundled only with ``include_failed_parity``) or "unrecorded" (a run
     from before the ``check_parity`` metric, whose exports had rows only when parity passed).
     """
-    rows = table[table.format == "tflite"]
-    planned = sorted({(m.name, ex.precision == "int8") for m in spec.models for ex in spec.exports
-                      if ex.format == "tflite" and (ex.models is None or m.name in ex.models)})  # fmt: skip
-    found = {(m, str(c).endswith("int8")) for m, c in zip(rows.model, rows.compression, strict=True)}
+    rows = table[table.format.isin(list(BUNDLED))]
+    planned = sorted({(m.name, ex.format, ex.precision == "int8") for m in spec.models for ex in spec.exports
+                      if ex.format in BUNDLED and (ex.models is None or m.name in ex.models)})  # fmt: skip
+    found = {(m, f, str(c).endswith("int8")) for m, f, c in zip(rows.model, rows.format, rows.compression, strict=True)}
     selected, left_out = [], []
-    for name, int8 in sorted(set(planned) | found):
+    for name, fmt, int8 in sorted(set(planned) | found, key=lambda t: (t[1] != "tflite", t)):
         precision = "int8" if int8 else "fp32"
-        mine = rows[(rows.model == name) & (rows.compression.astype(str).str.endswith("int8") == int8)]
+        mine = rows[(rows.model == name) & (rows.format == fmt)
+                    & (rows.compression.astype(str).str.endswith("int8") == int8)]  # fmt: skip
         parity = mine[mine.metric == "check_parity"].value
-        path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
+        path = export_file(run_dir, name, fmt, int8)
         reason, status = None, "unrecorded" if parity.empty else ("passed" if (parity == 1.0).all() else "failed")
         if name not in {m.name for m in spec.models}:
             reason = "not a model of the run's suite"
+        elif (mine.metric == "export_skipped").any():
+            reason = "not exported here (export_skipped: its toolchain or hardware was missing)"
         elif mine.empty:
-            reason = f"failed to export (no result rows){_failed_cell(manifest, name, precision)}"
+            reason = f"failed to export (no result rows){_failed_cell(manifest, name, fmt, precision)}"
         elif status == "failed" and not include_failed_parity:
             reason = "failed its parity check (check_parity = 0); --include-failed-parity bundles it"
         elif not path.is_file():
             reason = f"its file {path.relative_to(run_dir)} is missing"
+        precision_label = precision if fmt == "tflite" else f"{precision} {fmt}"
         if reason is None:
-            selected.append((name, int8, status))
+            selected.append((name, fmt, int8, status))
         else:
-            left_out.append({"model": name, "precision": precision, "reason": reason})
-            log.warning("left out %s [%s]: %s", name, precision, reason)
+            left_out.append({"model": name, "precision": precision_label, "reason": reason})
+            log.warning("left out %s [%s]: %s", name, precision_label, reason)
     if not selected:
         why = "; ".join(f"{d['model']} [{d['precision']}] {d['reason']}" for d in left_out)
-        raise RobustBenchError(f"{run_dir}: no TFLite export to bundle ({why or 'add [[exports]] format = tflite'})")
+        raise RobustBenchError(f"{run_dir}: no TFLite or ExecuTorch export to bundle "
+                               f"({why or 'add [[exports]] format = tflite'})")  # fmt: skip
     return selected, left_out
 
 
@@ -173,7 +186,7 @@ def build_bundle(
     force: bool = False,
     include_failed_parity: bool = False,
 ) -> Path:
-    """Write the bundle of ``run_dir``'s TFLite exports to ``out`` (new or empty unless ``force``).
+    """Write the bundle of ``run_dir``'s TFLite and ExecuTorch exports to ``out`` (new or empty unless ``force``).
 
     Tolerances the validator applies: |accuracy - expected| <= ``accuracy_tol``; top-1 agreement with
     the predictions made here >= ``agreement`` on clean images and >= ``adversarial_agreement`` on
@@ -199,8 +212,8 @@ def build_bundle(
         if corruptions is not None:
             np.savez_compressed(stage / CORRUPTED_DATA, **corruptions[1])  # type: ignore[arg-type]
         entries = []
-        for name, int8, parity in exports:
-            path = run_dir / EXPORT_FILE.format(model=name, suffix=".int8" if int8 else "")
+        for name, fmt, int8, parity in exports:
+            path = export_file(run_dir, name, fmt, int8)
             entry = _bundle_model(run_dir, stage, path, specs[name], int8, x, y, n, corruptions)
             entries.append({**entry, "parity": parity})
         source = {"suite": spec.name, "run_id": manifest["run_id"], "dataset": data.name, "images": n,
@@ -270,9 +283,10 @@ def _bundle_model(run_dir, stage, path, mspec, int8, x, y, n, corruptions) -> di
     """Copy one model and its adversarial images; run it here for the reference predictions."""
     precision = "int8" if int8 else "fp32"
     stem = file_stem(mspec.name)  # model names are free text; file names are not
-    rel = f"models/{stem}.{precision}.tflite"
+    rel = f"models/{stem}.{precision}{path.suffix}"
+    tag = "" if path.suffix == ".tflite" else f".{path.suffix[1:]}"  # two formats of one model: two files
     shutil.copyfile(path, stage / rel)
-    model = TfliteModel(stage / rel)
+    model = open_model(stage / rel)
     clean_pred = model.predict(x).argmax(1)
     clean_ok = clean_pred == y
     preds: dict[str, Any] = {"clean": clean_pred.astype(np.int64)}  # arrays by key, for np.savez
@@ -287,7 +301,7 @@ def _bundle_model(run_dir, stage, path, mspec, int8, x, y, n, corruptions) -> di
         pred = model.predict(images.astype(np.float32) / 255).argmax(1)
         preds[f"corruption_{key}"] = pred.astype(np.int64)
         expected_corruption[key] = float((pred == y[: len(images)]).mean())
-    pred_rel, adv_rel = f"data/pred-{stem}.{precision}.npz", f"data/adv-{stem}.npz"
+    pred_rel, adv_rel = f"data/pred-{stem}.{precision}{tag}.npz", f"data/adv-{stem}.npz"
     np.savez_compressed(stage / pred_rel, **preds)
     if adv_arrays and not (stage / adv_rel).exists():
         np.savez_compressed(stage / adv_rel, **adv_arrays)

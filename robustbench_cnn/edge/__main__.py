@@ -7,6 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+from robustbench_cnn.edge.bundle_format import RESULTS_DIR, sums_text
+from robustbench_cnn.edge.manifest import read_manifest
+from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
 from robustbench_cnn.errors import RobustBenchError
 
 
@@ -27,10 +30,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def self_check(bundle: Path) -> int:
     """Print ``sha256sum`` lines of the running validator's files and check them against the manifest."""
-    from robustbench_cnn.edge.bundle_format import sums_text
-    from robustbench_cnn.edge.manifest import read_manifest
-    from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
-
     hashes = own_hashes()
     sys.stdout.write(f"# validator at {code_root()}\n{sums_text(hashes)}")
     manifest = read_manifest(bundle)
@@ -41,8 +40,7 @@ def self_check(bundle: Path) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from robustbench_cnn.edge.bundle_format import RESULTS_DIR
-    from robustbench_cnn.edge.validate import validate
+    from robustbench_cnn.edge.validate import validate  # numpy and the runtimes: --self-check needs only the stdlib
 
     out = args.out or args.bundle / RESULTS_DIR / "results.csv"
     results, env = validate(args.bundle, out, args.threads, not args.no_latency, args.budget_s, args.model)
@@ -53,9 +51,11 @@ def _validate(args: argparse.Namespace) -> int:
                for r in res.rows if r["metric"] in ("clean_acc", "robust_acc", "mean_corruption_acc",
                                                     "latency_ms_p50")}  # fmt: skip
         shown = ", ".join(f"{k} {v:.4g}" for k, v in acc.items())
-        say(f"{'FAIL' if res.failures else 'ok  '} {res.model} [{res.precision}]: {shown}\n")
+        say(f"{'FAIL' if res.failures else 'ok  '} {res.label}: {shown}\n")
         for failure in res.failures:
             say(f"     {failure}\n")
+    for label, reason in env["skipped"].items():
+        say(f"skip {label}: {reason}\n")
     failed = sum(bool(r.failures) for r in results)
     say(f"{len(results) - failed}/{len(results)} models match their expectations; results: {out}\n")
     return 1 if failed or not results else 0

@@ -8,9 +8,11 @@
                                     and tolerances, the exports left out and why (``left_out``)
       SHA256SUMS                    sha256sum lines of manifest.json and the validator's files: its own
                                     sha256, shipped separately, is the root of trust
-      models/<model>.<precision>.tflite   (or .onnx: an ONNX artifact, run with ONNX Runtime)
+      models/<model>.<precision>.tflite   (or .onnx: an ONNX artifact, run with ONNX Runtime; or .pte: an
+                                    ExecuTorch program, run where torch + executorch are installed)
       data/eval.npz                 x: float32 (N, C, H, W) in [0, 1]; y: int64 (N,)
-      data/pred-<model>.<precision>.npz   int64 (N,) reference predictions per key (clean, attack keys)
+      data/pred-<model>.<precision>[.<format>].npz   int64 (N,) reference predictions per key (clean,
+                                    attack keys); the format is named for every format but tflite
       data/adv-<model>.npz          one float32 (N, C, H, W) array per attack, crafted on the float model
       robustbench_cnn/...           this validator's own code (run it from BUNDLE with python -m)
 """
@@ -29,7 +31,7 @@ RESULTS_DIR = "validation"
 PRECISIONS = ("fp32", "int8")
 
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest of thousands of models stays far below this
-MAX_MODEL_BYTES = 256 << 20  # per model file (.tflite, .onnx)
+MAX_MODEL_BYTES = 256 << 20  # per model file (.tflite, .onnx, .pte)
 MAX_ARRAY_BYTES = 256 << 20  # per array once inflated (CIFAR-10's 10,000 eval images: 123 MB)
 MAX_FILE_BYTES = 1 << 30  # any file the manifest lists
 
@@ -41,6 +43,7 @@ VALIDATOR_FILES = tuple(
         "edge/__init__.py", "edge/__main__.py", "edge/arrays.py",
         "edge/bundle_format.py", "edge/manifest.py", "edge/models.py", "edge/selfcheck.py", "edge/validate.py",
         "runtime/__init__.py", "runtime/timing.py", "runtime/tflite_runtime.py", "runtime/onnx_runtime.py",
+        "runtime/executorch_runtime.py",
     )
 )  # fmt: skip
 

@@ -34,7 +34,7 @@ PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_MODELS, MAX_FILES, MAX_PATH = 256, 10_000, 255
 PARITY = ("passed", "failed", "unrecorded")  # an export's parity check as the bundler found it
-MODEL_SUFFIXES = (".tflite", ".onnx")  # run on a TFLite runtime, or on ONNX Runtime (an ONNX artifact)
+MODEL_SUFFIXES = (".tflite", ".onnx", ".pte")  # a TFLite runtime, ONNX Runtime (an artifact), ExecuTorch
 
 
 class BundleError(InputError):
@@ -73,8 +73,14 @@ class ModelEntry:
 
     @property
     def format(self) -> str:
-        """``tflite`` (a TFLite runtime runs it) or ``onnx`` (ONNX Runtime): the file's suffix."""
-        return self.file.rsplit(".", 1)[-1]
+        """``tflite`` (a TFLite runtime runs it), ``onnx`` (ONNX Runtime) or ``executorch`` (a ``.pte``)."""
+        suffix = self.file.rsplit(".", 1)[-1]
+        return "executorch" if suffix == "pte" else suffix
+
+    @property
+    def label(self) -> str:
+        """``model [precision]``, with the format where it is not TFLite (a model may ship in two)."""
+        return f"{self.model} [{self.precision}{'' if self.format == 'tflite' else ' ' + self.format}]"
 
 
 @dataclass(frozen=True)
@@ -219,11 +225,11 @@ def parse_manifest(raw: Any, bundle: Path, root: Path) -> Manifest:
     corruptions = _corruptions(c, raw.get("corruptions"), files, source["images"])
     keys = set(corruptions.sets) if corruptions is not None else set()
     entries = tuple(_model(c, m, i, files, keys) for i, m in enumerate(models))
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for e in entries:
-        if (e.model, e.precision) in seen:
-            raise c.fail(f"models[{e.index}]", f"{e.model} [{e.precision}] is listed twice")
-        seen.add((e.model, e.precision))
+        if (e.model, e.precision, e.format) in seen:
+            raise c.fail(f"models[{e.index}]", f"{e.label} is listed twice")
+        seen.add((e.model, e.precision, e.format))
     left_out = _left_out(c, raw.get("left_out", []))
     return Manifest(bundle, root, source, tolerances, entries, files, validator, left_out, corruptions)
 

@@ -5,6 +5,9 @@ file's own runtime), shared by the validator and the host's ``edge bundle --arti
   a quantized input or output is converted with the tensor's own (scale, zero point).
 - ``.onnx``: :class:`OnnxFile`, ONNX Runtime's CPU provider through the project's
   :class:`robustbench_cnn.runtime.onnx_runtime.OrtModel`; the input's dtype is read from the graph.
+- ``.pte``: :class:`robustbench_cnn.runtime.executorch_runtime.ExecutorchModel`, ExecuTorch's runtime,
+  whose Python bindings load torch: it runs only where torch and executorch are installed, so a
+  torch-free device skips ``.pte`` models (:func:`missing_runtime`) and validates the rest.
 
 Tensor contract. :func:`file_input` turns the project's images, float32 ``(N, C, H, W)`` in [0, 1], into
 what a file takes: float32 ``(N, H, W, C)`` for an NHWC file, multiplied by ``scale`` (255 for a file
@@ -17,17 +20,24 @@ inputs (a quantized QDQ graph takes float input and quantizes inside).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from robustbench_cnn.runtime.executorch_runtime import ExecutorchModel
 from robustbench_cnn.runtime.onnx_runtime import OrtModel
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel
 from robustbench_cnn.runtime.timing import LatencyStats, measure
 
-FORMATS = {".tflite": "TFLite", ".onnx": "ONNX"}  # suffix -> what a message calls the file
+FORMATS = {".tflite": "TFLite", ".onnx": "ONNX", ".pte": "ExecuTorch"}  # suffix -> what a message calls the file
+# suffix -> (one of these modules, and all of those, what to install). ExecuTorch's Python runtime links
+# libtorch, which its wheel does not declare: both must be there.
+RUNTIMES = {".tflite": (("ai_edge_litert", "tflite_runtime"), (), "pip install ai-edge-litert"),
+            ".onnx": (("onnxruntime",), (), "pip install onnxruntime"),
+            ".pte": (("executorch",), ("torch",), "pip install executorch torch")}  # fmt: skip
 ONNX_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 ONNX_CHUNK = 256  # images per ONNX Runtime call when the batch dimension is dynamic
 
@@ -98,10 +108,20 @@ class OnnxFile:
         return measure(partial(self.ort.session.run, None, feed), self.batch, warmup, min_repeats, budget_s)
 
 
-def open_model(path: Path, threads: int | None = None) -> TfliteModel | OnnxFile:
-    """The runtime for ``path`` by its suffix (``.tflite`` or ``.onnx``); ValueError for another."""
+def missing_runtime(suffix: str) -> str | None:
+    """What to install to run a ``suffix`` file here, or None where its runtime is installed (looked up
+    without importing it: finding ExecuTorch must not load torch)."""
+    any_of, all_of, install = RUNTIMES[suffix]
+    found = any(importlib.util.find_spec(m) is not None for m in any_of)
+    return None if found and all(importlib.util.find_spec(m) is not None for m in all_of) else install
+
+
+def open_model(path: Path, threads: int | None = None) -> TfliteModel | OnnxFile | ExecutorchModel:
+    """The runtime for ``path`` by its suffix (``.tflite``, ``.onnx`` or ``.pte``); ValueError for another."""
     if path.suffix == ".onnx":
         return OnnxFile(path, threads)
+    if path.suffix == ".pte":
+        return ExecutorchModel(path, threads)
     if path.suffix == ".tflite":
         return TfliteModel(path, threads)
     raise ValueError(f"a '{path.suffix}' file, not one of {', '.join(FORMATS)}")

@@ -1,7 +1,9 @@
 """Validate an edge bundle on the device: checksums, accuracy against expectations, latency.
 
 Standard library + numpy + the models' runtimes only (a TFLite runtime; ONNX Runtime for an ``.onnx``
-artifact), no torch, no pandas. Exit status: 0 every model
+artifact), no torch, no pandas. An ExecuTorch ``.pte`` needs torch (its runtime links libtorch): where a
+model's runtime is not installed it is skipped with a line saying what to install, and the others are
+validated; where no selected model can run, that is an error (exit 2). Exit status: 0 every model
 matches its expectation; 1 a model runs but misses (accuracy or agreement outside tolerance);
 2 the bundle is invalid (malformed manifest, a path leaving the bundle, a missing or tampered file,
 a modified validator, arrays of the wrong shape), in which case no model is run and nothing is
@@ -29,20 +31,23 @@ from robustbench_cnn.contract.schema import COLUMNS
 from robustbench_cnn.edge.arrays import load_arrays
 from robustbench_cnn.edge.bundle_format import EVAL_DATA, MAX_MODEL_BYTES
 from robustbench_cnn.edge.manifest import BundleError, Manifest, ModelEntry, read_manifest, verify_files
-from robustbench_cnn.edge.models import FORMATS, OnnxFile, file_input, open_model
+from robustbench_cnn.edge.models import FORMATS, OnnxFile, file_input, missing_runtime, open_model
 from robustbench_cnn.edge.selfcheck import check_self, code_root, own_hashes, sums_digest
+from robustbench_cnn.runtime.executorch_runtime import ExecutorchModel
 from robustbench_cnn.runtime.tflite_runtime import TfliteModel, interpreter_class
 
 __all__ = ["BundleError", "ModelResult", "validate"]
 
 log = logging.getLogger(__name__)
-DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "onnxruntime": "onnxruntime"}
+DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "onnxruntime": "onnxruntime",
+                 "executorch": "executorch"}  # fmt: skip
 
 
 @dataclass
 class ModelResult:
     model: str
     precision: str
+    label: str = ""  # model [precision] (and the format where it is not TFLite)
     rows: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -52,7 +57,7 @@ class _Prepared:
     """One model ready to run: loaded runtime, reference predictions, adversarial images."""
 
     entry: ModelEntry
-    model: TfliteModel | OnnxFile
+    model: TfliteModel | OnnxFile | ExecutorchModel
     size: int
     preds: dict[str, np.ndarray]
     adv: dict[str, np.ndarray]
@@ -131,7 +136,7 @@ def _corruption_checks(p: _Prepared, y: np.ndarray, m: Manifest, sets: dict[str,
 def _run(p: _Prepared, x: np.ndarray, y: np.ndarray, m: Manifest, opts: dict) -> ModelResult:
     """Run one model on the clean and adversarial images and compare with the manifest's expectations."""
     e, tol = p.entry, m.tolerances
-    res = ModelResult(e.model, e.precision)
+    res = ModelResult(e.model, e.precision, e.label)
     base = {"model": e.model, "arch": e.arch, "defense": e.defense, "compression": e.compression,
             "format": e.format, "runtime": p.model.runtime, "device": "cpu"}  # fmt: skip
 
@@ -181,6 +186,7 @@ def environment(formats: tuple[str, ...] = ("tflite",)) -> dict:
     ``ai_edge_litert+onnxruntime``); no TFLite runtime for a ``.tflite``: ImportError."""
     runtimes = [interpreter_class()[1]] if "tflite" in formats else []
     runtimes += ["onnxruntime"] if "onnx" in formats else []
+    runtimes += ["executorch"] if "executorch" in formats else []
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
             "numpy": np.__version__, "runtime": "+".join(runtimes),
             "runtime_version": "+".join(_version(r) for r in runtimes),
@@ -231,6 +237,22 @@ def _selected(m: Manifest, models: list[str] | None) -> list[ModelEntry]:
     return [e for e in m.models if not models or e.model in models]
 
 
+def _runnable(entries: list[ModelEntry]) -> tuple[list[ModelEntry], dict[str, str]]:
+    """The entries whose runtime is installed here, and ``{label: what to install}`` for the others
+    (each logged); ImportError where none can run."""
+    runnable, skipped = [], {}
+    for e in entries:
+        missing = missing_runtime(Path(e.file).suffix)
+        if missing is None:
+            runnable.append(e)
+        else:
+            skipped[e.label] = f"skipped: no {FORMATS[Path(e.file).suffix]} runtime here ({missing})"
+            log.warning("%s %s", e.label, skipped[e.label])
+    if not runnable:
+        raise ImportError(f"no runtime here for the bundle's models: {'; '.join(sorted(set(skipped.values())))}")
+    return runnable, skipped
+
+
 def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool = True, budget_s: float = 1.0,
              models: list[str] | None = None) -> tuple[list[ModelResult], dict]:  # fmt: skip
     """Verify and run the bundle; write ``out`` (CSV) and ``out``.json (environment, failures)."""
@@ -243,8 +265,8 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     data = load_arrays(m.locate(EVAL_DATA, "files"), bundle / EVAL_DATA, {"x": ("<f4", (n, None, None, None)),
                                                                           "y": ("<i8", (n,))})  # fmt: skip
     x, y = data["x"], data["y"]
-    selected = _selected(m, models)
-    env = environment(tuple(sorted({e.format for e in selected})))
+    selected, skipped = _runnable(_selected(m, models))
+    env = {**environment(tuple(sorted({e.format for e in selected}))), "skipped": skipped}
     prepared = [_prepare(m, e, x, threads) for e in selected]
     if m.left_out:
         log.info("left out by the bundler: %s", "; ".join(f"{d['model']} [{d['precision']}]: {d['reason']}"
@@ -265,6 +287,6 @@ def validate(bundle: Path, out: Path, threads: int | None = None, latency: bool 
     report = {"run_id": run_id, "bundle": str(m.root), "source": m.source, "environment": env,
               "validator": str(code_root() / "robustbench_cnn"), "left_out": list(m.left_out),
               "sha256sums": digest,
-              "failures": {f"{r.model}.{r.precision}": r.failures for r in results if r.failures}}  # fmt: skip
+              "failures": {r.label: r.failures for r in results if r.failures}}  # fmt: skip
     _write_atomic(out.with_suffix(".json"), lambda fh: fh.write(json.dumps(report, indent=2, sort_keys=True)))
     return results, env

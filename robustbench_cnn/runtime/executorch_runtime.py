@@ -5,7 +5,8 @@ The bindings need torch on the machine that runs them: ExecuTorch 1.5.1's
 ``executorch/extension/pybindings/_C*.so`` links ``libtorch.so``, ``libtorch_cpu.so``,
 ``libtorch_python.so`` and ``libc10.so`` (``ldd`` of the manylinux x86_64 wheel), and
 ``portable_lib.py`` imports torch before loading it; inputs and outputs are torch tensors. This is why
-the torch-free edge validator does not run ``.pte`` files (docs/edge.md, "ExecuTorch").
+a ``.pte`` in an edge bundle is validated only where torch and executorch are installed (the validator
+itself, which ships this module, imports no torch: this module loads torch when a program is opened).
 
 Tensor contract: ``predict`` takes float32 numpy images ``(N, C, H, W)`` in [0, 1] and returns float32
 logits ``(N, K)``, running the program's fixed batch (1) per call.
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from robustbench_cnn.runtime.timing import LatencyStats, measure
 
@@ -51,11 +51,12 @@ class ExecutorchModel:
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
         try:
+            import torch
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
         except ImportError as exc:
-            raise ImportError(f"ExecuTorch runtime needs executorch ({exc}): "
-                              "pip install 'robustbench-cnn[executorch]'") from None  # fmt: skip
+            raise ImportError(f"no ExecuTorch runtime ({exc}): pip install executorch (it needs torch)") from None
+        self._from_numpy = torch.from_numpy
         with _quiet_native_stderr():
             portable_lib._unsafe_reset_threadpool(threads or min(4, os.cpu_count() or 1))
             program = Runtime.get().load_program(Path(path))
@@ -65,7 +66,7 @@ class ExecutorchModel:
         self.batch, self.sample_shape = shape[0], shape[1:]
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        return self.method.execute([torch.from_numpy(batch)])[0].numpy()
+        return self.method.execute([self._from_numpy(batch)])[0].numpy()
 
     def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Logits ``(N, K)`` as float32, ``self.batch`` images per call (the program's fixed batch)."""
