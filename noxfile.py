@@ -29,7 +29,7 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and invariant tests (no network; a few minutes on 2 cores)."""
-    install(session, "test", "edge")
+    install(session, "test", "edge", "executorch")
     session.run("pytest", *session.posargs)
 
 
@@ -60,7 +60,7 @@ def faults(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run a suite: ``nox -s bench`` (suites/smoke.toml) or ``nox -s bench -- SUITE [options]``."""
-    install(session, "edge")
+    install(session, "edge", "executorch")
     args = list(session.posargs)
     if not args or args[0].startswith("-"):
         args.insert(0, str(ROOT / "suites" / "smoke.toml"))
