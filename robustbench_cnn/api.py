@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -23,23 +24,30 @@ from torch import nn
 
 from robustbench_cnn import zoo
 from robustbench_cnn.attacks import ATTACKS
+from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, crafting_model
 from robustbench_cnn.attacks.evaluate import robust_correct
+from robustbench_cnn.attacks.preflight import EOT, is_randomized
 from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 from robustbench_cnn.config.spec import DatasetSpec, EvalSpec, PreprocessField
 from robustbench_cnn.contract.results import Row, frame
 from robustbench_cnn.data import ImageDataset, load_dataset
+from robustbench_cnn.engine.cells import AttackParams, Cell, CleanParams
 from robustbench_cnn.engine.prepare import preprocess_stats
 from robustbench_cnn.engine.runner import RunOptions, RunResult, new_run_id, resolve_device, run_suite
 from robustbench_cnn.errors import InputError
-from robustbench_cnn.measures.common import predict_logits
+from robustbench_cnn.measures.common import seeded_logits
 from robustbench_cnn.metrics import accuracy, expected_calibration_error, macro_f1
 from robustbench_cnn.models import Normalized, build_model, check_output
 from robustbench_cnn.models.checkpoint import load_checkpoint
 from robustbench_cnn.models.sources import preload
 from robustbench_cnn.report.summary import finish_run
 from robustbench_cnn.runtime.torch_runtime import count_params
+from robustbench_cnn.seeds import derived_seed
 from robustbench_cnn.zoo import Preprocess, entry
 from robustbench_cnn.zoo import zoo_dir as find_zoo
+
+log = logging.getLogger(__name__)
+PROBE = 64  # eval images the randomness probe runs on (the run's preflight probes as many)
 
 
 def _one_line(where: str, exc: ValidationError) -> InputError:
@@ -129,6 +137,7 @@ def _robust_rows(
     seed: int,
     device: torch.device,
     progress: bool,
+    attacker: nn.Module | None = None,
 ) -> list[Row]:
     """``robust_acc`` per attack and eps (only clean-correct images attacked), then ``worst_case`` per eps."""
     import torch
@@ -141,8 +150,8 @@ def _robust_rows(
             make = partial(ATTACKS.get(spec.attack), eps=e, norm=spec.norm, steps=spec.steps, step_size=spec.step_size,
                            num_classes=ds.num_classes)  # fmt: skip
             correct = robust_correct(model, make, x, y, clean, e, spec.norm, batch_size=batch_size,
-                                     restarts=spec.restarts, seed=seed, device=device, desc=f"{spec.attack}@{e:g}",
-                                     progress=progress)  # fmt: skip
+                                     restarts=spec.restarts, seed=derived_seed(seed, _label(spec, e)), device=device,
+                                     desc=f"{spec.attack}@{e:g}", progress=progress, attacker=attacker)  # fmt: skip
             survived.setdefault(e, []).append(correct)
             rows.append(row(metric="robust_acc", value=float(correct.float().mean()), attack=spec.attack,
                             norm=spec.norm, eps=e, n=n))  # fmt: skip
@@ -151,6 +160,28 @@ def _robust_rows(
             worst = float(torch.stack(masks).all(0).float().mean())
             rows.append(row(metric="robust_acc", value=worst, attack="worst_case", norm=specs[0].norm, eps=e, n=n))
     return rows
+
+
+def _label(ev: EvalSpec | None = None, eps: float = 0.0) -> str:
+    """The label a suite run gives the cell of this measurement (clean: ``ev`` None); its seed derives
+    from it, so ``evaluate`` draws the random starts, and a randomized model's noise, that ``run`` draws."""
+    if ev is None:
+        return Cell("", "clean", CleanParams()).label
+    return Cell("", "attack", AttackParams(ev.attack, ev.norm, float(eps), ev.steps, ev.step_size, ev.restarts)).label
+
+
+def _eot_attacker(model: nn.Module, ds: ImageDataset, device: torch.device, samples: int):
+    """``(randomized, attacker)``: whether two identical passes on the first eval images differ, and
+    then the module attacks craft on (EOT over ``samples`` passes of the crafting model, as
+    :func:`robustbench_cnn.measures.common.crafting_for` builds it in a run); else None (the default)."""
+    probe = ds.x_eval[:PROBE].to(device)
+    if not is_randomized(model, probe):
+        return False, None
+    if samples < 1:
+        raise InputError(f"evaluate(): eot_samples = {samples}; give 1 or more forward passes")
+    log.warning("evaluate(): two identical forward passes differ; attacks use EOT over %d samples", samples)
+    crafter = crafting_model(model, DEFAULT_CRAFTING, probe, ds.y_eval[:PROBE].to(device), device)
+    return True, EOT(crafter, samples).eval()
 
 
 def evaluate(
@@ -174,6 +205,7 @@ def evaluate(
     device: str = "auto",
     name: str | None = None,
     progress: bool = False,
+    eot_samples: int = 8,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` in the results schema.
 
@@ -188,7 +220,13 @@ def evaluate(
     attack is run at every ``eps`` (numbers or fractions like ``"8/255"``) under ``norm`` (``steps`` of
     ``step_size``, default 2.5 * eps / steps); with
     more than one attack a ``worst_case`` row per eps counts an image robust only if all failed.
-    Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, then ``robust_acc`` per attack and eps.
+    A model whose two identical forward passes differ (``randomized`` row = 1) is attacked through
+    the mean of ``eot_samples`` passes (EOT, Athalye et al. 2018), as a suite run attacks it
+    (``checks.eot_samples``); the clean pass and each attack draw their randomness from ``seed`` as the
+    run's clean and attack cells do, so on the same model, data and attack settings ``evaluate`` gives
+    the clean and robust accuracies a suite run with that ``seed`` gives (tested on a randomized model).
+    Rows: ``clean_acc``, ``macro_f1``, ``ece``, ``params``, ``randomized``, then ``robust_acc`` per
+    attack and eps.
     """
 
     specs = _threat_models(attacks, eps, norm, steps, restarts, step_size)
@@ -206,15 +244,17 @@ def evaluate(
     row = partial(Row, run_id=new_run_id(), suite="api", dataset=ds.name, model=name or arch, arch=arch,
                   device=dev.type)  # fmt: skip
     x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
-    logits = predict_logits(model, x, batch_size, dev)
+    logits = seeded_logits(model, x, batch_size, dev, derived_seed(seed, _label()))
     pred = logits.argmax(1)
     clean = pred == y
     rows = [row(metric="clean_acc", value=accuracy(pred, y), n=n),
             row(metric="macro_f1", value=macro_f1(pred, y, ds.num_classes), n=n),
             row(metric="ece", value=expected_calibration_error(logits.softmax(1), y), n=n),
             row(metric="params", value=count_params(model))]  # fmt: skip
+    randomized, attacker = _eot_attacker(model, ds, dev, eot_samples)
+    rows.append(row(metric="randomized", value=float(randomized), n=min(PROBE, n)))
     rows += _robust_rows(model, ds, specs, clean, row, batch_size=batch_size, seed=seed, device=dev,
-                         progress=progress)  # fmt: skip
+                         progress=progress, attacker=attacker)  # fmt: skip
     return frame(rows)
 
 

@@ -79,3 +79,63 @@ def test_a_bare_network_with_normalize_matches_the_wrapped_model(digits, tiny_mo
     value = {name: t.set_index("metric").value for name, t in (("wrapped", wrapped), ("bare", bare))}
     assert value["bare"]["clean_acc"] == value["wrapped"]["clean_acc"] > 0.5
     assert value["bare"]["robust_acc"] == value["wrapped"]["robust_acc"] < value["wrapped"]["clean_acc"]
+
+
+NOISY_PLUGIN = """
+import torch
+from torch import nn
+from robustbench_cnn.models import MODELS
+
+
+class Noisy(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+@MODELS.register("api_noisy_cnn")
+def noisy(num_classes, in_channels=3):
+    return Noisy(nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                               nn.Flatten(), nn.Linear(32, num_classes)))
+"""
+
+
+def test_evaluate_and_run_give_the_same_numbers_on_a_randomized_model(tmp_path):
+    """Both attack a model whose passes differ through EOT, so both report the same robust accuracy."""
+    from safetensors.torch import save_file
+
+    from robustbench_cnn.config.spec import DatasetSpec, TrainSpec
+    from robustbench_cnn.data import load_dataset
+    from robustbench_cnn.models import build_model
+    from robustbench_cnn.registry import load_plugins
+    from robustbench_cnn.train.loop import train
+
+    (tmp_path / "api_noisy_plugin.py").write_text(NOISY_PLUGIN)
+    load_plugins(("api_noisy_plugin",), tmp_path)
+    data = load_dataset(DatasetSpec(name="digits", eval_size=60), None)
+    torch.manual_seed(0)
+    model = build_model("api_noisy_cnn", 10, 1, data.mean, data.std)
+    train(model, data.x_train, data.y_train, TrainSpec(epochs=8, lr=0.1, batch_size=64), seed=0, progress=False)
+    save_file(model.state_dict(), str(tmp_path / "noisy.safetensors"))
+    suite = {
+        "name": "api-eot", "device": "cpu", "seed": 0, "plugins": ["api_noisy_plugin"],
+        "dataset": {"name": "digits", "eval_size": 60},
+        "models": [{"name": "noisy", "arch": "api_noisy_cnn", "checkpoint": "noisy.safetensors"}],
+        "evaluations": [{"attack": "pgd", "eps": [0.1], "steps": 5}],
+        "latency": {"enabled": False}, "checks": {"eval_size": 20, "steps": 2, "more_restarts": 1},
+    }  # fmt: skip
+    ran = robustbench_cnn.run(suite, out=tmp_path / "out", base_dir=tmp_path).table
+    evaluated = robustbench_cnn.evaluate(model.eval(), data="digits", eval_size=60, attacks=("pgd",), eps=(0.1,),
+                                         steps=5, device="cpu")  # fmt: skip
+
+    def value(df, metric, **where):
+        rows = df[(df.metric == metric) & (df.runtime.fillna("torch") == "torch")]
+        for column, wanted in where.items():
+            rows = rows[rows[column] == wanted]
+        return rows.value.iloc[0]
+
+    assert value(ran, "randomized") == value(evaluated, "randomized") == 1.0
+    assert value(evaluated, "robust_acc", attack="pgd", eps=0.1) == value(ran, "robust_acc", attack="pgd", eps=0.1)

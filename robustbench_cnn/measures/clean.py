@@ -18,9 +18,10 @@ from robustbench_cnn.engine.cells import Cell, CellResult, CleanParams, Inputs, 
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.kinds import cell_kind, register_measure
 from robustbench_cnn.engine.plan import crafting
-from robustbench_cnn.measures.common import predict_logits, weights_size_bytes
+from robustbench_cnn.measures.common import predict_logits, seeded_logits, weights_size_bytes
 from robustbench_cnn.metrics import accuracy, clopper_pearson, expected_calibration_error, macro_f1
 from robustbench_cnn.runtime.torch_runtime import count_macs, count_params
+from robustbench_cnn.seeds import derived_seed
 from robustbench_cnn.zoo import ZOO
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def clean_cell(ctx: RunContext, target: ModelUnderTest, cell: Cell, inputs: Inpu
     """Clean accuracy, macro F1, ECE, params, MACs, size; mask: clean-correct images."""
     row, data, model = ctx.row(target.spec), ctx.data, target.model
     x, y, n = data.x_eval, data.y_eval, len(data.y_eval)
-    logits = predict_logits(model, x, ctx.spec.eval_batch_size, ctx.device)
+    logits = seeded_logits(model, x, ctx.spec.eval_batch_size, ctx.device, derived_seed(ctx.seed, cell.label))
     pred = logits.argmax(1)
     clean_acc = accuracy(pred, y)
     log.info("%s: clean accuracy %.4f on %d images", target.name, clean_acc, n)

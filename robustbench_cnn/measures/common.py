@@ -26,6 +26,16 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: t
         return torch.cat([model(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
 
 
+def seeded_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, seed: int) -> torch.Tensor:
+    """:func:`predict_logits` with torch's generator seeded by ``seed`` (and restored after): a
+    randomized model's clean predictions are then a function of the run's seed, the same in a suite
+    run and in :func:`robustbench_cnn.api.evaluate`; a deterministic model's are unchanged."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return predict_logits(model, x, batch_size, device)
+
+
 def weights_size_bytes(model: nn.Module) -> int:
     """Bytes of the model's fp32 safetensors file, as it would be shipped (serialized in memory)."""
     return len(weights_bytes(model))
