@@ -170,6 +170,19 @@ def _label(ev: EvalSpec | None = None, eps: float = 0.0) -> str:
     return Cell("", "attack", AttackParams(ev.attack, ev.norm, float(eps), ev.steps, ev.step_size, ev.restarts)).label
 
 
+def _clean_rows(model: nn.Module, ds: ImageDataset, row: Callable[..., Row], batch_size: int, device: torch.device,
+                seed: int) -> tuple[list[Row], torch.Tensor]:  # fmt: skip
+    """``clean_acc``, ``macro_f1``, ``ece`` and ``params`` rows, and the clean-correct mask ``(N,)``."""
+    x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
+    logits = seeded_logits(model, x, batch_size, device, derived_seed(seed, _label()))
+    pred = logits.argmax(1)
+    rows = [row(metric="clean_acc", value=accuracy(pred, y), n=n),
+            row(metric="macro_f1", value=macro_f1(pred, y, ds.num_classes), n=n),
+            row(metric="ece", value=expected_calibration_error(logits.softmax(1), y), n=n),
+            row(metric="params", value=count_params(model))]  # fmt: skip
+    return rows, pred == y
+
+
 def _eot_attacker(model: nn.Module, ds: ImageDataset, device: torch.device, samples: int):
     """``(randomized, attacker)``: whether two identical passes on the first eval images differ, and
     then the module attacks craft on (EOT over ``samples`` passes of the crafting model, as
@@ -243,16 +256,9 @@ def evaluate(
     arch = type(model.net if isinstance(model, Normalized) else model).__name__
     row = partial(Row, run_id=new_run_id(), suite="api", dataset=ds.name, model=name or arch, arch=arch,
                   device=dev.type)  # fmt: skip
-    x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
-    logits = seeded_logits(model, x, batch_size, dev, derived_seed(seed, _label()))
-    pred = logits.argmax(1)
-    clean = pred == y
-    rows = [row(metric="clean_acc", value=accuracy(pred, y), n=n),
-            row(metric="macro_f1", value=macro_f1(pred, y, ds.num_classes), n=n),
-            row(metric="ece", value=expected_calibration_error(logits.softmax(1), y), n=n),
-            row(metric="params", value=count_params(model))]  # fmt: skip
+    rows, clean = _clean_rows(model, ds, row, batch_size, dev, seed)
     randomized, attacker = _eot_attacker(model, ds, dev, eot_samples)
-    rows.append(row(metric="randomized", value=float(randomized), n=min(PROBE, n)))
+    rows.append(row(metric="randomized", value=float(randomized), n=min(PROBE, len(ds.y_eval))))
     rows += _robust_rows(model, ds, specs, clean, row, batch_size=batch_size, seed=seed, device=dev,
                          progress=progress, attacker=attacker)  # fmt: skip
     return frame(rows)
