@@ -1,6 +1,8 @@
 """tools/edge_arm64.py and tools/edge_arm64_matrix.py without network or qemu: the OS and runtime choices (cache
-stamps, Python per OS, one site per runtime, pins), the skip reason when pip has no wheel (a fake pip), the
-matrix's verdicts and table. The slow test runs the emulated Pythons only where their roots are already cached."""
+stamps, Python per OS, one site per runtime, pins), the executorch site (torch and what it loads, no TFLite
+runtime), the skip reason when pip has no wheel (a fake pip), the matrix's verdicts (a validator killed by a
+signal included), models-run/skipped counts and table. The slow test runs the emulated Pythons only where their
+roots are already cached."""
 
 from __future__ import annotations
 
@@ -23,16 +25,22 @@ NO_WHEEL = (
 
 
 class FakePip:
-    """Stands in for ``subprocess.run`` in edge_arm64: records pip calls, fails those naming ``missing``."""
+    """Stands in for ``subprocess.run`` in edge_arm64: records pip calls, fails those naming ``missing``; a
+    ``download`` leaves one empty ``.whl`` per requirement in ``--dest``."""
 
     def __init__(self, missing: str | None = None, stderr: str = NO_WHEEL) -> None:
         self.calls: list[list[str]] = []
         self.missing, self.stderr = missing, stderr
 
     def __call__(self, cmd, **kwargs):
-        self.calls.append(list(cmd))
+        cmd = [str(c) for c in cmd]
+        self.calls.append(cmd)
         if self.missing and any(self.missing in c for c in cmd):
             return subprocess.CompletedProcess(cmd, 1, "", self.stderr)
+        if "download" in cmd:
+            dest = Path(cmd[cmd.index("--dest") + 1])
+            for req in cmd[cmd.index("--dest") + 2 :]:
+                (dest / f"{req.split('==')[0]}-0-py3-none-any.whl").touch()
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
 
@@ -146,8 +154,15 @@ def test_one_site_per_runtime_holding_only_that_runtime(tmp_path, monkeypatch, e
 
 def test_the_host_pins_apply_to_bare_wheel_names(tmp_path):
     constraints = tmp_path / "constraints.txt"
-    constraints.write_text("# pins\nai-edge-litert==2.3.0\nnumpy==2.4.6  # numeric\ntorch==2.14.1\n")
+    constraints.write_text("# pins\nai-edge-litert==2.3.0\nnumpy==2.4.6  # numeric\ntorch==2.14.1\n"
+                           "Jinja2==3.1.6\ntyping_extensions==4.12.2\nruamel.yaml==0.19.1\n")  # fmt: skip
     assert arm.pinned(["ai-edge-litert", "numpy"], constraints) == ["ai-edge-litert==2.3.0", "numpy==2.4.6"]
+    assert arm.pinned(["jinja2", "typing-extensions", "ruamel.yaml", "torch"], constraints) == [
+        "Jinja2==3.1.6",
+        "typing_extensions==4.12.2",
+        "ruamel.yaml==0.19.1",
+        "torch==2.14.1",
+    ]  # PEP 503 names
     assert arm.pinned(["tflite-runtime==2.14.0", "numpy==1.26.4"], constraints) == ["tflite-runtime==2.14.0",
                                                                                      "numpy==1.26.4"]  # fmt: skip
     assert arm.pinned(["numpy"], tmp_path / "none.txt") == ["numpy"]
@@ -195,9 +210,10 @@ def test_matrix_verdicts_skips_and_table(tmp_path, monkeypatch):
     monkeypatch.setattr(arm, "run_python", _validator(results))
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    out = matrix.run_matrix(bundle, tmp_path, list(arm.OSES), list(arm.RUNTIMES), ["cortex-a72"])
+    out = matrix.run_matrix(bundle, tmp_path, list(arm.OSES), ["ai-edge-litert", "tflite-runtime"], ["cortex-a72"])
     assert [o.result.split(":")[0].split(" ")[0] for o in out] == ["pass", "FAIL", "FAIL", "skip"]
     assert out[0].rows == 3 and out[0].runtime == "ai-edge-litert 9.9" and not out[0].gates
+    assert out[0].models == "1 run, 0 skipped (3 rows)" and out[3].models == "-"
     assert "reported, not gating" in out[1].result and "clean_acc 0.88" in out[1].result and not out[1].gates
     assert "used tflite_runtime+onnxruntime, not ai_edge_litert" in out[2].result and out[2].gates  # wrong one
     assert out[3].result.startswith("skip: pip finds no wheel") and out[3].rows is None and not out[3].gates
@@ -233,6 +249,95 @@ def test_single_run_cli_skips_a_runtime_without_wheel(tmp_path, monkeypatch, cap
     argv = ["--os", "trixie", "--runtime", "tflite-runtime", "--", "-c", "pass"]
     assert arm.main(argv) == 3 and arm.main(["--allow-skip", *argv]) == 0
     assert "SKIP: tflite-runtime on trixie: pip finds no wheel" in capsys.readouterr().out
+
+
+def test_the_executorch_site_holds_torch_and_no_tflite_runtime(tmp_path, monkeypatch, emulated):
+    pip = FakePip()
+    monkeypatch.setattr(arm.subprocess, "run", pip)
+    root = _fake_root(tmp_path, "3.13")
+    site = arm.prepare_site(root, "trixie", "executorch")
+    assert site == root / "opt" / "site-executorch"
+    wheels = arm.pinned(arm.EXECUTORCH_WHEELS)
+    assert {w.split("==")[0] for w in wheels[:3]} == {"executorch", "torch", "numpy"}
+    assert any(w.startswith("nvidia-cuda-runtime") for w in wheels)  # PyPI's aarch64 torch links CUDA's
+    download, install = pip.calls  # every wheel first (a missing one is a skip), then those files alone
+    assert "download" in download and "--no-deps" in download and download[-len(wheels) :] == wheels
+    assert "--python-version=3.13" in download and "--platform=manylinux_2_28_aarch64" in download
+    assert "install" in install and {"--no-deps", "--no-index"} <= set(install)
+    assert install[install.index("--target") + 1] == str(site)
+    files = [Path(c).name for c in install if c.endswith(".whl")]
+    assert len(files) == len(wheels) and "torch-0-py3-none-any.whl" in files
+    assert not any("litert" in c or "tflite" in c for call in pip.calls for c in call)
+    assert "numpy, torch, executorch.runtime;" in emulated[0][1]
+    assert "'ai_edge_litert', 'tflite_runtime'" in emulated[0][1]  # must not be importable
+    stamp = arm._ready(site).read_text()
+    assert stamp == arm._site_stamp(arm.OSES["trixie"], wheels) and stamp.startswith("trixie cp313 wheels=")
+    assert not list(site.parent.glob(".wheels-*"))  # the downloads are gone
+    assert arm.prepare_site(root, "trixie", "executorch") == site and len(pip.calls) == 2  # cached
+
+
+def test_no_torch_wheel_is_a_one_line_executorch_skip(tmp_path, monkeypatch, emulated, capsys):
+    stderr = NO_WHEEL.replace("tflite-runtime==2.14.0", "torch==2.14.1")
+    pip = FakePip(missing="torch==", stderr=stderr)
+    monkeypatch.setattr(arm.subprocess, "run", pip)
+    root = _fake_root(tmp_path, "3.11")
+    with pytest.raises(arm.NoWheel, match=r"CPython 3\.11: .*torch==2\.14\.1 \(from versions: none\)") as err:
+        arm.prepare_site(root, "bookworm", "executorch")
+    assert "\n" not in str(err.value) and len(pip.calls) == 1 and not emulated  # nothing installed or run
+    assert not arm.site_dir(root, "executorch").exists()
+    monkeypatch.setattr(arm, "available", lambda: None)
+    monkeypatch.setattr(arm, "prepare_root", lambda cache, os_name: root)
+    assert arm.main(["--runtime", "executorch", "--", "-c", "pass"]) == 3
+    assert "SKIP: executorch on bookworm: pip finds no" in capsys.readouterr().out
+
+
+def _executorch_validator(rc: int, failures: dict | None = None):
+    """A fake emulated validator in the executorch site: 2 .pte models run, 2 .tflite ones skipped."""
+
+    def run_python(root, site, args, cpu, cwd, **kwargs):
+        out = Path(cwd) / args[args.index("--out") + 1]
+        out.parent.mkdir(exist_ok=True)
+        rows = [f"r,{m},{c},executorch,{k}" for m, c in (("a", "none"), ("a", "int8")) for k in ("clean_acc", "x")]
+        out.write_text("\n".join(["run_id,model,compression,format,metric", *rows]) + "\n")
+        skip = "skipped: no TFLite runtime here (pip install ai-edge-litert)"
+        env = {"runtime": "executorch", "runtime_version": "1.5.1", "python": "3.13.5",
+               "skipped": {"a [fp32]": skip, "a [int8]": skip}}  # fmt: skip
+        if rc >= 0:
+            out.with_suffix(".json").write_text(json.dumps({"environment": env, "failures": failures or {}}))
+        return subprocess.CompletedProcess(args, rc, "", "qemu: uncaught target signal 4 (Illegal instruction)\n")
+
+    return run_python
+
+
+@pytest.mark.parametrize(
+    ("rc", "failures", "result", "gates"),
+    [(0, None, "pass; 2 model(s) skipped: skipped: no TFLite runtime", False),
+     (1, {"a [int8 executorch]": ["clean_acc 0.5, expected 0.9"]}, "FAIL: 1 model(s) missed, e.g. a [int8 ", True),
+     (-4, None, "FAIL: killed by SIGILL (signal 4): qemu: uncaught target signal 4", True)],
+)  # fmt: skip
+def test_executorch_rows_count_models_and_gate(tmp_path, monkeypatch, rc, failures, result, gates):
+    monkeypatch.setattr(arm, "prepare_root", lambda cache, os_name: tmp_path / os_name)
+    monkeypatch.setattr(arm, "prepare_site", lambda root, os_name, runtime: root / f"site-{runtime}")
+    monkeypatch.setattr(arm, "run_python", _executorch_validator(rc, failures))
+    (tmp_path / "bundle").mkdir()
+    out = matrix.run_matrix(tmp_path / "bundle", tmp_path, ["trixie"], ["executorch"], ["cortex-a72"])[0]
+    assert out.result.startswith(result) and out.gates is gates
+    assert out.runtime == ("executorch 1.5.1" if rc >= 0 else "executorch")
+    assert out.models == ("2 run, 2 skipped (4 rows)" if rc >= 0 else "2 run, 0 skipped (4 rows)")
+    assert "| trixie | " in matrix.format_table([out]) and (tmp_path / "bundle/validation").is_dir()
+
+
+def test_a_runtime_none_of_whose_models_the_bundle_holds_is_skipped_unbuilt(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(arm, "prepare_root", lambda cache, os_name: tmp_path / os_name)
+    monkeypatch.setattr(arm, "prepare_site", lambda root, os_name, runtime: built.append(runtime) or root / runtime)
+    monkeypatch.setattr(arm, "run_python", _validator({("bookworm", "ai-edge-litert"): (0, {}, "ai_edge_litert")}))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"models": [{"file": "models/m.int8.tflite"}]}))
+    out = matrix.run_matrix(bundle, tmp_path, ["bookworm"], ["ai-edge-litert", "executorch"], list(arm.CPUS))
+    assert [o.result for o in out[2:]] == ["skip: the bundle has no .pte model"] * 2 and not any(o.gates for o in out)
+    assert built == ["ai-edge-litert"]  # no torch site built for a TFLite-only bundle
 
 
 CACHE = Path(__file__).resolve().parents[1] / ".nox" / "arm64"

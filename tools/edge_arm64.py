@@ -5,8 +5,11 @@
 downloaded ``.deb`` is unpacked with ``dpkg-deb`` on the host (the chroot second stage would need binfmt_misc,
 which containers often lack; maintainer scripts are not needed to run Python), and a fake Cortex-A72
 ``/proc/cpuinfo`` is written (LiteRT crashes under qemu reading the host's x86 one). ``prepare_site`` installs
-one TFLite runtime (``--runtime ai-edge-litert|tflite-runtime``) and numpy as aarch64 wheels with the host's pip
-into ``ROOT/opt/site-<runtime>``: one site per (OS, runtime), so the validator can only import the chosen one.
+one runtime (``--runtime ai-edge-litert|tflite-runtime|executorch``) and numpy as aarch64 wheels with the host's
+pip into ``ROOT/opt/site-<runtime>``: one site per (OS, runtime), so the validator can only import the chosen one.
+The executorch site carries torch (ExecuTorch's Python bindings link libtorch) and is kept apart from the
+torch-free TFLite sites; PyPI's aarch64 torch is its CUDA 13 build, whose libraries link the CUDA runtime, so
+the NVIDIA library wheels they load are in that site too (no GPU is used).
 ``run_python`` runs ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.N``; with ``-L`` qemu looks up absolute
 paths in ROOT first and falls back to the host, so host files (models, the repo) stay readable.
 
@@ -72,22 +75,55 @@ class OsSpec:
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """A TFLite interpreter package: its module, the wheels installed with it, and whether it gates."""
+    """A model runtime package: its module, the wheels installed with it, and whether its misses gate.
+
+    ``no_deps``: the wheels are the whole site, pip resolves nothing (executorch and torch declare what their
+    export and GPU paths need; the site holds what the runtime path imports); ``probe``: the modules the site
+    check imports (default ``<module>.interpreter``); ``suffix``: the model files it runs.
+    """
 
     name: str
     module: str
     wheels: tuple[str, ...]
     gating: bool
     note: str = ""
+    no_deps: bool = False
+    probe: str = ""
+    suffix: str = ".tflite"
+
+    @property
+    def imports(self) -> str:
+        """The modules the emulated site check imports."""
+        return self.probe or f"{self.module}.interpreter"
 
 
 OSES = {"bookworm": OsSpec("bookworm", "3.11", (2, 36)), "trixie": OsSpec("trixie", "3.13", (2, 41))}
 LEGACY = "reported, not gating: 2.14's int8 kernels are older than the reference's"  # as in `nox -s edge`
+# What `import torch, executorch.runtime` loads (found by trying under qemu), pinned by constraints.txt. PyPI's
+# aarch64 torch 2.14.1 is the CUDA 13 build: libtorch_cpu.so and libtorch_cuda.so link (DT_NEEDED) cudart,
+# cupti, nvrtc, cublas(Lt), cudnn, cufft, cufile, curand, cusparse(Lt), nccl and nvshmem (cusparse: nvJitLink);
+# cusolver (CUDA linalg, loaded on use) and nvtx are left out. No GPU is touched.
+# fmt: off
+TORCH_CUDA_LIBS = ("nvidia-cuda-runtime", "nvidia-cuda-cupti", "nvidia-cuda-nvrtc", "nvidia-cublas",
+                   "nvidia-cudnn-cu13", "nvidia-cufft", "nvidia-cufile", "nvidia-curand", "nvidia-cusparse",
+                   "nvidia-cusparselt-cu13", "nvidia-nccl-cu13", "nvidia-nvjitlink", "nvidia-nvshmem-cu13")
+EXECUTORCH_WHEELS = ("executorch", "torch", "numpy", "typing_extensions", "sympy", "mpmath", "filelock", "networkx",
+                     "jinja2", "markupsafe", "fsspec", "ruamel.yaml", "flatbuffers", "tabulate", *TORCH_CUDA_LIBS)
+# fmt: on
 RUNTIMES = {
     "ai-edge-litert": RuntimeSpec("ai-edge-litert", "ai_edge_litert", ("ai-edge-litert", "numpy"), True),
     "tflite-runtime": RuntimeSpec(
         "tflite-runtime", "tflite_runtime", ("tflite-runtime==2.14.0", "numpy==1.26.4"), False, LEGACY
-    ),  # fmt: skip
+    ),
+    "executorch": RuntimeSpec(
+        "executorch",
+        "executorch",
+        EXECUTORCH_WHEELS,
+        True,
+        no_deps=True,
+        probe="torch, executorch.runtime",
+        suffix=".pte",
+    ),
 }
 CPUS = {"cortex-a72": "pi4", "cortex-a76": "pi5"}
 DEFAULT_OS, DEFAULT_RUNTIME, DEFAULT_CPU = "bookworm", "ai-edge-litert", "cortex-a72"
@@ -198,6 +234,11 @@ def prepare_root(cache_dir: Path, os_name: str = DEFAULT_OS) -> Path:
     return root
 
 
+def _norm(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503: case and runs of ``-_.`` do not matter)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 def pinned(wheels: Sequence[str], constraints: Path = CONSTRAINTS) -> list[str]:
     """Pin each bare wheel name to its ``name==version`` line in ``constraints`` (the host's pins), if any."""
     pins = {}
@@ -205,8 +246,8 @@ def pinned(wheels: Sequence[str], constraints: Path = CONSTRAINTS) -> list[str]:
         for line in constraints.read_text().splitlines():
             name, sep, _ = line.partition("==")
             if sep:
-                pins[name.strip().lower()] = line.split("#")[0].strip()
-    return [pins.get(w.lower(), w) if re.fullmatch(r"[A-Za-z0-9._-]+", w) else w for w in wheels]
+                pins[_norm(name)] = line.split("#")[0].strip()
+    return [pins.get(_norm(w), w) if re.fullmatch(r"[A-Za-z0-9._-]+", w) else w for w in wheels]
 
 
 def _pip(spec: OsSpec, command: str, args: Sequence[str | Path], step: str) -> None:
@@ -226,10 +267,28 @@ def _pip(spec: OsSpec, command: str, args: Sequence[str | Path], step: str) -> N
     raise RuntimeError(f"{step} failed (exit {proc.returncode}): {line}: {tail}")
 
 
+def _install(spec: OsSpec, rt: RuntimeSpec, wheels: Sequence[str], site: Path) -> None:
+    """pip-install ``wheels`` (aarch64) into ``site``; NoWheel before anything is installed when one is missing.
+
+    A TFLite runtime: its own wheel is downloaded first (missing: a skip), then pip resolves its dependencies.
+    A ``no_deps`` runtime: every wheel is downloaded first (one missing: a skip), then installed from those
+    files alone. Downloads go beside the site (torch's CUDA libraries are GBs; /tmp may be small).
+    """
+    with tempfile.TemporaryDirectory(dir=site.parent, prefix=".wheels-") as tmp:
+        if not rt.no_deps:
+            _pip(spec, "download", ["--no-deps", "--dest", tmp, wheels[0]], f"pip download {wheels[0]}")
+            _pip(spec, "install", ["--target", site, *wheels], "pip install aarch64 wheels")
+            return
+        _pip(spec, "download", ["--no-deps", "--dest", tmp, *wheels], "pip download aarch64 wheels")
+        files = sorted(Path(tmp).glob("*.whl"))
+        _pip(spec, "install", ["--no-deps", "--no-index", "--target", site, *files], "pip install aarch64 wheels")
+
+
 def prepare_site(root: Path, os_name: str = DEFAULT_OS, runtime: str = DEFAULT_RUNTIME) -> Path:
     """Install ``runtime`` and numpy (aarch64 wheels) into ``site_dir(root, runtime)`` once; return the site.
 
-    Raises NoWheel (a skip) when pip has no wheel of the runtime for the OS's Python, RuntimeError otherwise.
+    Raises NoWheel (a skip) when pip has no wheel of the runtime (or of one of a ``no_deps`` runtime's wheels)
+    for the OS's Python, RuntimeError otherwise.
     """
     spec, rt = OSES[os_name], RUNTIMES[runtime]
     wheels = pinned(rt.wheels)
@@ -241,11 +300,9 @@ def prepare_site(root: Path, os_name: str = DEFAULT_OS, runtime: str = DEFAULT_R
     shutil.rmtree(site, ignore_errors=True)
     site.parent.mkdir(parents=True, exist_ok=True)
     log.info("pip install aarch64 wheels %s for CPython %s into %s", " ".join(wheels), spec.python, site)
-    with tempfile.TemporaryDirectory() as tmp:  # the runtime alone first: its missing wheel is a skip
-        _pip(spec, "download", ["--no-deps", "--dest", tmp, wheels[0]], f"pip download {wheels[0]}")
-    _pip(spec, "install", ["--target", site, *wheels], "pip install aarch64 wheels")
+    _install(spec, rt, wheels, site)
     others = [r.module for r in RUNTIMES.values() if r.name != runtime]
-    probe = (f"import importlib.util as u, platform, numpy, {rt.module}.interpreter; "
+    probe = (f"import importlib.util as u, platform, numpy, {rt.imports}; "
              f"assert not [m for m in {others!r} if u.find_spec(m)], 'another runtime is importable'; "
              "print(platform.machine())")  # fmt: skip
     check = run_python(root, site, ["-c", probe], capture_output=True, text=True)
@@ -299,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-skip", action="store_true", help="exit 0 (not 3) when it cannot run: no emulation "
                         "here, or no wheel of the runtime for the OS's Python")  # fmt: skip
     parser.add_argument("--os", default=DEFAULT_OS, choices=list(OSES), help=f"Debian release (default {DEFAULT_OS})")
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=list(RUNTIMES), help="TFLite interpreter "
-                        f"package, the only one installed (default {DEFAULT_RUNTIME})")  # fmt: skip
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=list(RUNTIMES), help="model runtime "
+                        f"package, alone in its site (default {DEFAULT_RUNTIME}; executorch: +torch)")  # fmt: skip
     parser.add_argument(
         "--cpu", default=DEFAULT_CPU, help="emulated core: cortex-a72 (Pi 4, default), cortex-a76 (Pi 5)"
     )

@@ -1,11 +1,14 @@
-"""Validate an edge bundle on arm64 under qemu for every OS x TFLite runtime x emulated Raspberry Pi core.
+"""Validate an edge bundle on arm64 under qemu for every OS x model runtime x emulated Raspberry Pi core.
 
 Each combination (``tools/edge_arm64.py``: one cached Debian root per OS, one site per runtime holding only that
 runtime) runs the bundle's own validator with ``--no-latency`` and writes
 ``BUNDLE/validation/arm64-<os>-<runtime>-<board>.csv`` (and its ``.json``). The last output is one table: os,
-python, runtime and version, core, result, rows checked, wall time. A runtime pip has no wheel for on an OS's
-Python is a ``skip`` line; tflite-runtime 2.14's misses are reported, not gating (as in ``nox -s edge``); any
-other failure exits 1.
+python, runtime and version, core, result, models run and skipped (rows checked), wall time. The TFLite sites
+run a bundle's ``.tflite`` models and skip its ``.pte`` ones; the executorch site (torch inside) the reverse. A
+combination passes when every model it ran matched. A runtime pip has no wheel for on an OS's Python is a
+``skip`` line; tflite-runtime 2.14's misses are reported, not gating (as in ``nox -s edge``); any other failure
+exits 1, a validator killed by a signal (e.g. SIGILL: an instruction the emulated core lacks) included: the
+row names the signal and the core, since a Pi with that core would crash the same way.
 
 Usage: python tools/edge_arm64_matrix.py BUNDLE [--cache-dir DIR] [--os OS...] [--runtime RT...] [--cpu CPU...]
 """
@@ -16,6 +19,7 @@ import argparse
 import csv
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +45,25 @@ class Outcome:
     rows: int | None = None
     wall_s: float = 0.0
     gates: bool = False  # a failure that fails the matrix
+    ran: int | None = None  # models validated (distinct model, compression, format in the CSV)
+    skipped: int | None = None  # models the validator skipped: their runtime is not in this site
+
+    @property
+    def models(self) -> str:
+        """The models cell: ``N run, M skipped (R rows)``, or ``-`` where the validator wrote nothing."""
+        if self.rows is None:
+            return "-"
+        return f"{self.ran} run, {self.skipped or 0} skipped ({self.rows} rows)"
+
+
+def _exit(returncode: int) -> str:
+    """``exit N``, or the signal that killed the process (qemu-user dies of the guest's fatal signal)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name} (signal {-returncode})"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def _verdict(proc: subprocess.CompletedProcess, report: dict, rt: arm.RuntimeSpec) -> tuple[str, bool]:
@@ -58,7 +81,16 @@ def _verdict(proc: subprocess.CompletedProcess, report: dict, rt: arm.RuntimeSpe
         first = failures[0] if failures else "no model validated"
         return f"FAIL: {len(report.get('failures', {}))} model(s) missed, e.g. {first}{note}", rt.gating
     tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-    return f"FAIL: exit {proc.returncode}: {tail}", True
+    return f"FAIL: {_exit(proc.returncode)}: {tail}", True
+
+
+def _count(csv_path: Path) -> tuple[int | None, int | None]:
+    """Rows in the validator's CSV and the models they cover, or (None, None) where it wrote none."""
+    if not csv_path.is_file():
+        return None, None
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return len(rows), len({(r.get("model"), r.get("compression"), r.get("format")) for r in rows})
 
 
 def validate_one(bundle: Path, root: Path, site: Path, os_name: str, runtime: str, cpu: str) -> Outcome:
@@ -76,26 +108,42 @@ def validate_one(bundle: Path, root: Path, site: Path, os_name: str, runtime: st
     report_path = bundle / out.with_suffix(".json")
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     env = report.get("environment", {})
-    rows = None
-    if (bundle / out).is_file():
-        with (bundle / out).open(newline="") as fh:
-            rows = sum(1 for _ in csv.DictReader(fh))
+    rows, ran = _count(bundle / out)
     result, gates = _verdict(proc, report, rt)
     versions = dict(zip(str(env.get("runtime")).split("+"), str(env.get("runtime_version")).split("+"), strict=False))
-    module = arm.RUNTIMES[runtime].module
-    version = f"{runtime} {versions[module]}" if module in versions else runtime
-    return Outcome(os_name, env.get("python", arm.OSES[os_name].python), version, cpu, result, rows, wall, gates)
+    version = f"{runtime} {versions[rt.module]}" if rt.module in versions else runtime
+    if proc.returncode < 0:
+        log.error("%s on %s, %s: %s", runtime, os_name, cpu, result)
+    skipped = len(env.get("skipped") or {}) if report else None
+    python = env.get("python", arm.OSES[os_name].python)
+    return Outcome(os_name, python, version, cpu, result, rows, wall, gates, ran, skipped)
+
+
+def _suffixes(bundle: Path) -> set[str] | None:
+    """The suffixes of the bundle's model files (``.tflite``, ``.pte``, ...), or None where its manifest is
+    unreadable (the validator then says why)."""
+    try:
+        models = json.loads((bundle / "manifest.json").read_text())["models"]
+        return {Path(m["file"]).suffix for m in models}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_matrix(bundle: Path, cache_dir: Path, oses: Sequence[str], runtimes: Sequence[str],
                cpus: Sequence[str]) -> list[Outcome]:  # fmt: skip
-    """Validate ``bundle`` for every (OS, runtime, core): a runtime pip has no wheel for is a skip per core, a
-    root or site that cannot be built a (gating) FAIL per core."""
+    """Validate ``bundle`` for every (OS, runtime, core): a runtime pip has no wheel for, or none of whose
+    models the bundle holds (no site is built: the executorch one carries torch), is a skip per core, a root or
+    site that cannot be built a (gating) FAIL per core."""
     bundle = Path(bundle).resolve()
+    suffixes = _suffixes(bundle)
     outcomes = []
     for os_name in oses:
         python = arm.OSES[os_name].python
         for runtime in runtimes:
+            if suffixes is not None and arm.RUNTIMES[runtime].suffix not in suffixes:
+                why = f"skip: the bundle has no {arm.RUNTIMES[runtime].suffix} model"
+                outcomes += [Outcome(os_name, python, runtime, cpu, why) for cpu in cpus]
+                continue
             try:
                 root = arm.prepare_root(cache_dir, os_name)
                 site = arm.prepare_site(root, os_name, runtime)
@@ -114,12 +162,11 @@ def run_matrix(bundle: Path, cache_dir: Path, oses: Sequence[str], runtimes: Seq
 
 
 def format_table(outcomes: Sequence[Outcome]) -> str:
-    """Return the outcomes as a Markdown table (os, python, runtime, cpu, result, rows, wall)."""
-    lines = ["| os | python | runtime | cpu | result | rows | wall |", "|---|---|---|---|---|---|---|"]
+    """Return the outcomes as a Markdown table (os, python, runtime, cpu, result, models (rows), wall)."""
+    lines = ["| os | python | runtime | cpu | result | models (rows) | wall |", "|---|---|---|---|---|---|---|"]
     for o in outcomes:
-        rows = "-" if o.rows is None else str(o.rows)
         wall = f"{o.wall_s:.0f} s" if o.wall_s else "-"
-        cells = [o.os, o.python, o.runtime, o.cpu, o.result.replace("|", "/"), rows, wall]
+        cells = [o.os, o.python, o.runtime, o.cpu, o.result.replace("|", "/"), o.models, wall]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 

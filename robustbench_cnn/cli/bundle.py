@@ -22,6 +22,7 @@ import logging
 import shutil
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def export_file(run_dir: Path, model: str, fmt: str, int8: bool) -> Path:
     return run_dir / EXPORT_FILE.format(model=model, suffix=(".int8" if int8 else "") + BUNDLED[fmt])
 
 
-def _run_suite(run_dir: Path, manifest: dict):
+def _run_suite(run_dir: Path, manifest: Mapping[str, Any]):
     """The suite the run used: ``RUN_DIR/suite.toml`` if present, else ``suite_path``; sha256 must match."""
 
     want = manifest.get("suite_sha256")

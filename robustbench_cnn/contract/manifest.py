@@ -9,12 +9,73 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.contract.integrity import unique_keys
 from robustbench_cnn.errors import InputError, one_line
+
+MANIFEST_FORMAT = 2
+"""Format of ``manifest.json``. 1: before typed cells (no cell index); a run of another format is
+not resumed (start a new run)."""
+
+
+class FailedCell(TypedDict, total=False):
+    """A cell that raised, was skipped with its failed input, or killed the run's process."""
+
+    model: str
+    cell: str  # its label, e.g. attack(attack=pgd,norm=linf,eps=0.1)
+    id: str
+    status: str  # "error"
+    error: str  # one line
+    signal: str  # a native crash's signal (SIGSEGV), when it killed the process
+
+
+class Headline(TypedDict):
+    """A headline threat model and the rule that chose it."""
+
+    norm: str
+    eps: float
+    rule: str
+
+
+class Verdict(TypedDict):
+    reliable: bool
+    reasons: list[str]
+
+
+class RunManifest(TypedDict, total=False):
+    """A run's ``manifest.json``, as the engine writes it (format :data:`MANIFEST_FORMAT`); readers get
+    it back from :func:`read_run_manifest`, every field they use checked. ``models`` maps a model to
+    its entry: what preparing it recorded (cache key, source, zoo entry, training) and what its cells'
+    ``meta`` merged in (checks, parity, skipped exports, ``cell_seconds``)."""
+
+    format: int
+    run_id: str
+    suite: str
+    suite_path: str
+    suite_sha256: str
+    started: str
+    finished: str
+    resumed: list[str]  # the times of each --resume
+    status: Literal["running", "complete", "complete_with_errors", "interrupted", "failed"]
+    error: str  # the exception that failed the run
+    executor: str  # local | ray
+    seed: int
+    device: str
+    environment: dict[str, Any]  # :func:`environment`
+    dataset: dict[str, Any]  # name, train, eval, shape, fingerprint
+    performance: dict[str, Any]  # the resolved [performance] settings and the certify runtime
+    threat_models: list[Headline]
+    models: dict[str, dict[str, Any]]
+    failed_cells: list[FailedCell]
+    cells: dict[str, int]  # computed, reused, failed
+    stage_seconds: dict[str, float]
+    wall_seconds: float
+    verdicts: dict[str, Verdict]
+
 
 KEY_PACKAGES = (
     "robustbench-cnn", "torch", "torchvision", "torchattacks", "numpy", "pandas", "scikit-learn",
@@ -122,7 +183,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
+def write_json(data: Mapping[str, Any], path: Path) -> None:
     """Write ``data`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
 
@@ -189,7 +250,7 @@ def _run_manifest_schema() -> Any:
     return RunManifest
 
 
-def read_run_manifest(path: Path) -> dict[str, Any]:
+def read_run_manifest(path: Path) -> RunManifest:
     """A run's ``manifest.json``, with every field a reader uses checked for its JSON type (an object
     where an object is read, a string where a string is): the same dict back, or one
     :class:`~robustbench_cnn.errors.InputError` line naming the file, the field and the fix. Duplicate
@@ -210,4 +271,4 @@ def read_run_manifest(path: Path) -> dict[str, Any]:
         err = exc.errors()[0]
         field = ".".join(one_line(str(p), 60) for p in err["loc"])
         raise InputError(f"{path}: {field}: {err['msg']}; {fix}") from None
-    return data
+    return data  # type: ignore[return-value]  # checked above: every field a reader uses has its type

@@ -15,17 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from robustbench_cnn.contract.manifest import write_json
+from robustbench_cnn.contract.manifest import FailedCell, RunManifest, write_json
 from robustbench_cnn.contract.results import frame, write_csv
 from robustbench_cnn.engine.cells import merge_meta
 
-MANIFEST_FORMAT = 2
-"""Format of ``manifest.json``. 1: before typed cells (no cell index); a run of another format is
-not resumed (start a new run)."""
-
 
 class RunRecord:
-    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, manifest: RunManifest) -> None:
         self.run_dir = run_dir
         self.manifest = manifest
         self.frames: dict[int, pd.DataFrame] = {}  # by the cell's position in the plan: one order for any driver
@@ -68,8 +64,10 @@ class RunRecord:
 
     def cell_failed(self, model: str, label: str, cell_id: str, message: str, signal: str | None = None) -> None:
         """``signal``: the native crash signal (``SIGSEGV``) of a cell that killed the run's process."""
-        entry = {"model": model, "cell": label, "id": cell_id, "status": "error", "error": message}
-        self.manifest.setdefault("failed_cells", []).append({**entry, "signal": signal} if signal else entry)
+        entry = FailedCell(model=model, cell=label, id=cell_id, status="error", error=message)
+        if signal:
+            entry["signal"] = signal
+        self.manifest.setdefault("failed_cells", []).append(entry)
 
     def table(self) -> pd.DataFrame:
         """The results table of the cells recorded so far, in plan order."""

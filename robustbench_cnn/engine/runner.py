@@ -19,7 +19,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -27,7 +26,7 @@ import torch
 from robustbench_cnn.atomic import atomic_write_bytes
 from robustbench_cnn.config.load import LoadedSuite
 from robustbench_cnn.config.paths import run_root
-from robustbench_cnn.contract.manifest import environment, read_run_manifest, write_json
+from robustbench_cnn.contract.manifest import MANIFEST_FORMAT, RunManifest, environment, read_run_manifest, write_json
 from robustbench_cnn.contract.verdicts import verdict_reasons
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.engine import crashes
@@ -36,7 +35,7 @@ from robustbench_cnn.engine.devices import resolve_for_device
 from robustbench_cnn.engine.execute import plan_run, surrogate_name, write_index
 from robustbench_cnn.engine.pinned_training import train_pinned
 from robustbench_cnn.engine.prepare import build, prepare_model
-from robustbench_cnn.engine.run_record import MANIFEST_FORMAT, RunRecord
+from robustbench_cnn.engine.run_record import RunRecord
 from robustbench_cnn.engine.scheduler import LocalBackend, Scheduler
 from robustbench_cnn.engine.store import CellStore
 from robustbench_cnn.errors import InputError, RobustBenchError
@@ -65,14 +64,14 @@ class RunOptions:
     gpus_per_cell: float = 1.0  # ray on a GPU cluster: the GPU share of each training/attack/certify task
     # a view of the finished table written into the run directory, also after a failed run (the CLI and
     # the API pass report.summary.write_summary for summary.md); the engine itself imports no view
-    finish: Callable[[pd.DataFrame, dict[str, Any], Path], None] | None = None
+    finish: Callable[[pd.DataFrame, RunManifest, Path], None] | None = None
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     table: pd.DataFrame
-    manifest: dict[str, Any]
+    manifest: RunManifest
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -151,7 +150,7 @@ def _run_lock(run_dir: Path):
         yield
 
 
-def _reopen(run_dir: Path, suite: str) -> dict[str, Any]:
+def _reopen(run_dir: Path, suite: str) -> RunManifest:
     manifest = read_run_manifest(run_dir / "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("suite") != suite:
         found = manifest.get("suite") if isinstance(manifest, dict) else None
@@ -185,13 +184,13 @@ def _sweep(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _new_manifest(run_id: str, suite: str) -> dict[str, Any]:
+def _new_manifest(run_id: str, suite: str) -> RunManifest:
     return {"format": MANIFEST_FORMAT, "run_id": run_id, "suite": suite,
             "started": datetime.now(UTC).isoformat(timespec="seconds"), "environment": environment(),
             "stage_seconds": {}, "models": {}}  # fmt: skip
 
 
-def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[Path, dict[str, Any]]:
+def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[Path, RunManifest]:
     """The run directory (new, or reopened by ``--resume``) with its lock held, and its manifest."""
     spec = loaded.spec
     suite_dir = run_root(opts.out_root, spec.name)  # refuses a name or link that leads outside --out
@@ -204,7 +203,7 @@ def _open_run(loaded: LoadedSuite, opts: RunOptions, held: ExitStack) -> tuple[P
             return run_dir, _new_manifest(run_dir.name, spec.name)
         manifest = _reopen(run_dir, spec.name)
         manifest["resumed"] = [*manifest.get("resumed", []), datetime.now(UTC).isoformat(timespec="seconds")]
-        manifest.update(status="running", failed_cells=[], environment=environment())
+        manifest.update({"status": "running", "failed_cells": [], "environment": environment()})
         if manifest.get("suite_sha256") != loaded.sha256:
             log.warning("suite file changed since %s started; changed cells will be recomputed", manifest["run_id"])
         return run_dir, manifest
@@ -241,8 +240,8 @@ def _run_suite(loaded: LoadedSuite, opts: RunOptions) -> RunResult:
     ctx = dataclasses.replace(ctx, run_id=manifest["run_id"], run_dir=run_dir)
     if loaded.path.is_file():  # the suite it runs, for edge bundle and report (a dict suite has no file)
         atomic_write_bytes(run_dir / "suite.toml", loaded.path.read_bytes())
-    manifest.update(suite_path=str(loaded.path), suite_sha256=loaded.sha256, seed=ctx.seed, device=str(ctx.device),
-                    status="running", executor=opts.executor)  # fmt: skip
+    manifest.update({"suite_path": str(loaded.path), "suite_sha256": loaded.sha256, "seed": ctx.seed,
+                     "device": str(ctx.device), "status": "running", "executor": opts.executor})  # fmt: skip
     manifest["models"] = {}  # rebuilt from the models and cells of this run
     data, spec = ctx.data, ctx.spec
     manifest["dataset"] = {"name": data.name, "train": len(data.y_train), "eval": len(data.y_eval),

@@ -11,6 +11,7 @@ runs present only in ``<root>/history.sqlite`` are shown too, without regression
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -39,7 +40,7 @@ class RunData:
     suite: str
     started: str
     table: pd.DataFrame
-    manifest: dict[str, Any]
+    manifest: Mapping[str, Any]
     run_dir: Path | None  # None: known from the history store only
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from robustbench_cnn.contract.manifest import read_run_manifest, write_json
+from robustbench_cnn.contract.manifest import RunManifest, read_run_manifest, write_json
 from robustbench_cnn.contract.results import read_csv
 from robustbench_cnn.errors import InputError
 from robustbench_cnn.report.leaderboard import variant_label
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 ARTEFACTS = ("results.csv", "manifest.json", "summary.md", "report.md", "report.html", "run.log")
 
 
-def load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load(run_dir: Path) -> tuple[pd.DataFrame, RunManifest]:
     """A run directory's table and manifest, or one line naming what is wrong."""
     csv, manifest = run_dir / "results.csv", run_dir / "manifest.json"
     for path in (csv, manifest):
@@ -39,7 +40,7 @@ def load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table, read_run_manifest(manifest)
 
 
-def to_document(table: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
+def to_document(table: pd.DataFrame, manifest: Mapping[str, Any]) -> dict[str, Any]:
     table = table.astype({c: "Int64" for c in ("n", "batch_size") if c in table.columns})  # counts as integers
     rows = json.loads(table.to_json(orient="records", double_precision=15))  # NaN/NA -> null
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": manifest, "rows": rows}
@@ -64,7 +65,7 @@ def metric_key(r: pd.Series) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", "/".join(parts))
 
 
-def params(manifest: dict[str, Any]) -> dict[str, str]:
+def params(manifest: Mapping[str, Any]) -> dict[str, str]:
     env = manifest.get("environment", {})
     out = {k: str(manifest.get(k)) for k in ("run_id", "suite", "seed", "device", "status", "suite_sha256")}
     out |= {"cpu": str(env.get("cpu")), "gpu": str(env.get("gpu")), "git_sha": str(env.get("git", {}).get("sha"))}

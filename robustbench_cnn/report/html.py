@@ -10,6 +10,7 @@ text box), each number linking to the row it came from in that variant's detail 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def _corruption_charts(df: pd.DataFrame, colours: dict[str, str], flagged: set[s
     return charts
 
 
-def _certified_chart(df: pd.DataFrame, manifest: dict[str, Any], colours: dict[str, str]) -> list[svg.Chart]:
+def _certified_chart(df: pd.DataFrame, manifest: Mapping[str, Any], colours: dict[str, str]) -> list[svg.Chart]:
     cert = df[df.metric == "certified_acc"]
     if cert.empty:
         return []
@@ -282,7 +283,7 @@ def _details(df: pd.DataFrame, cells: dict[tuple[str, ...], str]) -> str:
     return "\n".join(out)
 
 
-def _warnings(manifest: dict[str, Any]) -> str:
+def _warnings(manifest: Mapping[str, Any]) -> str:
     items = []
     for name, info in manifest.get("models", {}).items():
         for check, r in info.get("checks", {}).items():
@@ -316,7 +317,7 @@ def _reproduction_html(table: pd.DataFrame) -> str:
             f"</tbody></table>" + (f"<ul>{notes}</ul>" if notes else ""))  # fmt: skip
 
 
-def render_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path | None = None) -> str:
+def render_html(df: pd.DataFrame, manifest: Mapping[str, Any], run_dir: Path | None = None) -> str:
     """The whole page as one string."""
     board, tm = leaderboard(df, manifest)
     board = ranked(board)
@@ -350,7 +351,7 @@ def page(title: str, body: str) -> str:
             "</body></html>\n")  # fmt: skip
 
 
-def write_html(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path) -> Path:
+def write_html(df: pd.DataFrame, manifest: Mapping[str, Any], run_dir: Path) -> Path:
     path = run_dir / "report.html"
     path.write_text(render_html(df, manifest, run_dir), encoding="utf-8")
     return path

@@ -15,6 +15,7 @@ Clopper-Pearson lower bound never exceeds ``alpha^(1/n)``, so no radius beyond
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ def certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     return sigma * float(normal.ppf(alpha ** (1.0 / n)))
 
 
-def certify_limits(manifest: dict[str, Any]) -> dict[str, float]:
+def certify_limits(manifest: Mapping[str, Any]) -> dict[str, float]:
     """Per model with certification stats in the manifest: its largest certifiable radius."""
     out = {}
     for name, info in manifest.get("models", {}).items():
@@ -65,7 +66,7 @@ def certify_limits(manifest: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def headline_budgets(df: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, float, str]]:
+def headline_budgets(df: pd.DataFrame, manifest: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     """``(norm, eps, rule)`` of each headline threat model: the manifest's (the suite's declaration or
     its default rule, see ``SuiteSpec.headline``); for a manifest older than that, the middle
     evaluated Linf eps of the table (else of any norm)."""
@@ -81,7 +82,7 @@ def headline_budgets(df: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[s
     return [(norm, eps[(len(eps) - 1) // 2], f"the middle evaluated {norm} eps (the run names no threat model)")]
 
 
-def threat_models(df: pd.DataFrame, manifest: dict[str, Any]) -> list[ThreatModel]:
+def threat_models(df: pd.DataFrame, manifest: Mapping[str, Any]) -> list[ThreatModel]:
     """One :class:`ThreatModel` per headline budget (at least one; without robust rows, eps None)."""
     limits = certify_limits(manifest)
     limit = max(limits.values()) if limits else None
@@ -96,7 +97,7 @@ def threat_models(df: pd.DataFrame, manifest: dict[str, Any]) -> list[ThreatMode
     return [ThreatModel(norm, eps, radius, limit, rule) for norm, eps, rule in heads]
 
 
-def threat_model(df: pd.DataFrame, manifest: dict[str, Any]) -> ThreatModel:
+def threat_model(df: pd.DataFrame, manifest: Mapping[str, Any]) -> ThreatModel:
     """The first headline threat model (the one plots, Pareto fronts and the dashboard use)."""
     return threat_models(df, manifest)[0]
 
@@ -146,7 +147,7 @@ def ranked(board: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_u", "_b"]).reset_index(drop=True)
 
 
-def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
+def leaderboard(df: pd.DataFrame, manifest: Mapping[str, Any],
                 tm: ThreatModel | None = None) -> tuple[pd.DataFrame, ThreatModel]:  # fmt: skip
     """One row per variant at threat model ``tm`` (default: the first headline): verdict, clean, robust
     (and how), certified, size (bytes), p50 latency (ms); the accuracies' 95% intervals as
@@ -180,7 +181,7 @@ def leaderboard(df: pd.DataFrame, manifest: dict[str, Any],
     return pd.DataFrame(out, columns=cols), tm
 
 
-def corruption_reference(manifest: dict[str, Any]) -> str | None:
+def corruption_reference(manifest: Mapping[str, Any]) -> str | None:
     """The model a run's mCE is relative to (``corruptions.reference``), as its corruption cells recorded."""
     for info in (manifest.get("models") or {}).values():
         ref = (info.get("corruptions") or {}).get("reference") if isinstance(info, dict) else None

@@ -9,6 +9,7 @@ certifiable radius.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def corruption_vs_severity(df: pd.DataFrame, out: Path) -> list[str]:
     return files
 
 
-def certified_vs_radius(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | None = None) -> list[str]:
+def certified_vs_radius(df: pd.DataFrame, out: Path, manifest: Mapping[str, Any] | None = None) -> list[str]:
     """Certified accuracy per measured radius; a vertical line at each model's largest certifiable radius."""
     cert = df[df.metric == "certified_acc"]
     if cert.empty:
@@ -192,7 +193,7 @@ def _scatter_panel(ax, pts: pd.DataFrame, y: str, cost: str, colour: dict[str, A
     ax.scatter(front[cost], front[y], s=110, facecolors="none", edgecolors="r", linewidths=1, zorder=2)
 
 
-def accuracy_vs_cost(df: pd.DataFrame, out: Path, manifest: dict[str, Any] | None = None) -> list[str]:
+def accuracy_vs_cost(df: pd.DataFrame, out: Path, manifest: Mapping[str, Any] | None = None) -> list[str]:
     """Clean and robust (worst case at the main eps) accuracy vs p50 latency and vs size, each with its
     Pareto front; points are numbered, the key lists number, variant and verdict outside the axes."""
     import matplotlib.pyplot as plt

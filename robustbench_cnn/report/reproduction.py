@@ -20,6 +20,7 @@ published number came from a weak attack shows what the ensemble finds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -66,7 +67,7 @@ def _judge(model: str, zoo: str, f: Figure, row: pd.Series | None, worst: bool) 
     return {**out, "measured": value, "ci_low": low, "ci_high": high, "n": n, "verdict": verdict}
 
 
-def reproduction(df: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+def reproduction(df: pd.DataFrame, manifest: Mapping[str, Any]) -> pd.DataFrame:
     """One row per (zoo model of the run, published figure) with the verdicts of the module docstring."""
     rows = []
     for model, info in manifest.get("models", {}).items():

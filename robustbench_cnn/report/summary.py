@@ -5,6 +5,7 @@ e.g. ``41.7 [36.6, 47.0]``: with 360 images a robust accuracy is known to about 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def wide_table(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
+def render(df: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
     wide = wide_table(df)
     title = f"# {manifest.get('suite', '')} — run {manifest.get('run_id', '')}"
     env = manifest.get("environment", {})
@@ -94,7 +95,7 @@ def render(df: pd.DataFrame, manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _warnings(manifest: dict[str, Any]) -> list[str]:
+def _warnings(manifest: Mapping[str, Any]) -> list[str]:
     """A section listing failed gradient-masking checks: those models' robust numbers are unreliable."""
     lines = []
     for name, info in manifest.get("models", {}).items():
@@ -118,13 +119,13 @@ def _warnings(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_summary(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> str:
+def write_summary(df: pd.DataFrame, manifest: Mapping[str, Any], path: Path) -> str:
     text = render(df, manifest)
     path.write_text(text)
     return text
 
 
-def finish_run(df: pd.DataFrame, manifest: dict[str, Any], run_dir: Path) -> None:
+def finish_run(df: pd.DataFrame, manifest: Mapping[str, Any], run_dir: Path) -> None:
     """The views a run writes when it ends (``RunOptions.finish``): ``summary.md``."""
     write_summary(df, manifest, run_dir / "summary.md")
 
@@ -186,7 +187,7 @@ def short_label(r: pd.Series) -> str:
     return " / ".join(parts)
 
 
-def compact(df: pd.DataFrame, manifest: dict[str, Any], width: int = 120) -> str:
+def compact(df: pd.DataFrame, manifest: Mapping[str, Any], width: int = 120) -> str:
     """The terminal view: one leaderboard per headline threat model, at most ``width`` columns,
     verdict first, ranked (``ranked``).
 
