@@ -43,7 +43,7 @@ VALIDATOR_FILES = tuple(
         "edge/__init__.py", "edge/__main__.py", "edge/arrays.py",
         "edge/bundle_format.py", "edge/manifest.py", "edge/models.py", "edge/selfcheck.py", "edge/validate.py",
         "runtime/__init__.py", "runtime/timing.py", "runtime/tflite_runtime.py", "runtime/onnx_runtime.py",
-        "runtime/executorch_runtime.py",
+        "runtime/executorch_runtime.py", "runtime/batches.py",
     )
 )  # fmt: skip
 

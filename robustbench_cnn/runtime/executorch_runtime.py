@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustbench_cnn.runtime.batches import in_fixed_batches
 from robustbench_cnn.runtime.timing import LatencyStats, measure
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,7 @@ class ExecutorchModel:
 
     def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Logits ``(N, K)`` as float32, ``self.batch`` images per call (the program's fixed batch)."""
-        if tuple(images.shape[1:]) != self.sample_shape:
-            raise ValueError(f"images of shape {tuple(images.shape[1:])}; the program takes {self.sample_shape}")
-        if len(images) % self.batch:
-            raise ValueError(f"{len(images)} images do not fill batches of {self.batch}")
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        outs = [self._invoke(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+        return in_fixed_batches(self._invoke, images, self.sample_shape, self.batch, what="the program")
 
     def latency(self, warmup: int = 5, min_repeats: int = 20, budget_s: float = 1.0, seed: int = 0) -> LatencyStats:
         """Latency of one call at the program's batch size (input tensor in, logits out)."""
