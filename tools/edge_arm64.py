@@ -156,6 +156,7 @@ def site_dir(root: Path, runtime: str = DEFAULT_RUNTIME) -> Path:
 
 
 def _ready(path: Path) -> Path:
+    """The stamp file beside ``path`` (a root or site): its cache key, written once it is complete."""
     return path.with_name(path.name + ".ready")
 
 
