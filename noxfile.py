@@ -159,7 +159,8 @@ def _arm64_bundle(session: nox.Session) -> Path:
 def edge_arm64(session: nox.Session) -> None:
     """Validate an edge bundle on arm64 under qemu user-mode emulation (Debian's qemu-user-static +
     debootstrap) for every OS x runtime x core: Debian bookworm (Python 3.11) and trixie (Python 3.13),
-    ai-edge-litert and tflite-runtime 2.14 (reported, not gating; a skip line where pip has no wheel), a
+    ai-edge-litert and tflite-runtime 2.14 (reported, not gating; a skip line where pip has no wheel) and,
+    for a bundle's ``.pte`` programs, executorch + torch in a site of their own (~4.5 GB), a
     Raspberry Pi 4 (Cortex-A72) and Pi 5 (Cortex-A76) core; ends with one table
     (``nox -s edge_arm64 -- [RUN_DIR | BUNDLE_DIR]``). Skipped with a message where emulation is unavailable.
     Emulated latency is not a device figure, so it is not measured."""

@@ -188,7 +188,7 @@ def _validator(results: dict):
         out.write_text("run_id,metric\nx,clean_acc\nx,size_bytes\nx,robust_acc\n")
         env = {"runtime": module, "runtime_version": "+".join(["9.9"] * len(module.split("+"))), "python": "3.11.2"}
         if "+" in module:  # a bundle with an ONNX model: onnxruntime is not in the site
-            env["skipped"] = {"m.fp32.onnx": "skipped: no ONNX runtime here (pip install onnxruntime)"}
+            env["skipped"] = {"m.fp32.onnx": "no ONNX runtime here (pip install onnxruntime)"}
         out.with_suffix(".json").write_text(json.dumps({"environment": env, "failures": failures}))
         return subprocess.CompletedProcess(args, rc, "", "")
 
@@ -220,7 +220,7 @@ def test_matrix_verdicts_skips_and_table(tmp_path, monkeypatch):
     assert (bundle / "validation/arm64-bookworm-tflite-runtime-pi4.csv").is_file()
     results[("trixie", "site-ai-edge-litert")] = (0, {}, "ai_edge_litert+onnxruntime")
     mixed = matrix.run_matrix(bundle, tmp_path, ["trixie"], ["ai-edge-litert"], ["cortex-a76"])[0]
-    assert mixed.result.startswith("pass; 1 model(s) skipped: skipped: no ONNX runtime") and not mixed.gates
+    assert mixed.result.startswith("pass; 1 model(s) skipped: no ONNX runtime") and not mixed.gates
     assert mixed.runtime == "ai-edge-litert 9.9"
     table = matrix.format_table(out)
     assert table.count("\n") == 2 + len(out) and "| trixie | 3.13 | tflite-runtime | cortex-a72 | skip:" in table
@@ -299,7 +299,7 @@ def _executorch_validator(rc: int, failures: dict | None = None):
         out.parent.mkdir(exist_ok=True)
         rows = [f"r,{m},{c},executorch,{k}" for m, c in (("a", "none"), ("a", "int8")) for k in ("clean_acc", "x")]
         out.write_text("\n".join(["run_id,model,compression,format,metric", *rows]) + "\n")
-        skip = "skipped: no TFLite runtime here (pip install ai-edge-litert)"
+        skip = "no TFLite runtime here (pip install ai-edge-litert)"
         env = {"runtime": "executorch", "runtime_version": "1.5.1", "python": "3.13.5",
                "skipped": {"a [fp32]": skip, "a [int8]": skip}}  # fmt: skip
         if rc >= 0:
@@ -311,7 +311,7 @@ def _executorch_validator(rc: int, failures: dict | None = None):
 
 @pytest.mark.parametrize(
     ("rc", "failures", "result", "gates"),
-    [(0, None, "pass; 2 model(s) skipped: skipped: no TFLite runtime", False),
+    [(0, None, "pass; 2 model(s) skipped: no TFLite runtime", False),
      (1, {"a [int8 executorch]": ["clean_acc 0.5, expected 0.9"]}, "FAIL: 1 model(s) missed, e.g. a [int8 ", True),
      (-4, None, "FAIL: killed by SIGILL (signal 4): qemu: uncaught target signal 4", True)],
 )  # fmt: skip

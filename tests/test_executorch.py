@@ -163,7 +163,7 @@ def test_a_bundle_ships_executorch_programs_validated_where_torch_is_and_skipped
     torch_free = validate("torch", "pandas", "executorch")  # a Pi: the .pte programs are skipped, named
     assert torch_free.returncode == 0, torch_free.stdout + torch_free.stderr
     assert "1/1 models match" in torch_free.stdout
-    assert "skip cnn [fp32 executorch]: skipped: no ExecuTorch runtime here (pip install executorch torch)" in (
+    assert "skip cnn [fp32 executorch]: no ExecuTorch runtime here (pip install executorch torch)" in (
         torch_free.stdout
     )
     nothing = validate("torch", "executorch", "ai_edge_litert", "tflite_runtime")  # no runtime at all: exit 2

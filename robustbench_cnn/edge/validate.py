@@ -246,8 +246,8 @@ def _runnable(entries: list[ModelEntry]) -> tuple[list[ModelEntry], dict[str, st
         if missing is None:
             runnable.append(e)
         else:
-            skipped[e.label] = f"skipped: no {FORMATS[Path(e.file).suffix]} runtime here ({missing})"
-            log.warning("%s %s", e.label, skipped[e.label])
+            skipped[e.label] = f"no {FORMATS[Path(e.file).suffix]} runtime here ({missing})"
+            log.warning("%s skipped: %s", e.label, skipped[e.label])
     if not runnable:
         raise ImportError(f"no runtime here for the bundle's models: {'; '.join(sorted(set(skipped.values())))}")
     return runnable, skipped

@@ -67,6 +67,8 @@ class ExecutorchModel:
         self.batch, self.sample_shape = shape[0], shape[1:]
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        if not batch.flags.writeable:  # a bundle's arrays are read-only; torch.from_numpy warns on them
+            batch = batch.copy()
         return self.method.execute([self._from_numpy(batch)])[0].numpy()
 
     def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
