@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -19,14 +18,14 @@ from typing import Any
 
 import pandas as pd
 import torch
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from robustbench_cnn import zoo
 from robustbench_cnn.attacks import ATTACKS
-from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING, crafting_model
+from robustbench_cnn.attacks.crafting import DEFAULT_CRAFTING
 from robustbench_cnn.attacks.evaluate import robust_correct
-from robustbench_cnn.attacks.preflight import EOT, is_randomized
+from robustbench_cnn.attacks.preflight import attacker_for, is_randomized
 from robustbench_cnn.config.load import LoadedSuite, load_suite, parse_suite
 from robustbench_cnn.config.spec import DatasetSpec, EvalSpec, PreprocessField
 from robustbench_cnn.contract.results import Row, frame
@@ -46,8 +45,8 @@ from robustbench_cnn.seeds import derived_seed
 from robustbench_cnn.zoo import Preprocess, entry
 from robustbench_cnn.zoo import zoo_dir as find_zoo
 
-log = logging.getLogger(__name__)
 PROBE = 64  # eval images the randomness probe runs on (the run's preflight probes as many)
+CRAFT_PROBE = 8  # eval images the crafting model is verified on (as measures.common.crafting_for)
 
 
 def _one_line(where: str, exc: ValidationError) -> InputError:
@@ -73,8 +72,6 @@ def _dataset(
 def _preprocessed(model: nn.Module, ds: ImageDataset, preprocess: Any, normalize: bool) -> nn.Module:
     """``model`` behind its declared preprocessing (``"none"``, ``"dataset"``, a mapping or a
     :class:`~robustbench_cnn.zoo.Preprocess`); ``normalize=True`` is ``preprocess="dataset"``."""
-    from pydantic import TypeAdapter
-
     if preprocess is None and not normalize:
         return model
     try:
@@ -118,8 +115,6 @@ def _threat_models(
 
 
 def _check_model(model: nn.Module, data: ImageDataset) -> None:
-    import torch
-
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise InputError(f"evaluate(): the model's {name} holds NaN or infinite values")
@@ -137,11 +132,9 @@ def _robust_rows(
     seed: int,
     device: torch.device,
     progress: bool,
-    attacker: nn.Module | None = None,
+    attacker: nn.Module,
 ) -> list[Row]:
     """``robust_acc`` per attack and eps (only clean-correct images attacked), then ``worst_case`` per eps."""
-    import torch
-
     x, y, n = ds.x_eval, ds.y_eval, len(ds.y_eval)
     rows: list[Row] = []
     survived: dict[float, list[torch.Tensor]] = {}
@@ -183,18 +176,15 @@ def _clean_rows(model: nn.Module, ds: ImageDataset, row: Callable[..., Row], bat
     return rows, pred == y
 
 
-def _eot_attacker(model: nn.Module, ds: ImageDataset, device: torch.device, samples: int):
-    """``(randomized, attacker)``: whether two identical passes on the first eval images differ, and
-    then the module attacks craft on (EOT over ``samples`` passes of the crafting model, as
-    :func:`robustbench_cnn.measures.common.crafting_for` builds it in a run); else None (the default)."""
-    probe = ds.x_eval[:PROBE].to(device)
-    if not is_randomized(model, probe):
-        return False, None
+def _attacker(model: nn.Module, ds: ImageDataset, device: torch.device, samples: int) -> tuple[bool, nn.Module]:
+    """``(randomized, attacker)``: whether two identical passes on the first ``PROBE`` eval images differ
+    (the run's preflight row), and the module attacks craft on, built as a run builds it (EOT over
+    ``samples`` passes for a randomized model; verified on the first ``CRAFT_PROBE`` images)."""
     if samples < 1:
         raise InputError(f"evaluate(): eot_samples = {samples}; give 1 or more forward passes")
-    log.warning("evaluate(): two identical forward passes differ; attacks use EOT over %d samples", samples)
-    crafter = crafting_model(model, DEFAULT_CRAFTING, probe, ds.y_eval[:PROBE].to(device), device)
-    return True, EOT(crafter, samples).eval()
+    randomized = is_randomized(model, ds.x_eval[:PROBE].to(device))
+    x, y = ds.x_eval[:CRAFT_PROBE].to(device), ds.y_eval[:CRAFT_PROBE].to(device)
+    return randomized, attacker_for(model, DEFAULT_CRAFTING, x, y, device, samples, "evaluate()")
 
 
 def evaluate(
@@ -257,7 +247,7 @@ def evaluate(
     row = partial(Row, run_id=new_run_id(), suite="api", dataset=ds.name, model=name or arch, arch=arch,
                   device=dev.type)  # fmt: skip
     rows, clean = _clean_rows(model, ds, row, batch_size, dev, seed)
-    randomized, attacker = _eot_attacker(model, ds, dev, eot_samples)
+    randomized, attacker = _attacker(model, ds, dev, eot_samples)
     rows.append(row(metric="randomized", value=float(randomized), n=min(PROBE, len(ds.y_eval))))
     rows += _robust_rows(model, ds, specs, clean, row, batch_size=batch_size, seed=seed, device=dev,
                          progress=progress, attacker=attacker)  # fmt: skip

@@ -17,14 +17,18 @@ Tensor contract: probe images ``(N, C, H, W)`` in [0, 1] on the model's device; 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from robustbench_cnn.attacks.crafting import Crafting, crafting_model
 from robustbench_cnn.attacks.sanity import CheckResult
 
 DLR_ATTACKS = frozenset({"apgd_dlr", "apgd_t", "autoattack", "ensemble"})
+log = logging.getLogger(__name__)
+
 RANDOM_ATOL = 1e-5  # logits of two identical passes may differ by float noise only
 
 
@@ -45,6 +49,19 @@ def is_randomized(model: nn.Module, probe: torch.Tensor) -> bool:
     model.eval()
     first, second = model(probe), model(probe)
     return not torch.allclose(first, second, rtol=0.0, atol=RANDOM_ATOL)
+
+
+def attacker_for(model: nn.Module, crafting: Crafting, probe: torch.Tensor, labels: torch.Tensor,
+                 device: torch.device | str, eot_samples: int, name: str) -> nn.Module:  # fmt: skip
+    """The module ``model``'s attacks craft on (:func:`~robustbench_cnn.attacks.crafting.crafting_model`,
+    verified on ``probe``/``labels``), wrapped in :class:`EOT` over ``eot_samples`` passes if two
+    identical forward passes on ``probe`` differ (Athalye et al. 2018); ``name`` heads the warning.
+    A suite run (``measures.common.crafting_for``) and ``api.evaluate`` build it alike."""
+    attacker = crafting_model(model.eval(), crafting, probe, labels, device)
+    if is_randomized(model, probe):
+        log.warning("%s: two identical forward passes differ; attacks use EOT over %d samples", name, eot_samples)
+        attacker = EOT(attacker, eot_samples).eval()
+    return attacker
 
 
 def eot_check(randomized: bool, samples: int) -> CheckResult:

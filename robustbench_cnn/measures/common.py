@@ -9,8 +9,7 @@ import logging
 import torch
 from torch import nn
 
-from robustbench_cnn.attacks.crafting import crafting_model
-from robustbench_cnn.attacks.preflight import EOT, is_randomized
+from robustbench_cnn.attacks.preflight import attacker_for
 from robustbench_cnn.engine.context import ModelUnderTest, RunContext
 from robustbench_cnn.engine.devices import fitting_batch
 from robustbench_cnn.engine.plan import crafting
@@ -47,14 +46,8 @@ def crafting_for(ctx: RunContext, target: ModelUnderTest) -> nn.Module:
     if target.attacker is None:
         data = ctx.data
         probe_x, probe_y = data.x_eval[:8].to(ctx.device), data.y_eval[:8].to(ctx.device)
-        attacker = crafting_model(target.model.eval(), crafting(ctx.spec), probe_x, probe_y, ctx.device)
-        if is_randomized(target.model, probe_x):
-            samples = ctx.spec.checks.eot_samples
-            log.warning(
-                "%s: two identical forward passes differ; attacks use EOT over %d samples", target.name, samples
-            )
-            attacker = EOT(attacker, samples).eval()
-        target.attacker = attacker
+        target.attacker = attacker_for(target.model, crafting(ctx.spec), probe_x, probe_y, ctx.device,
+                                       ctx.spec.checks.eot_samples, target.name)  # fmt: skip
     return target.attacker
 
 
