@@ -16,7 +16,7 @@ from robustbench_cnn.contract.results import Row, frame, write_csv
 from robustbench_cnn.data import load_dataset
 from robustbench_cnn.engine.runner import new_run_id
 from robustbench_cnn.errors import InputError
-from robustbench_cnn.measures.artifact import DeployedArtifact, measure_artifact
+from robustbench_cnn.measures.artifact import measure_artifact, open_artifact
 from robustbench_cnn.report.reproduction import render_markdown, render_terminal, reproduction
 from robustbench_cnn.zoo import entry, locate
 
@@ -48,7 +48,7 @@ def measure(opts: MeasureOptions) -> tuple[Path, str]:
     dataset = opts.dataset or e.dataset
     data = load_dataset(DatasetSpec(name=dataset, path=opts.data_path, eval_size=opts.eval_size,
                                     num_classes=10 if dataset == "npz" else None), opts.data_dir)  # fmt: skip
-    artifact = DeployedArtifact(path, e.preprocess.input_range)
+    artifact = open_artifact(path, e.preprocess.input_range)
     run_id = new_run_id()
     compression = "int8" if artifact.quantized else "none"
     row = partial(Row, run_id=run_id, suite=f"zoo-{e.name}", dataset=data.name, model=e.name, arch="artifact",

@@ -58,7 +58,6 @@ class TfliteArtifact(Artifact):
         return bool(np.issubdtype(self.model.input["dtype"], np.integer))  # type: ignore[union-attr]
 
 
-DeployedArtifact = TfliteArtifact  # the name `zoo measure` (cli/zoo.py) imports; new code calls open_artifact
 ARTIFACTS: dict[str, type[TfliteArtifact] | type[OnnxArtifact]] = {".tflite": TfliteArtifact, ".onnx": OnnxArtifact}
 
 
