@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from robustbench_cnn.engine.cells import Shard
@@ -127,14 +128,14 @@ class RayBackend:
     def submit(self, pc: PlannedCell) -> None:
         kind = CELL_KINDS.get(pc.cell.kind)
         if not kind.needs_model:  # cheap: from its inputs' arrays, here
-            self.finished.append((pc, self._here(pc, lambda: self._compute_here(pc))))
+            self.finished.append((pc, self._here(partial(self._compute_here, pc))))
             return
         plan = shards(self.ctx, pc.cell)
         pending: list[Shard | None] = [None]  # an unsharded cell: one task
         if plan is not None:
             pending = [s for s in plan if self.store.load_shard(pc.id, s) is None]
         if not pending:
-            self.finished.append((pc, self._here(pc, lambda: self._merge(pc))))
+            self.finished.append((pc, self._here(partial(self._merge, pc))))
             return
         self.open_shards[pc.id] = len(pending)
         cpus = self.node_cpus if kind.resources == "node" else 1
@@ -164,10 +165,11 @@ class RayBackend:
         self.open_shards[pc.id] -= 1
         if self.open_shards[pc.id]:
             return None
-        return pc, (None if shard is None else self._here(pc, lambda: self._merge(pc)))
+        return pc, (None if shard is None else self._here(partial(self._merge, pc)))
 
     @staticmethod
-    def _here(pc: PlannedCell, work: Callable[[], None]) -> Exception | None:
+    def _here(work: Callable[[], None]) -> Exception | None:
+        """What ``work`` (run here, in the driver) raised; None if it finished."""
         try:
             work()
         except Exception as exc:
