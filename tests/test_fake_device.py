@@ -235,3 +235,22 @@ def test_training_synchronizes_with_the_device_per_epoch_not_per_step():
 
     few, many = syncs_per_epoch(64), syncs_per_epoch(256)  # 4 and 16 steps per epoch
     assert few == many <= 3, (few, many)
+
+
+def test_evaluate_runs_a_randomized_model_on_an_accelerator():
+    """``evaluate``: the model, its randomness probe and its EOT crafting module on the device."""
+    import robustbench_cnn
+
+    class Noisy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+        def forward(self, x):
+            return self.net(x + 0.05 * torch.randn_like(x))
+
+    with fake_accelerator():
+        table = robustbench_cnn.evaluate(Noisy(), data="digits", eval_size=8, attacks=("pgd",), eps=(0.1,), steps=1,
+                                         device="meta", eot_samples=2)  # fmt: skip
+    value = table.set_index("metric").value
+    assert value["randomized"] == 1.0 and set(table.device) == {"meta"}
