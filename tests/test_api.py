@@ -79,6 +79,7 @@ def test_a_bare_network_with_normalize_matches_the_wrapped_model(digits, tiny_mo
     value = {name: t.set_index("metric").value for name, t in (("wrapped", wrapped), ("bare", bare))}
     assert value["bare"]["clean_acc"] == value["wrapped"]["clean_acc"] > 0.5
     assert value["bare"]["robust_acc"] == value["wrapped"]["robust_acc"] < value["wrapped"]["clean_acc"]
+    assert value["wrapped"]["randomized"] == 0.0  # a deterministic model: no EOT, no flag
 
 
 NOISY_PLUGIN = """
